@@ -1,0 +1,74 @@
+"""What a model family must tell the runtime: where its video features are and how it places them.
+
+An adapter never changes the model. It reads the video features the model's own
+``get_video_features`` produced (or produces them the same way), splits them into per-video
+(T, f, d) grids, rebuilds the encoder output with only the kept tokens, and computes the
+positions the model would use for the full prompt.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class VideoGrids:
+    """Per-video feature grids as stage 1 sees them, plus what is needed to rebuild the output."""
+
+    grids: list[torch.Tensor]  # one (T, f, d) tensor per video, in placeholder order
+    encoder_output: Any  # the model's own encoder output object (ModelOutput)
+    extra_tokens: list[int] = field(default_factory=list)  # always-kept tokens after each video's grid
+
+
+class VideoLLMAdapter:
+    """Base class of the per-family adapters (LLaVA-OneVision, Qwen2.5-VL, Qwen3-VL)."""
+
+    family: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    default_frames: ClassVar[int] = 32
+    #: number of position planes the model's forward takes (1 for 1-D RoPE, 3 for M-RoPE)
+    position_planes: ClassVar[int] = 1
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    # --- identification -------------------------------------------------------------------
+    @property
+    def video_token_id(self) -> int:
+        return int(self.model.config.video_token_id)
+
+    # --- features ---------------------------------------------------------------------------
+    def encode(self, kwargs: dict[str, Any]) -> Any:
+        """Run the model's own ``get_video_features`` on the raw video inputs in ``kwargs``."""
+        raise NotImplementedError
+
+    def grids(self, encoder_output: Any, kwargs: dict[str, Any]) -> VideoGrids:
+        raise NotImplementedError
+
+    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor]) -> Any:
+        """A copy of the encoder output holding only the kept tokens (``keeps[v]``: flat bool)."""
+        raise NotImplementedError
+
+    def observed_modules(self) -> list[tuple[torch.nn.Module, Any]]:
+        """(module, forward-pre-hook-with-kwargs) pairs the runtime registers while applied."""
+        return []
+
+    # --- positions -------------------------------------------------------------------------
+    def full_positions(self, kwargs: dict[str, Any], input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Positions of the full prompt as the model would compute them: (B, L) or (P, B, L)."""
+        if attention_mask is not None:
+            pos = attention_mask.long().cumsum(-1) - 1
+            return pos.masked_fill(attention_mask == 0, 1)
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+
+    def sequence_keyed_kwargs(self) -> tuple[str, ...]:
+        """Keyword inputs shaped (B, L, ...) that must be shortened with the prompt."""
+        return ()
+
+    @staticmethod
+    def _copy_output(output: Any) -> Any:
+        return copy.copy(output)

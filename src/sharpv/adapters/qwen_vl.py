@@ -1,0 +1,108 @@
+"""Qwen2.5-VL and Qwen3-VL: M-RoPE positions, per-video feature tuples, Qwen3-VL deepstack.
+
+Video features: ``get_video_features`` returns ``pooler_output`` as one (t*h*w / merge**2, d)
+tensor per video, in (t, h, w) raster order. A "frame" for stage 1 is one temporal grid step
+(two video frames for both families, ``temporal_patch_size = 2``), so f = h*w / merge**2.
+Qwen3-VL also returns ``deepstack_features`` (one tuple per deepstack layer, one tensor per
+video) that are added to the visual tokens' hidden states inside the LLM: they are pruned with the
+same indices so they stay aligned with the kept tokens.
+
+Positions are the model's own M-RoPE (t, h, w) triples from ``get_rope_index`` (or the
+``position_ids`` that ``generate()`` prepared, which carry an extra leading text-position plane).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from sharpv.adapters.base import VideoGrids, VideoLLMAdapter
+from sharpv.errors import SharpVError
+
+
+class QwenVLAdapter(VideoLLMAdapter):
+    family = "qwen2.5-vl"
+    model_types = ("qwen2_5_vl",)
+    default_frames = 32
+    position_planes = 3
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__(model)
+        self._last_grids: list[torch.Tensor] = []
+
+    @property
+    def merge(self) -> int:
+        return int(self.model.config.vision_config.spatial_merge_size)
+
+    def observed_modules(self):
+        # generate() encodes the video before prefill and drops `video_grid_thw` from the kwargs it
+        # forwards, so the grid is read where the vision tower is called (a hook, not a patch).
+        def record(module, args, kwargs):
+            grid = kwargs.get("grid_thw")
+            if grid is not None:
+                self._last_grids.append(grid.detach())
+                del self._last_grids[:-2]
+
+        return [(self.model.model.visual, record)]
+
+    def encode(self, kwargs: dict[str, Any]) -> Any:
+        return self.model.get_video_features(
+            pixel_values_videos=kwargs["pixel_values_videos"],
+            video_grid_thw=kwargs["video_grid_thw"],
+            return_dict=True,
+        )
+
+    def _video_grid(self, encoder_output: Any, kwargs: dict[str, Any]) -> torch.Tensor:
+        grid = kwargs.get("video_grid_thw")
+        sizes = [int(x.shape[0]) for x in encoder_output.pooler_output]
+        candidates = ([grid] if grid is not None else []) + self._last_grids[::-1]
+        for cand in candidates:
+            cand_sizes = (cand.prod(-1) // self.merge**2).tolist()
+            if cand_sizes == sizes:
+                return cand
+        raise SharpVError(
+            "cannot tell the video's frame grid: pass `video_grid_thw` along with precomputed video features"
+        )
+
+    def grids(self, encoder_output: Any, kwargs: dict[str, Any]) -> VideoGrids:
+        grid = self._video_grid(encoder_output, kwargs)
+        grids = []
+        for feats, (t, h, w) in zip(encoder_output.pooler_output, grid.tolist()):
+            grids.append(feats.reshape(t, h * w // self.merge**2, -1))
+        return VideoGrids(grids=grids, encoder_output=encoder_output, extra_tokens=[0] * len(grids))
+
+    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor]) -> Any:
+        src = grids.encoder_output
+        out = self._copy_output(src)
+        out.pooler_output = tuple(feats[keep] for feats, keep in zip(src.pooler_output, keeps))
+        deepstack = getattr(src, "deepstack_features", None)
+        if deepstack is not None:
+            out.deepstack_features = [
+                tuple(feats[keep] for feats, keep in zip(layer, keeps)) for layer in deepstack
+            ]
+        return out
+
+    def full_positions(self, kwargs, input_ids, attention_mask):
+        if kwargs.get("mm_token_type_ids") is None:
+            raise SharpVError("Qwen-VL inputs need `mm_token_type_ids`: pass everything the processor returned")
+        grid = kwargs.get("video_grid_thw")
+        if grid is None and self._last_grids:
+            grid = self._last_grids[-1]
+        positions, _ = self.model.model.get_rope_index(
+            input_ids,
+            mm_token_type_ids=kwargs["mm_token_type_ids"],
+            image_grid_thw=kwargs.get("image_grid_thw"),
+            video_grid_thw=grid,
+            second_per_grid_ts=kwargs.get("second_per_grid_ts"),
+            attention_mask=attention_mask,
+        )
+        return positions
+
+    def sequence_keyed_kwargs(self) -> tuple[str, ...]:
+        return ("mm_token_type_ids",)
+
+
+class Qwen3VLAdapter(QwenVLAdapter):
+    family = "qwen3-vl"
+    model_types = ("qwen3_vl",)
