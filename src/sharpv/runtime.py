@@ -154,7 +154,7 @@ class AppliedSharpV:
         start = time.perf_counter()
         grids = adapter.grids(mm["video"], kwargs)
         keeps, videos = [], []
-        for grid, extra in zip(grids.grids, grids.extra_tokens):
+        for grid in grids.grids:
             sel = select_tokens(
                 grid,
                 keep_ratio=cfg.keep_ratio,
@@ -162,7 +162,7 @@ class AppliedSharpV:
                 ratio_scale=cfg.ratio_scale,
                 min_tokens_per_frame=cfg.min_tokens_per_frame,
             )
-            keeps.append(torch.cat([sel.keep.reshape(-1), sel.keep.new_ones(extra)]))
+            keeps.append(torch.cat([sel.keep.reshape(-1), sel.keep.new_ones(grids.extra_tokens)]))
             videos.append(VideoStats(grid.shape[0], grid.shape[1], sel.counts.tolist()))
 
         placeholders = input_ids == adapter.video_token_id

@@ -9,7 +9,7 @@ positions the model would use for the full prompt.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -21,7 +21,7 @@ class VideoGrids:
 
     grids: list[torch.Tensor]  # one (T, f, d) tensor per video, in placeholder order
     encoder_output: Any  # the model's own encoder output object (ModelOutput)
-    extra_tokens: list[int] = field(default_factory=list)  # always-kept tokens after each video's grid
+    extra_tokens: int = 0  # always-kept tokens after each video's grid
 
 
 class VideoLLMAdapter:
@@ -30,8 +30,8 @@ class VideoLLMAdapter:
     family: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
     default_frames: ClassVar[int] = 32
-    #: number of position planes the model's forward takes (1 for 1-D RoPE, 3 for M-RoPE)
-    position_planes: ClassVar[int] = 1
+    #: always-kept tokens after each video's frame grid (LLaVA-OneVision's image_newline)
+    extra_tokens_per_video: ClassVar[int] = 0
 
     def __init__(self, model: torch.nn.Module):
         self.model = model

@@ -19,6 +19,7 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
     family = "llava-onevision"
     model_types = ("llava_onevision",)
     default_frames = 32
+    extra_tokens_per_video = 1
 
     @property
     def tokens_per_frame(self) -> int:
@@ -43,7 +44,7 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
         if n % f:
             raise ValueError(f"LLaVA-OneVision video features have {n} tokens, not a multiple of {f} per frame")
         grids = [video[:n].reshape(n // f, f, -1) for video in feats]
-        return VideoGrids(grids=grids, encoder_output=encoder_output, extra_tokens=[1] * len(grids))
+        return VideoGrids(grids=grids, encoder_output=encoder_output, extra_tokens=self.extra_tokens_per_video)
 
     def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor]) -> Any:
         feats = grids.encoder_output.pooler_output

@@ -25,7 +25,6 @@ class QwenVLAdapter(VideoLLMAdapter):
     family = "qwen2.5-vl"
     model_types = ("qwen2_5_vl",)
     default_frames = 32
-    position_planes = 3
 
     def __init__(self, model: torch.nn.Module):
         super().__init__(model)
@@ -70,7 +69,7 @@ class QwenVLAdapter(VideoLLMAdapter):
         grids = []
         for feats, (t, h, w) in zip(encoder_output.pooler_output, grid.tolist()):
             grids.append(feats.reshape(t, h * w // self.merge**2, -1))
-        return VideoGrids(grids=grids, encoder_output=encoder_output, extra_tokens=[0] * len(grids))
+        return VideoGrids(grids=grids, encoder_output=encoder_output, extra_tokens=self.extra_tokens_per_video)
 
     def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor]) -> Any:
         src = grids.encoder_output

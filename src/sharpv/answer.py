@@ -1,0 +1,163 @@
+"""Answer a question about a video with a video LLM, densely or with SharpV: the CLI's main job."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sharpv.adapters import adapter_class_for
+from sharpv.config import SharpVConfig
+from sharpv.errors import SharpVError
+from sharpv.runtime import apply
+from sharpv.video import build_inputs, load_processor, read_video
+
+METHODS = ("dense", "sharpv")
+DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class Answer:
+    answer: str
+    method: str
+    model_type: str
+    frames: int
+    visual_tokens_in: int
+    visual_tokens_kept: int
+    kept_per_frame: list[int]
+    prefill_seconds: float
+    pruning_seconds: float
+    generate_seconds: float
+    new_tokens: list[int] = field(default_factory=list)
+    config: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class _PrefillTimer:
+    """Times the first forward call of ``generate()`` (the prefill) with forward hooks."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.seconds: float | None = None
+        self._start: float | None = None
+        self._handles = [
+            model.register_forward_pre_hook(self._pre),
+            model.register_forward_hook(self._post),
+        ]
+        self._device = next(model.parameters()).device
+
+    def _sync(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
+
+    def _pre(self, *_: Any) -> None:
+        if self.seconds is None and self._start is None:
+            self._sync()
+            self._start = time.perf_counter()
+
+    def _post(self, *_: Any) -> None:
+        if self.seconds is None and self._start is not None:
+            self._sync()
+            self.seconds = time.perf_counter() - self._start
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def load_model(model_dir: str | Path, dtype: str = "auto", device: str = "cpu", attn_implementation: str = "sdpa"):
+    """Load a supported video LLM and its processor from a local directory via ``from_pretrained``."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise SharpVError(f"model directory {path} does not exist; pass a local checkpoint (see `sharpv tiny-model`)")
+    if dtype not in DTYPES:
+        raise SharpVError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SharpVError(f"{path} is not a transformers model directory ({type(exc).__name__})") from None
+    family = adapter_class_for(config.model_type).family
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    if DTYPES[dtype] is not None:
+        kwargs["dtype"] = DTYPES[dtype]
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).to(device).eval()
+    return model, load_processor(path, family)
+
+
+def answer_question(
+    model: torch.nn.Module,
+    processor: Any,
+    video_path: str | Path,
+    question: str,
+    *,
+    method: str = "sharpv",
+    config: SharpVConfig | None = None,
+    frames: int | None = None,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+) -> Answer:
+    if method not in METHODS:
+        raise SharpVError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if max_new_tokens < 1:
+        raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    adapter_cls = adapter_class_for(model.config.model_type)
+    video = read_video(video_path, frames if frames is not None else adapter_cls.default_frames)
+    inputs = build_inputs(processor, question, video)
+    device = next(model.parameters()).device
+    inputs = {
+        k: (v.to(device, model.dtype) if v.is_floating_point() and k.startswith("pixel") else v.to(device))
+        for k, v in inputs.items()
+    }
+    config = config or SharpVConfig()
+    timer = _PrefillTimer(model)
+    handle = apply(model, config) if method == "sharpv" else None
+    try:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample)
+        generate_seconds = time.perf_counter() - start
+    finally:
+        timer.remove()
+        if handle is not None:
+            handle.remove()
+    new = out[0, inputs["input_ids"].shape[1] :].tolist()
+    tokenizer = getattr(processor, "tokenizer", processor)
+    text = tokenizer.decode(new, skip_special_tokens=True).strip()
+    n_visual = int((inputs["input_ids"] == model.config.video_token_id).sum())
+    if handle is not None and handle.stats is not None:
+        s = handle.stats
+        tokens_in, kept, per_frame, frames_n, prune = (
+            s.visual_tokens_in, s.visual_tokens_kept, s.kept_per_frame, s.frames, s.pruning_seconds
+        )
+    else:
+        # Dense: every visual token reaches the LLM.
+        n_videos = int(inputs["input_ids"].shape[0])
+        tokens_in = kept = n_visual - adapter_cls.extra_tokens_per_video * n_videos
+        frames_n = _frames_in_grid(inputs, video)
+        per_frame, prune = [tokens_in // frames_n] * frames_n, 0.0
+    return Answer(
+        answer=text,
+        method=method,
+        model_type=model.config.model_type,
+        frames=frames_n,
+        visual_tokens_in=tokens_in,
+        visual_tokens_kept=kept,
+        kept_per_frame=per_frame,
+        prefill_seconds=timer.seconds or 0.0,
+        pruning_seconds=prune,
+        generate_seconds=generate_seconds,
+        new_tokens=new,
+        config=config.to_dict() if method == "sharpv" else None,
+    )
+
+
+def _frames_in_grid(inputs, video) -> int:
+    """Frames as stage 1 counts them: temporal grid steps for Qwen, sampled frames otherwise."""
+    grid = inputs.get("video_grid_thw")
+    return int(grid[:, 0].sum()) if grid is not None else len(video.indices)

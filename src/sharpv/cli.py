@@ -1,0 +1,121 @@
+"""The ``sharpv`` command line: ``sharpv answer`` and ``sharpv tiny-model``.
+
+Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from sharpv.errors import SharpVError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="SharpV: prune redundant visual tokens of video LLMs without reading attention weights.",
+)
+err = Console(stderr=True)
+
+
+@app.command()
+def answer(
+    video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
+    question: str = typer.Argument(..., help="Question about the video."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained)."),
+    method: str = typer.Option("sharpv", "--method", help="dense or sharpv."),
+    keep_ratio: Optional[float] = typer.Option(
+        None, "--keep-ratio", help="Budget mode: keep exactly this share of visual tokens. Omit for the adaptive ratio."
+    ),
+    positions: str = typer.Option("original", "--positions", help="original or compact position ids."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled uniformly (default: the family's usual count)."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Tokens to generate."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+) -> None:
+    """Answer QUESTION about VIDEO with a video LLM, densely or with SharpV."""
+    from sharpv.answer import answer_question, load_model
+    from sharpv.config import SharpVConfig
+
+    from sharpv.answer import METHODS
+
+    if method not in METHODS:
+        raise SharpVError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "dense" and keep_ratio is not None:
+        raise SharpVError("--keep-ratio sets a pruning budget; drop it with --method dense")
+    if max_new_tokens < 1:
+        raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if frames is not None and frames < 1:
+        raise SharpVError(f"--frames must be at least 1, got {frames}")
+    if model is None:
+        raise SharpVError("--model is required: pass a local model directory (make one with `sharpv tiny-model DIR`)")
+    try:
+        config = SharpVConfig(keep_ratio=keep_ratio, positions=positions)
+    except ValueError as exc:
+        raise SharpVError(str(exc).replace("keep_ratio", "--keep-ratio").replace("positions must", "--positions must")) from None
+    if not video.exists():
+        raise SharpVError(f"{video} does not exist; pass a video file or a folder of frames")
+    with err.status("loading model", spinner="dots") as status:
+        lm, processor = load_model(model, dtype=dtype, device=device)
+        status.update(f"answering with {method}")
+        result = answer_question(
+            lm, processor, video, question, method=method, config=config, frames=frames, max_new_tokens=max_new_tokens
+        )
+    if as_json:
+        print(json.dumps(result.to_dict()))
+        return
+    print(result.answer)
+    err.print(
+        f"[dim]{result.method}: {result.visual_tokens_kept}/{result.visual_tokens_in} visual tokens over "
+        f"{result.frames} frames, prefill {result.prefill_seconds:.3f} s, pruning {result.pruning_seconds * 1e3:.2f} ms[/dim]"
+    )
+
+
+@app.command("tiny-model")
+def tiny_model(
+    out_dir: Path = typer.Argument(..., help="Directory to write the model to."),
+    arch: str = typer.Option(..., "--arch", help="llava-onevision, qwen2.5-vl or qwen3-vl."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
+) -> None:
+    """Write a tiny random-weight model with its processor (for smoke tests, bug reports and CI)."""
+    from sharpv.tiny import ARCHES, build_tiny_model
+
+    if arch not in ARCHES:
+        raise SharpVError(f"--arch must be one of {', '.join(ARCHES)}, got {arch!r}")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise SharpVError(f"{out_dir} is not empty; pass a new or empty directory (nothing was written)")
+    path = build_tiny_model(out_dir, arch, seed=seed)
+    print(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app, turning user errors into one line and exit code 2."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except SharpVError as exc:
+        err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        return 2
+    except Exception as exc:
+        # Usage errors of typer's (vendored) click: one line instead of the usage banner.
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = exc.format_message()
+            if message:
+                err.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+            return int(exc.exit_code) if exc.exit_code else 2
+        raise
+    return result if isinstance(result, int) else 0
+
+
+def _entry() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    _entry()
