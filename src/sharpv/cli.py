@@ -83,16 +83,38 @@ def tiny_model(
     out_dir: Path = typer.Argument(..., help="Directory to write the model to."),
     arch: str = typer.Option(..., "--arch", help="llava-onevision, qwen2.5-vl or qwen3-vl."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty directory."),
 ) -> None:
     """Write a tiny random-weight model with its processor (for smoke tests, bug reports and CI)."""
     from sharpv.tiny import ARCHES, build_tiny_model
 
     if arch not in ARCHES:
         raise SharpVError(f"--arch must be one of {', '.join(ARCHES)}, got {arch!r}")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise SharpVError(f"{out_dir} is not empty; pass a new or empty directory (nothing was written)")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SharpVError(f"{out_dir} is a file; pass a directory")
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise SharpVError(f"{out_dir} is not empty; pass a new directory or --overwrite (nothing was written)")
     path = build_tiny_model(out_dir, arch, seed=seed)
     print(path)
+
+
+@app.command("sample-video")
+def sample_video(
+    path: Path = typer.Argument(..., help="Where to write the mp4."),
+    frames: int = typer.Option(32, "--frames", help="Number of frames."),
+    size: int = typer.Option(128, "--size", help="Frame side in pixels (multiple of 16)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
+) -> None:
+    """Write a small synthetic clip (a red square moving over a static texture)."""
+    from sharpv.video.sample import write_sample_video
+
+    if frames < 1:
+        raise SharpVError(f"--frames must be at least 1, got {frames}")
+    if size < 16 or size % 16:
+        raise SharpVError(f"--size must be a multiple of 16 and at least 16, got {size}")
+    if path.exists() and not overwrite:
+        raise SharpVError(f"{path} exists; pass another path or --overwrite (nothing was written)")
+    print(write_sample_video(path, n_frames=frames, size=size))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -84,6 +84,8 @@ def _read_video_file(path: Path, n: int) -> SampledVideo:
             raise SharpVError(f"{path} is truncated or corrupt: decoding stopped after {count} frames") from None
     if not kept:
         raise SharpVError(f"{path} has no decodable frame")
+    if total > 0 and count < 0.9 * total:
+        raise SharpVError(f"{path} is truncated or corrupt: {count} of its {total} frames decode")
     if wanted is None or len(kept) < len(wanted):
         # The header did not say how many frames there are (or said too many): sample what decoded.
         pick = uniform_indices(len(kept), n)
