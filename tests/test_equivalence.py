@@ -1,4 +1,4 @@
-"""Stage 1 on every supported family, proven by equivalence with hand-built references."""
+"""Stage 1 (stage 2 off) on every supported family, proven by equivalence with hand-built references."""
 
 from __future__ import annotations
 
@@ -9,71 +9,27 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 import sharpv
 from sharpv import SharpVConfig
-from sharpv.core import select_tokens
 
 from conftest import Family
+from reference import stage1_by_hand
 
 ATOL = 1e-5
 
 
-def _is_qwen(fam: Family) -> bool:
-    return fam.arch != "llava-onevision"
-
-
 def reference(fam: Family, inputs: dict, config: SharpVConfig, new_tokens: int = 0):
-    """Prune by hand and run the language model on the reduced sequence.
-
-    Returns the prefill logits and, if ``new_tokens`` > 0, the greedy tokens and per-step logits of
-    a manual decode loop that continues at the position the unpruned sequence would have reached
-    (``positions="original"``) or where the shortened one ends (``"compact"``).
-    """
+    """Stage 1 by hand, then the language model on the reduced sequence with a manual greedy
+    decode loop that continues at the position the unpruned sequence would have reached
+    (``positions="original"``) or where the shortened one ends (``"compact"``)."""
     model = fam.model
-    ids = inputs["input_ids"]
-    video_id = model.config.video_token_id
-    assert ids.shape[0] == 1
+    red = stage1_by_hand(fam, inputs, config)
+    n = red.ids.shape[1]
+    extra = {}
+    if red.deepstack is not None:
+        extra = dict(visual_pos_masks=red.visual[None], deepstack_visual_embeds=red.deepstack)
+    lm = model.model.language_model
+    cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
-        if _is_qwen(fam):
-            out = model.get_video_features(
-                pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"], return_dict=True
-            )
-            feats = out.pooler_output[0]
-            t = int(inputs["video_grid_thw"][0, 0])
-            grid = feats.view(t, feats.shape[0] // t, -1)
-            full_pos = model.model.get_rope_index(
-                ids, mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
-                second_per_grid_ts=inputs.get("second_per_grid_ts"), attention_mask=inputs["attention_mask"],
-            )[0]
-        else:
-            out = model.get_video_features(pixel_values_videos=inputs["pixel_values_videos"], return_dict=True)
-            feats = out.pooler_output[0]
-            f = (model.config.vision_config.image_size // model.config.vision_config.patch_size // 2) ** 2
-            grid = feats[:-1].view(-1, f, feats.shape[-1])
-            full_pos = torch.arange(ids.shape[1])[None]
-        sel = select_tokens(grid, keep_ratio=config.keep_ratio, min_tokens_per_frame=config.min_tokens_per_frame)
-        keep_ph = sel.keep.reshape(-1)
-        if not _is_qwen(fam):
-            keep_ph = torch.cat([keep_ph, torch.tensor([True])])
-        seq_keep = torch.ones_like(ids[0], dtype=torch.bool)
-        seq_keep[ids[0] == video_id] = keep_ph
-        ids_r = ids[:, seq_keep]
-        n = ids_r.shape[1]
-        if config.positions == "original":
-            pos = full_pos[..., seq_keep]
-        else:
-            pos = torch.arange(n)[None]
-            if full_pos.dim() == 3:
-                pos = pos.expand(3, 1, n)
-        embeds = model.get_input_embeddings()(ids_r)
-        embeds[ids_r == video_id] = feats[keep_ph]
-        extra = {}
-        if fam.arch == "qwen3-vl":
-            extra = dict(
-                visual_pos_masks=ids_r == video_id,
-                deepstack_visual_embeds=[layer[0][keep_ph] for layer in out.deepstack_features],
-            )
-        lm = model.model.language_model
-        cache = DynamicCache(config=model.config.get_text_config())
-        hidden = lm(inputs_embeds=embeds, position_ids=pos, attention_mask=torch.ones(1, n, dtype=torch.long),
+        hidden = lm(inputs_embeds=red.embeds, position_ids=red.positions, attention_mask=torch.ones(1, n, dtype=torch.long),
                     past_key_values=cache, use_cache=True, **extra).last_hidden_state
         prefill = model.lm_head(hidden)
         tokens, steps = [], []
@@ -83,19 +39,19 @@ def reference(fam: Family, inputs: dict, config: SharpVConfig, new_tokens: int =
             tokens.append(int(nxt))
             if step == new_tokens - 1:
                 break
-            p = pos[..., -1:] + step + 1
+            p = red.positions[..., -1:] + step + 1
             hidden = lm(inputs_embeds=model.get_input_embeddings()(nxt), position_ids=p,
                         attention_mask=torch.ones(1, n + step + 1, dtype=torch.long),
                         past_key_values=cache, use_cache=True).last_hidden_state
             logits = model.lm_head(hidden)[:, -1]
             steps.append(logits)
-    return prefill, tokens, steps, sel
+    return prefill, tokens, steps, red.selection
 
 
 @pytest.mark.parametrize("positions", ["original", "compact"])
 def test_pruned_prefill_equals_reference_on_reduced_sequence(family, positions):
     inputs = family.inputs()
-    config = SharpVConfig(keep_ratio=0.3, positions=positions)
+    config = SharpVConfig(keep_ratio=0.3, positions=positions, kv=False)
     ref, _, _, sel = reference(family, inputs, config)
     with sharpv.apply(family.model, config) as handle, torch.no_grad():
         logits = family.model(**inputs).logits
@@ -108,7 +64,7 @@ def test_pruned_prefill_equals_reference_on_reduced_sequence(family, positions):
 @pytest.mark.parametrize("positions", ["original", "compact"])
 def test_pruned_generate_equals_manual_decode_loop(family, positions):
     inputs = family.inputs()
-    config = SharpVConfig(keep_ratio=0.3, positions=positions)
+    config = SharpVConfig(keep_ratio=0.3, positions=positions, kv=False)
     _, tokens, steps, _ = reference(family, inputs, config, new_tokens=6)
     with sharpv.apply(family.model, config), torch.no_grad():
         out = family.model.generate(
@@ -122,7 +78,7 @@ def test_pruned_generate_equals_manual_decode_loop(family, positions):
 def test_manual_loop_without_positions_equals_generate(family):
     """A user's own decode loop on the pruned cache: the runtime supplies mask and positions."""
     inputs = family.inputs()
-    with sharpv.apply(family.model, keep_ratio=0.4), torch.no_grad():
+    with sharpv.apply(family.model, keep_ratio=0.4, kv=False), torch.no_grad():
         gen = family.model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False)
         out = family.model(**inputs, use_cache=True)
         cache, tokens = out.past_key_values, []
@@ -139,7 +95,7 @@ def test_keep_all_reproduces_the_unmodified_model_exactly(family):
     with torch.no_grad():
         dense = family.model(**inputs).logits
         dense_gen = family.model.generate(**inputs, max_new_tokens=6, do_sample=False)
-        with sharpv.apply(family.model, keep_ratio=1.0) as handle:
+        with sharpv.apply(family.model, keep_ratio=1.0, kv=False) as handle:
             kept = family.model(**inputs).logits
             kept_gen = family.model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert handle.stats.visual_tokens_kept == handle.stats.visual_tokens_in
@@ -161,7 +117,7 @@ def test_remove_restores_the_model(family):
     inputs = family.inputs()
     with torch.no_grad():
         before = family.model(**inputs).logits
-        handle = sharpv.apply(family.model, keep_ratio=0.2)
+        handle = sharpv.apply(family.model, keep_ratio=0.2, kv=False)
         pruned = family.model(**inputs).logits
         handle.remove()
         after = family.model(**inputs).logits
@@ -189,7 +145,7 @@ def test_sdpa_and_eager_agree(family, tiny_dirs, eager_families):
     inputs = family.inputs()
     results = []
     for fam in (family, eager):
-        with sharpv.apply(fam.model, keep_ratio=0.3), torch.no_grad():
+        with sharpv.apply(fam.model, keep_ratio=0.3, kv=False), torch.no_grad():
             results.append(fam.model(**inputs).logits)
     torch.testing.assert_close(results[0], results[1], atol=ATOL, rtol=1e-4)
 
@@ -211,11 +167,11 @@ def test_no_code_path_requests_attention_weights(family, tiny_dirs):
     fam = Family(family.arch, tiny_dirs[family.arch], attn="sdpa_without_weights")
     inputs = fam.inputs()
     _CALLS["n"] = 0
-    with sharpv.apply(fam.model, keep_ratio=0.3), torch.no_grad():
+    with sharpv.apply(fam.model, keep_ratio=0.3, kv=False), torch.no_grad():
         logits = fam.model(**inputs).logits
         fam.model.generate(**inputs, max_new_tokens=3, do_sample=False)
     assert _CALLS["n"] > 0
-    with sharpv.apply(family.model, keep_ratio=0.3), torch.no_grad():
+    with sharpv.apply(family.model, keep_ratio=0.3, kv=False), torch.no_grad():
         expected = family.model(**inputs).logits
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=1e-4)
 
@@ -225,7 +181,7 @@ def test_batch_with_left_padding_equals_single_runs(family, keep_ratio):
     items = [family.inputs("what color is the square ?", seed=0), family.inputs("where is it at the end of the video ?", seed=3)]
     batch = family.batch(items)
     assert (batch["attention_mask"] == 0).any()
-    with sharpv.apply(family.model, keep_ratio=keep_ratio) as handle, torch.no_grad():
+    with sharpv.apply(family.model, keep_ratio=keep_ratio, kv=False) as handle, torch.no_grad():
         singles = [family.model(**x).logits[:, -1] for x in items]
         single_gen = [family.model.generate(**x, max_new_tokens=5, min_new_tokens=5, do_sample=False) for x in items]
         batched = family.model(**batch).logits[:, -1]

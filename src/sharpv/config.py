@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 POSITION_MODES = ("original", "compact")
+KV_MODES = ("withdraw", "layerwise")
+KV_GRANULARITIES = ("layer", "token")
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,18 @@ class SharpVConfig:
         positions: "original" keeps every kept token's original position id (and text after the
             video keeps the position it had); "compact" renumbers the shortened sequence 0..n-1
             (for M-RoPE models all three planes take that number).
+
+    Stage 2 ("Memory SharpV") settings:
+        kv: run stage 2 (True) or stage 1 only (False).
+        kv_threshold: M; a layer (or token) whose similarity to the input embedding is below M
+            is pruned. In [-1, 2]: -1 never prunes, 2 always prunes.
+        kv_mode: "withdraw" (visual tokens leave the sequence at the first such layer: saves
+            prefill compute, KV memory and decode cost) or "layerwise" (every such layer drops its
+            visual KV entries after the prefill: saves memory and decode cost only).
+        kv_granularity: "layer" (the mean similarity decides for all visual tokens) or "token"
+            (each token decides for itself, giving a pyramid of cache sizes).
+        kv_min_layer: no layer below this one is pruned (>= 1; layer 0 sees the embeddings
+            themselves). Qwen3-VL never withdraws before its last deepstack layer.
     """
 
     keep_ratio: float | None = None
@@ -30,6 +44,11 @@ class SharpVConfig:
     ratio_scale: float = 1.0
     min_tokens_per_frame: int = 1
     positions: Literal["original", "compact"] = "original"
+    kv: bool = True
+    kv_threshold: float = 0.2
+    kv_mode: Literal["withdraw", "layerwise"] = "withdraw"
+    kv_granularity: Literal["layer", "token"] = "layer"
+    kv_min_layer: int = 2
 
     def __post_init__(self) -> None:
         if self.keep_ratio is not None and not (
@@ -44,6 +63,16 @@ class SharpVConfig:
             raise ValueError(f"min_tokens_per_frame must be an integer >= 0, got {self.min_tokens_per_frame!r}")
         if self.positions not in POSITION_MODES:
             raise ValueError(f"positions must be one of {', '.join(POSITION_MODES)}, got {self.positions!r}")
+        if not isinstance(self.kv, bool):
+            raise ValueError(f"kv must be True or False, got {self.kv!r}")
+        if isinstance(self.kv_threshold, bool) or not isinstance(self.kv_threshold, (int, float)) or not -1.0 <= self.kv_threshold <= 2.0:
+            raise ValueError(f"kv_threshold must be a number in [-1, 2], got {self.kv_threshold!r}")
+        if self.kv_mode not in KV_MODES:
+            raise ValueError(f"kv_mode must be one of {', '.join(KV_MODES)}, got {self.kv_mode!r}")
+        if self.kv_granularity not in KV_GRANULARITIES:
+            raise ValueError(f"kv_granularity must be one of {', '.join(KV_GRANULARITIES)}, got {self.kv_granularity!r}")
+        if isinstance(self.kv_min_layer, bool) or not isinstance(self.kv_min_layer, int) or self.kv_min_layer < 1:
+            raise ValueError(f"kv_min_layer must be an integer >= 1, got {self.kv_min_layer!r}")
 
     @property
     def mode(self) -> str:

@@ -35,6 +35,7 @@ from sharpv.adapters import adapter_for
 from sharpv.config import SharpVConfig
 from sharpv.core import compact_positions, gather_positions, select_tokens, shorten, take
 from sharpv.errors import SharpVError
+from sharpv.kv_runtime import MemorySharpV, cache_sizes
 from sharpv.stats import PruningStats, VideoStats
 
 _ACTIVE: "weakref.WeakKeyDictionary[torch.nn.Module, AppliedSharpV]" = weakref.WeakKeyDictionary()
@@ -50,6 +51,7 @@ class _Continuation:
     needs_mask: bool  # shortened prompt has padding or position gaps: always pass a mask
     last_positions: torch.Tensor  # (B,) or (P, B): position of the last prompt token as fed
     shift: torch.Tensor  # subtract from unpruned-sequence positions to get fed positions
+    appended: int = 0  # tokens fed after the prompt so far
 
     def matches(self, cache: Any) -> bool:
         return self.cache is not None and self.cache() is cache
@@ -71,6 +73,8 @@ class AppliedSharpV:
         self.adapter = adapter_for(model)
         self.stats: PruningStats | None = None
         self._continuation: _Continuation | None = None
+        self._prefill_pending = False
+        self.memory = MemorySharpV(model, self.adapter, config) if config.kv else None
         self._handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             model.register_forward_hook(self._after_forward, with_kwargs=True),
@@ -86,6 +90,8 @@ class AppliedSharpV:
             handle.remove()
         self._handles = []
         self._continuation = None
+        if self.memory is not None:
+            self.memory.remove()
         if _ACTIVE.get(self.model) is self:
             del _ACTIVE[self.model]
 
@@ -118,15 +124,32 @@ class AppliedSharpV:
             return args, self._prune_prompt(kwargs)
         cont = self._continuation
         if cont is not None and cache is not None and cont.matches(cache):
-            return args, self._continue(kwargs, cont, cache)
+            return args, self._continue(kwargs, cont)
+        if self.memory is not None:
+            self.memory.reset()  # a call unrelated to the pruned prompt: no stage 2 bookkeeping
         return None
 
     def _after_forward(self, module, args, kwargs, output):
+        if not self._prefill_pending:
+            return None
+        self._prefill_pending = False
+        cache = getattr(output, "past_key_values", None)
         cont = self._continuation
-        if cont is not None and cont.cache is None:
-            cache = getattr(output, "past_key_values", None)
-            if cache is not None:
-                cont.cache = weakref.ref(cache)
+        if cont is not None and cont.cache is None and cache is not None:
+            cont.cache = weakref.ref(cache)
+        if self.memory is not None:
+            self.memory.end_prefill(cache)
+            report = self.memory.report
+            self.stats.kv_mode = report.mode
+            self.stats.kv_granularity = report.granularity
+            self.stats.kv_withdraw_layer = report.withdraw_layer
+            self.stats.layer_similarity = list(report.layer_similarity)
+        if cache is not None and hasattr(cache, "layers"):
+            sizes, lengths, dense = cache_sizes(cache, cont.full_length if cont else 0)
+            self.stats.kv_cache_bytes_per_layer = sizes
+            self.stats.kv_cache_bytes = sum(sizes)
+            self.stats.kv_cache_lengths = lengths
+            self.stats.kv_cache_bytes_dense = dense
         return None
 
     # --- prefill rewrite --------------------------------------------------------------------
@@ -207,6 +230,10 @@ class AppliedSharpV:
             last_positions=positions[..., -1].clone(),
             shift=full_positions[..., -1] - positions[..., -1],
         )
+        if self.memory is not None:
+            visual = (kwargs["input_ids"] == adapter.video_token_id) & plan.valid
+            self.memory.begin_prefill(visual, plan.valid)
+        self._prefill_pending = True
         self.stats = PruningStats(
             mode=cfg.mode,
             positions=cfg.positions,
@@ -218,14 +245,17 @@ class AppliedSharpV:
         return kwargs
 
     # --- decode continuation ----------------------------------------------------------------
-    def _continue(self, kwargs: dict[str, Any], cont: _Continuation, cache: Any) -> dict[str, Any]:
+    def _continue(self, kwargs: dict[str, Any], cont: _Continuation) -> dict[str, Any]:
         kwargs = dict(kwargs)
         new = kwargs.get("input_ids")
         if new is None:
             new = kwargs["inputs_embeds"]
         batch, q = new.shape[0], new.shape[1]
         reduced = cont.prefill_mask.shape[1]
-        appended = cache.get_seq_length() + q - reduced  # tokens after the prompt, these included
+        cont.appended += q
+        appended = cont.appended  # tokens after the prompt, these included
+        if self.memory is not None:
+            self.memory.begin_step(q)
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
             if mask.shape[1] == cont.full_length + appended:

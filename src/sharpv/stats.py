@@ -30,6 +30,15 @@ class PruningStats:
     pruning_seconds: float = 0.0  # scoring + selection + rebuilding the shortened inputs
     sequence_length_in: int = 0
     sequence_length_out: int = 0
+    # stage 2 (KV cache); kv_mode is None when stage 2 is off
+    kv_mode: str | None = None
+    kv_granularity: str | None = None
+    kv_withdraw_layer: int | None = None  # first layer that pruned anything, None if none
+    layer_similarity: list[float] = field(default_factory=list)  # s_l for every layer computed
+    kv_cache_bytes: int = 0  # after the prefill, summed over layers (0 if no cache was built)
+    kv_cache_bytes_dense: int = 0  # what the unpruned prompt would have cached
+    kv_cache_bytes_per_layer: list[int] = field(default_factory=list)
+    kv_cache_lengths: list[int] = field(default_factory=list)
 
     @property
     def frames(self) -> int:

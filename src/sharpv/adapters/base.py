@@ -53,6 +53,14 @@ class VideoLLMAdapter:
         """A copy of the encoder output holding only the kept tokens (``keeps[v]``: flat bool)."""
         raise NotImplementedError
 
+    def decoder_layers(self) -> list[torch.nn.Module]:
+        """The language model's decoder layers, in order (stage 2 hooks them)."""
+        return list(self.model.model.language_model.layers)
+
+    def min_withdraw_layer(self) -> int:
+        """Earliest layer at which visual tokens may leave the hidden states."""
+        return 1
+
     def observed_modules(self) -> list[tuple[torch.nn.Module, Any]]:
         """(module, forward-pre-hook-with-kwargs) pairs the runtime registers while applied."""
         return []

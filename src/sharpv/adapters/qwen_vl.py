@@ -105,3 +105,9 @@ class QwenVLAdapter(VideoLLMAdapter):
 class Qwen3VLAdapter(QwenVLAdapter):
     family = "qwen3-vl"
     model_types = ("qwen3_vl",)
+
+    def min_withdraw_layer(self) -> int:
+        # Deepstack adds visual features to the visual tokens' hidden states after each of the
+        # first len(deepstack_visual_indexes) layers, at the prompt's visual positions: the tokens
+        # stay in the sequence until the last injection has happened.
+        return max(1, len(self.model.config.vision_config.deepstack_visual_indexes))

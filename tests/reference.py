@@ -1,0 +1,141 @@
+"""Hand-built references: stage 1 by hand, and the language model run layer by layer.
+
+Nothing here goes through sharpv's runtime; only the scoring function of the core is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sharpv import SharpVConfig
+from sharpv.core import select_tokens
+
+
+@dataclass
+class Reduced:
+    ids: torch.Tensor  # (1, n) prompt after stage 1
+    embeds: torch.Tensor  # (1, n, d) input embeddings (features scattered in)
+    positions: torch.Tensor  # (1, n) or (3, 1, n)
+    visual: torch.Tensor  # (n,) bool
+    deepstack: list[torch.Tensor] | None  # Qwen3-VL: per deepstack layer, (n_visual, d)
+    selection: object
+
+
+def is_qwen(fam) -> bool:
+    return fam.arch != "llava-onevision"
+
+
+def stage1_by_hand(fam, inputs: dict, config: SharpVConfig) -> Reduced:
+    model = fam.model
+    ids = inputs["input_ids"]
+    video_id = model.config.video_token_id
+    assert ids.shape[0] == 1
+    with torch.no_grad():
+        if is_qwen(fam):
+            out = model.get_video_features(
+                pixel_values_videos=inputs["pixel_values_videos"], video_grid_thw=inputs["video_grid_thw"], return_dict=True
+            )
+            feats = out.pooler_output[0]
+            t = int(inputs["video_grid_thw"][0, 0])
+            grid = feats.view(t, feats.shape[0] // t, -1)
+            full_pos = model.model.get_rope_index(
+                ids, mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
+                second_per_grid_ts=inputs.get("second_per_grid_ts"), attention_mask=inputs["attention_mask"],
+            )[0]
+        else:
+            out = model.get_video_features(pixel_values_videos=inputs["pixel_values_videos"], return_dict=True)
+            feats = out.pooler_output[0]
+            f = (model.config.vision_config.image_size // model.config.vision_config.patch_size // 2) ** 2
+            grid = feats[:-1].view(-1, f, feats.shape[-1])
+            full_pos = torch.arange(ids.shape[1])[None]
+        sel = select_tokens(grid, keep_ratio=config.keep_ratio, min_tokens_per_frame=config.min_tokens_per_frame)
+        keep_ph = sel.keep.reshape(-1)
+        if not is_qwen(fam):
+            keep_ph = torch.cat([keep_ph, torch.tensor([True])])
+        seq_keep = torch.ones_like(ids[0], dtype=torch.bool)
+        seq_keep[ids[0] == video_id] = keep_ph
+        ids_r = ids[:, seq_keep]
+        n = ids_r.shape[1]
+        if config.positions == "original":
+            pos = full_pos[..., seq_keep]
+        else:
+            pos = torch.arange(n)[None]
+            if full_pos.dim() == 3:
+                pos = pos.expand(3, 1, n)
+        embeds = model.get_input_embeddings()(ids_r)
+        embeds[ids_r == video_id] = feats[keep_ph]
+        deepstack = None
+        if fam.arch == "qwen3-vl":
+            deepstack = [layer[0][keep_ph] for layer in out.deepstack_features]
+    return Reduced(ids_r, embeds, pos, (ids_r == video_id)[0], deepstack, sel)
+
+
+def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None, *, slice_at: int | None = None):
+    """Run the language model layer by layer on the prompt plus ``tokens`` with SDPA masks.
+
+    With ``config`` (stage 2 on), the reference decides itself, from its own hidden states, which
+    visual tokens are withdrawn (or, layerwise, dropped from the cache) at each layer, and hides
+    exactly those keys with a 4-D mask. With ``slice_at``, the visual tokens are cut out of the
+    sequence before layer ``slice_at`` instead (no mask). Returns logits for every row and the
+    per-layer sets of hidden keys.
+    """
+    model = fam.model
+    lm = model.model.language_model
+    n = red.ids.shape[1]
+    ids_new = torch.tensor([tokens], dtype=torch.long)
+    embeds = torch.cat([red.embeds, model.get_input_embeddings()(ids_new)], dim=1)
+    pos = red.positions
+    steps = torch.arange(1, len(tokens) + 1).view(*([1] * (pos.dim() - 1)), -1)
+    pos = torch.cat([pos, pos[..., -1:] + steps], dim=-1)
+    total = n + len(tokens)
+    visual = torch.cat([red.visual, torch.zeros(len(tokens), dtype=torch.bool)])
+    hidden = embeds
+    cos, sin = lm.rotary_emb(hidden, pos)
+    causal = torch.ones(total, total, dtype=torch.bool).tril()
+    withdrawn = torch.zeros(total, dtype=torch.bool)
+    hidden_keys = []
+    min_layer = config.kv_min_layer if config else 0
+    if config is not None and config.kv_mode == "withdraw" and fam.arch == "qwen3-vl":
+        min_layer = max(min_layer, len(red.deepstack))
+    keep_rows = torch.ones(total, dtype=torch.bool)
+    with torch.no_grad():
+        for i, layer in enumerate(lm.layers):
+            drop_now = torch.zeros(total, dtype=torch.bool)
+            if config is not None and i >= min_layer:
+                alive = visual & ~withdrawn
+                if alive.any():
+                    h, e = hidden[0, alive].float(), embeds[0, alive].float()
+                    sim = (h * e).sum(-1) / (h.norm(dim=-1) * e.norm(dim=-1)).clamp_min(1e-6)
+                    if config.kv_granularity == "layer":
+                        hit = sim.mean() < config.kv_threshold
+                        drop_now[alive] = bool(hit)
+                    else:
+                        drop_now[alive] = sim < config.kv_threshold
+            if config is not None and config.kv_mode == "withdraw":
+                withdrawn |= drop_now
+                hidden_set = withdrawn.clone()
+                mask = causal & ~hidden_set[None, :]
+            elif config is not None:
+                hidden_set = drop_now
+                mask = causal.clone()
+                mask[n:] &= ~hidden_set[None, :]  # only tokens after the prompt lose those keys
+            else:
+                hidden_set = torch.zeros(total, dtype=torch.bool)
+                mask = causal
+            mask = mask | torch.eye(total, dtype=torch.bool)  # withdrawn rows stay finite
+            hidden_keys.append(hidden_set)
+            if slice_at is not None and i == slice_at:
+                keep_rows = ~visual
+                hidden = hidden[:, keep_rows]
+                cos, sin = cos[..., keep_rows, :], sin[..., keep_rows, :]
+            if slice_at is not None:
+                hidden = layer(hidden, attention_mask=None, position_embeddings=(cos, sin), use_cache=False)
+            else:
+                hidden = layer(hidden, attention_mask=mask[None, None], position_embeddings=(cos, sin), use_cache=False)
+            if red.deepstack is not None and i < len(red.deepstack):
+                rows_visual = visual[keep_rows] if slice_at is not None else visual
+                hidden[0, rows_visual] = hidden[0, rows_visual] + red.deepstack[i]
+        logits = model.lm_head(lm.norm(hidden))
+    return logits, hidden_keys, keep_rows
