@@ -5,11 +5,27 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from transformers import AttentionInterface
 
 from sharpv.tiny import ARCHES, build_tiny_model
 from sharpv.video import SampledVideo, build_inputs, load_processor
 
 torch.set_num_threads(2)
+
+ATTENTION_CALLS = {"n": 0}
+
+
+def _sdpa_without_weights(module, query, key, value, attention_mask, **kwargs):
+    """SDPA that fails if anyone asks for attention weights, and never returns them."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    assert not kwargs.get("output_attentions"), "attention weights were requested"
+    ATTENTION_CALLS["n"] += 1
+    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return out, None
+
+
+AttentionInterface.register("sdpa_without_weights", _sdpa_without_weights)
 
 FAMILIES = ARCHES  # every supported family runs the same matrix
 

@@ -52,6 +52,26 @@ def test_answer_dense_and_adaptive(capsys, tiny_dirs, clip):
     assert code == 0 and "visual tokens" in err
 
 
+def test_answer_stage2_flags_and_fields(capsys, tiny_dirs, clip):
+    model = tiny_dirs["qwen2.5-vl"]
+    common = ["answer", clip, "q", "--model", model, "--frames", 8, "--max-new-tokens", 2, "--json"]
+    code, out, err = run(capsys, *common, "--kv-threshold", 2, "--kv-min-layer", 2)
+    assert code == 0, err
+    both = json.loads(out)
+    assert both["kv_mode"] == "withdraw" and both["kv_withdraw_layer"] == 2
+    assert len(both["layer_similarity"]) == 3
+    per_layer = both["kv_cache_bytes_per_layer"]
+    assert per_layer[2] < per_layer[1] and sum(per_layer) == both["kv_cache_bytes"] < both["kv_cache_bytes_dense"]
+    code, out, _ = run(capsys, *common, "--no-kv")
+    stage1 = json.loads(out)
+    assert code == 0 and stage1["kv_mode"] is None and len(set(stage1["kv_cache_bytes_per_layer"])) == 1
+    assert stage1["kv_cache_bytes"] > both["kv_cache_bytes"]
+    code, out, _ = run(capsys, *common, "--kv-mode", "layerwise", "--kv-granularity", "token", "--kv-threshold", 2)
+    layerwise = json.loads(out)
+    assert code == 0 and layerwise["kv_mode"] == "layerwise" and layerwise["config"]["kv_granularity"] == "token"
+    assert layerwise["kv_cache_bytes"] == both["kv_cache_bytes"]
+
+
 def _bad_inputs(tmp_path, tiny_dirs, clip):
     model = tiny_dirs["qwen2.5-vl"]
     not_video = tmp_path / "notes.mp4"
@@ -74,6 +94,10 @@ def _bad_inputs(tmp_path, tiny_dirs, clip):
         "unsupported model": (["answer", clip, "q", "--model", llama], "supported families: llava-onevision"),
         "bad positions": (["answer", clip, "q", "--model", model, "--positions", "weird"], "--positions must be"),
         "bad dtype": (["answer", clip, "q", "--model", model, "--dtype", "int8"], "--dtype must be one of"),
+        "bad kv mode": (["answer", clip, "q", "--model", model, "--kv-mode", "evict"], "--kv-mode must be one of"),
+        "bad kv granularity": (["answer", clip, "q", "--model", model, "--kv-granularity", "head"], "--kv-granularity must be"),
+        "bad kv min layer": (["answer", clip, "q", "--model", model, "--kv-min-layer", 0], "--kv-min-layer must be"),
+        "bad kv threshold": (["answer", clip, "q", "--model", model, "--kv-threshold", 5], "--kv-threshold must be"),
         "bad arch": (["tiny-model", tmp_path / "t", "--arch", "gpt"], "--arch must be one of"),
         "missing argument": (["answer", clip], "Missing argument"),
     }

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AttentionInterface, DynamicCache
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers import DynamicCache
 
 import sharpv
 from sharpv import SharpVConfig
 
-from conftest import Family
+from conftest import ATTENTION_CALLS, Family
 from reference import stage1_by_hand
 
 ATOL = 1e-5
@@ -150,27 +149,14 @@ def test_sdpa_and_eager_agree(family, tiny_dirs, eager_families):
     torch.testing.assert_close(results[0], results[1], atol=ATOL, rtol=1e-4)
 
 
-_CALLS = {"n": 0}
-
-
-def _sdpa_without_weights(module, query, key, value, attention_mask, **kwargs):
-    assert not kwargs.get("output_attentions"), "attention weights were requested"
-    _CALLS["n"] += 1
-    out, _ = sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    return out, None
-
-
-AttentionInterface.register("sdpa_without_weights", _sdpa_without_weights)
-
-
 def test_no_code_path_requests_attention_weights(family, tiny_dirs):
     fam = Family(family.arch, tiny_dirs[family.arch], attn="sdpa_without_weights")
     inputs = fam.inputs()
-    _CALLS["n"] = 0
+    ATTENTION_CALLS["n"] = 0
     with sharpv.apply(fam.model, keep_ratio=0.3, kv=False), torch.no_grad():
         logits = fam.model(**inputs).logits
         fam.model.generate(**inputs, max_new_tokens=3, do_sample=False)
-    assert _CALLS["n"] > 0
+    assert ATTENTION_CALLS["n"] > 0
     with sharpv.apply(family.model, keep_ratio=0.3, kv=False), torch.no_grad():
         expected = family.model(**inputs).logits
     torch.testing.assert_close(logits, expected, atol=ATOL, rtol=1e-4)

@@ -12,6 +12,7 @@ import torch
 from sharpv.adapters import adapter_class_for
 from sharpv.config import SharpVConfig
 from sharpv.errors import SharpVError
+from sharpv.kv_runtime import cache_sizes
 from sharpv.runtime import apply
 from sharpv.video import build_inputs, load_processor, read_video
 
@@ -31,6 +32,12 @@ class Answer:
     prefill_seconds: float
     pruning_seconds: float
     generate_seconds: float
+    kv_mode: str | None = None
+    kv_withdraw_layer: int | None = None
+    layer_similarity: list[float] = field(default_factory=list)
+    kv_cache_bytes: int = 0
+    kv_cache_bytes_dense: int = 0
+    kv_cache_bytes_per_layer: list[int] = field(default_factory=list)
     new_tokens: list[int] = field(default_factory=list)
     config: dict[str, Any] | None = None
 
@@ -120,20 +127,28 @@ def answer_question(
     try:
         start = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=do_sample)
+            out = model.generate(
+                **inputs, max_new_tokens=max_new_tokens, do_sample=do_sample, return_dict_in_generate=True
+            )
         generate_seconds = time.perf_counter() - start
     finally:
         timer.remove()
         if handle is not None:
             handle.remove()
-    new = out[0, inputs["input_ids"].shape[1] :].tolist()
+    new = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
     tokenizer = getattr(processor, "tokenizer", processor)
     text = tokenizer.decode(new, skip_special_tokens=True).strip()
     n_visual = int((inputs["input_ids"] == model.config.video_token_id).sum())
+    kv: dict[str, Any] = {}
     if handle is not None and handle.stats is not None:
         s = handle.stats
         tokens_in, kept, per_frame, frames_n, prune = (
             s.visual_tokens_in, s.visual_tokens_kept, s.kept_per_frame, s.frames, s.pruning_seconds
+        )
+        kv = dict(
+            kv_mode=s.kv_mode, kv_withdraw_layer=s.kv_withdraw_layer, layer_similarity=s.layer_similarity,
+            kv_cache_bytes=s.kv_cache_bytes, kv_cache_bytes_dense=s.kv_cache_bytes_dense,
+            kv_cache_bytes_per_layer=s.kv_cache_bytes_per_layer,
         )
     else:
         # Dense: every visual token reaches the LLM.
@@ -141,6 +156,12 @@ def answer_question(
         tokens_in = kept = n_visual - adapter_cls.extra_tokens_per_video * n_videos
         frames_n = _frames_in_grid(inputs, video)
         per_frame, prune = [tokens_in // frames_n] * frames_n, 0.0
+        prompt = int(inputs["input_ids"].shape[1])
+        _, lengths, dense = cache_sizes(out.past_key_values, prompt)
+        kv = dict(
+            kv_cache_bytes=dense, kv_cache_bytes_dense=dense,
+            kv_cache_bytes_per_layer=[dense // len(lengths)] * len(lengths) if lengths else [],
+        )
     return Answer(
         answer=text,
         method=method,
@@ -154,6 +175,7 @@ def answer_question(
         generate_seconds=generate_seconds,
         new_tokens=new,
         config=config.to_dict() if method == "sharpv" else None,
+        **kv,
     )
 
 

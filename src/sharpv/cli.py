@@ -34,6 +34,11 @@ def answer(
         None, "--keep-ratio", help="Budget mode: keep exactly this share of visual tokens. Omit for the adaptive ratio."
     ),
     positions: str = typer.Option("original", "--positions", help="original or compact position ids."),
+    no_kv: bool = typer.Option(False, "--no-kv", help="Stage 1 only: no KV-cache pruning inside the LLM."),
+    kv_threshold: float = typer.Option(0.2, "--kv-threshold", help="M: prune where similarity to the input embedding < M."),
+    kv_mode: str = typer.Option("withdraw", "--kv-mode", help="withdraw (saves compute and memory) or layerwise (memory)."),
+    kv_granularity: str = typer.Option("layer", "--kv-granularity", help="layer or token."),
+    kv_min_layer: int = typer.Option(2, "--kv-min-layer", help="No layer below this one is pruned (>= 1)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled uniformly (default: the family's usual count)."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Tokens to generate."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
@@ -57,9 +62,12 @@ def answer(
     if model is None:
         raise SharpVError("--model is required: pass a local model directory (make one with `sharpv tiny-model DIR`)")
     try:
-        config = SharpVConfig(keep_ratio=keep_ratio, positions=positions)
+        config = SharpVConfig(
+            keep_ratio=keep_ratio, positions=positions, kv=not no_kv, kv_threshold=kv_threshold, kv_mode=kv_mode,
+            kv_granularity=kv_granularity, kv_min_layer=kv_min_layer,
+        )
     except ValueError as exc:
-        raise SharpVError(str(exc).replace("keep_ratio", "--keep-ratio").replace("positions must", "--positions must")) from None
+        raise SharpVError(_as_flag(str(exc))) from None
     if not video.exists():
         raise SharpVError(f"{video} does not exist; pass a video file or a folder of frames")
     with err.status("loading model", spinner="dots") as status:
@@ -76,6 +84,12 @@ def answer(
         f"[dim]{result.method}: {result.visual_tokens_kept}/{result.visual_tokens_in} visual tokens over "
         f"{result.frames} frames, prefill {result.prefill_seconds:.3f} s, pruning {result.pruning_seconds * 1e3:.2f} ms[/dim]"
     )
+
+
+def _as_flag(message: str) -> str:
+    """Name the CLI flag instead of the config field in a validation message."""
+    field = message.split(" ", 1)[0]
+    return f"--{field.replace('_', '-')} {message.split(' ', 1)[1]}" if field.isidentifier() else message
 
 
 @app.command("tiny-model")

@@ -94,10 +94,10 @@ def layout_mask(
     if incoming is not None:
         allowed = incoming if incoming.dtype == torch.bool else incoming == 0
         allowed = allowed.expand(b, *allowed.shape[1:])
-        prefix = gather_seq(allowed[..., :prompt_length], layout.index, dim=-1) & layout.valid[:, None, None, :]
+        prefix = gather_seq(allowed[..., :prompt_length], layout.index, dim=-1, batch_dim=0) & layout.valid[:, None, None, :]
         cols = torch.cat([prefix, allowed[..., prompt_length:]], dim=-1)
         if queries is not None:
-            cols = gather_seq(cols, queries.index, dim=-2)
+            cols = gather_seq(cols, queries.index, dim=-2, batch_dim=0)
     else:
         if queries is not None:
             causal = queries.index[:, :, None] >= layout.index[:, None, :]
