@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from sharpv import SharpVConfig
-from sharpv.core import select_tokens
+from sharpv import SharpV, SharpVConfig
+from sharpv.methods import PruningMethod
 
 
 @dataclass
@@ -20,14 +20,19 @@ class Reduced:
     positions: torch.Tensor  # (1, n) or (3, 1, n)
     visual: torch.Tensor  # (n,) bool
     deepstack: list[torch.Tensor] | None  # Qwen3-VL: per deepstack layer, (n_visual, d)
-    selection: object
+    keep: torch.Tensor  # (T, f) bool: the method's pre-LLM selection
 
 
 def is_qwen(fam) -> bool:
     return fam.arch != "llava-onevision"
 
 
-def stage1_by_hand(fam, inputs: dict, config: SharpVConfig) -> Reduced:
+def stage1_by_hand(fam, inputs: dict, config: SharpVConfig | PruningMethod) -> Reduced:
+    """Prune the prompt by hand with a method's own selection (SharpV's stage 1 for a config):
+    features from the model's ``get_video_features``, kept placeholders, replaced features
+    (pooling), positions gathered from the model's own full positions (or renumbered)."""
+    method = SharpV(config) if isinstance(config, SharpVConfig) else config
+    config = method.config
     model = fam.model
     ids = inputs["input_ids"]
     video_id = model.config.video_token_id
@@ -40,6 +45,9 @@ def stage1_by_hand(fam, inputs: dict, config: SharpVConfig) -> Reduced:
             feats = out.pooler_output[0]
             t = int(inputs["video_grid_thw"][0, 0])
             grid = feats.view(t, feats.shape[0] // t, -1)
+            _, h, w = inputs["video_grid_thw"][0].tolist()
+            merge = model.config.vision_config.spatial_merge_size
+            spatial = (h // merge, w // merge)
             full_pos = model.model.get_rope_index(
                 ids, mm_token_type_ids=inputs["mm_token_type_ids"], video_grid_thw=inputs["video_grid_thw"],
                 second_per_grid_ts=inputs.get("second_per_grid_ts"), attention_mask=inputs["attention_mask"],
@@ -49,9 +57,17 @@ def stage1_by_hand(fam, inputs: dict, config: SharpVConfig) -> Reduced:
             feats = out.pooler_output[0]
             f = (model.config.vision_config.image_size // model.config.vision_config.patch_size // 2) ** 2
             grid = feats[:-1].view(-1, f, feats.shape[-1])
+            spatial = (int(f**0.5), int(f**0.5))
             full_pos = torch.arange(ids.shape[1])[None]
-        sel = select_tokens(grid, keep_ratio=config.keep_ratio, min_tokens_per_frame=config.min_tokens_per_frame)
-        keep_ph = sel.keep.reshape(-1)
+        sel = method.select_visual(grid, spatial)
+        keep = sel.keep if sel is not None else torch.ones(grid.shape[:2], dtype=torch.bool)
+        if sel is not None and sel.transform is not None:
+            body = sel.transform(grid).reshape(-1, grid.shape[-1])
+            feats = torch.cat([body, feats[body.shape[0]:]])
+            deep_transform = sel.transform
+        else:
+            deep_transform = None
+        keep_ph = keep.reshape(-1)
         if not is_qwen(fam):
             keep_ph = torch.cat([keep_ph, torch.tensor([True])])
         seq_keep = torch.ones_like(ids[0], dtype=torch.bool)
@@ -68,18 +84,24 @@ def stage1_by_hand(fam, inputs: dict, config: SharpVConfig) -> Reduced:
         embeds[ids_r == video_id] = feats[keep_ph]
         deepstack = None
         if fam.arch == "qwen3-vl":
-            deepstack = [layer[0][keep_ph] for layer in out.deepstack_features]
-    return Reduced(ids_r, embeds, pos, (ids_r == video_id)[0], deepstack, sel)
+            deepstack = []
+            for layer in out.deepstack_features:
+                d = layer[0]
+                if deep_transform is not None:
+                    d = deep_transform(d.view(*grid.shape[:2], -1)).reshape(d.shape)
+                deepstack.append(d[keep_ph])
+    return Reduced(ids_r, embeds, pos, (ids_r == video_id)[0], deepstack, keep)
 
 
-def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None, *, slice_at: int | None = None):
+def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None, *, slice_at: int | None = None,
+               slice_rows: torch.Tensor | None = None):
     """Run the language model layer by layer on the prompt plus ``tokens`` with SDPA masks.
 
     With ``config`` (stage 2 on), the reference decides itself, from its own hidden states, which
     visual tokens are withdrawn (or, layerwise, dropped from the cache) at each layer, and hides
     exactly those keys with a 4-D mask. With ``slice_at``, the visual tokens are cut out of the
-    sequence before layer ``slice_at`` instead (no mask). Returns logits for every row and the
-    per-layer sets of hidden keys.
+    sequence before layer ``slice_at`` instead (no mask), or only the rows ``slice_rows`` marks.
+    Returns logits for every row and the per-layer sets of hidden keys.
     """
     model = fam.model
     lm = model.model.language_model
@@ -127,7 +149,7 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
             mask = mask | torch.eye(total, dtype=torch.bool)  # withdrawn rows stay finite
             hidden_keys.append(hidden_set)
             if slice_at is not None and i == slice_at:
-                keep_rows = ~visual
+                keep_rows = ~visual if slice_rows is None else ~slice_rows
                 hidden = hidden[:, keep_rows]
                 cos, sin = cos[..., keep_rows, :], sin[..., keep_rows, :]
             if slice_at is not None:

@@ -1,14 +1,19 @@
 """sharpv: information-aware visual token pruning for video LLMs (SharpV, arXiv 2511.08003)."""
 
-from sharpv.config import SharpVConfig
 from sharpv.errors import SharpVError, UnsupportedModelError
-from sharpv.runtime import AppliedSharpV, SharpV, apply
+from sharpv.methods import METHODS, PruningMethod, SharpV, SharpVConfig, create, method_names
+from sharpv.runtime import AppliedMethod, AppliedSharpV, apply
 from sharpv.stats import PruningStats, VideoStats
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "METHODS",
+    "AppliedMethod",
     "AppliedSharpV",
+    "PruningMethod",
+    "create",
+    "method_names",
     "PruningStats",
     "SharpV",
     "SharpVConfig",

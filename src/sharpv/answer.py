@@ -10,13 +10,10 @@ from typing import Any
 import torch
 
 from sharpv.adapters import adapter_class_for
-from sharpv.config import SharpVConfig
 from sharpv.errors import SharpVError
-from sharpv.kv_runtime import cache_sizes
-from sharpv.runtime import apply
+from sharpv.methods import PruningMethod, SharpV
 from sharpv.video import build_inputs, load_processor, read_video
 
-METHODS = ("dense", "sharpv")
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -103,14 +100,12 @@ def answer_question(
     video_path: str | Path,
     question: str,
     *,
-    method: str = "sharpv",
-    config: SharpVConfig | None = None,
+    method: PruningMethod | None = None,
     frames: int | None = None,
     max_new_tokens: int = 32,
     do_sample: bool = False,
 ) -> Answer:
-    if method not in METHODS:
-        raise SharpVError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    method = method if method is not None else SharpV()
     if max_new_tokens < 1:
         raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     adapter_cls = adapter_class_for(model.config.model_type)
@@ -121,9 +116,8 @@ def answer_question(
         k: (v.to(device, model.dtype) if v.is_floating_point() and k.startswith("pixel") else v.to(device))
         for k, v in inputs.items()
     }
-    config = config or SharpVConfig()
     timer = _PrefillTimer(model)
-    handle = apply(model, config) if method == "sharpv" else None
+    handle = method(model)
     try:
         start = time.perf_counter()
         with torch.inference_mode():
@@ -133,53 +127,30 @@ def answer_question(
         generate_seconds = time.perf_counter() - start
     finally:
         timer.remove()
-        if handle is not None:
-            handle.remove()
+        handle.remove()
     new = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
     tokenizer = getattr(processor, "tokenizer", processor)
     text = tokenizer.decode(new, skip_special_tokens=True).strip()
-    n_visual = int((inputs["input_ids"] == model.config.video_token_id).sum())
-    kv: dict[str, Any] = {}
-    if handle is not None and handle.stats is not None:
-        s = handle.stats
-        tokens_in, kept, per_frame, frames_n, prune = (
-            s.visual_tokens_in, s.visual_tokens_kept, s.kept_per_frame, s.frames, s.pruning_seconds
-        )
-        kv = dict(
-            kv_mode=s.kv_mode, kv_withdraw_layer=s.kv_withdraw_layer, layer_similarity=s.layer_similarity,
-            kv_cache_bytes=s.kv_cache_bytes, kv_cache_bytes_dense=s.kv_cache_bytes_dense,
-            kv_cache_bytes_per_layer=s.kv_cache_bytes_per_layer,
-        )
-    else:
-        # Dense: every visual token reaches the LLM.
-        n_videos = int(inputs["input_ids"].shape[0])
-        tokens_in = kept = n_visual - adapter_cls.extra_tokens_per_video * n_videos
-        frames_n = _frames_in_grid(inputs, video)
-        per_frame, prune = [tokens_in // frames_n] * frames_n, 0.0
-        prompt = int(inputs["input_ids"].shape[1])
-        _, lengths, dense = cache_sizes(out.past_key_values, prompt)
-        kv = dict(
-            kv_cache_bytes=dense, kv_cache_bytes_dense=dense,
-            kv_cache_bytes_per_layer=[dense // len(lengths)] * len(lengths) if lengths else [],
-        )
+    s = handle.stats
+    if s is None:
+        raise SharpVError("the prompt reached the model without video tokens; check the processor and the video")
+    kv = dict(
+        kv_mode=s.kv_mode, kv_withdraw_layer=s.kv_withdraw_layer, layer_similarity=s.layer_similarity,
+        kv_cache_bytes=s.kv_cache_bytes, kv_cache_bytes_dense=s.kv_cache_bytes_dense,
+        kv_cache_bytes_per_layer=s.kv_cache_bytes_per_layer,
+    )
     return Answer(
         answer=text,
-        method=method,
+        method=method.name,
         model_type=model.config.model_type,
-        frames=frames_n,
-        visual_tokens_in=tokens_in,
-        visual_tokens_kept=kept,
-        kept_per_frame=per_frame,
+        frames=s.frames,
+        visual_tokens_in=s.visual_tokens_in,
+        visual_tokens_kept=s.visual_tokens_kept,
+        kept_per_frame=s.kept_per_frame,
         prefill_seconds=timer.seconds or 0.0,
-        pruning_seconds=prune,
+        pruning_seconds=s.pruning_seconds + s.extra_seconds,
         generate_seconds=generate_seconds,
         new_tokens=new,
-        config=config.to_dict() if method == "sharpv" else None,
+        config=method.config.to_dict(),
         **kv,
     )
-
-
-def _frames_in_grid(inputs, video) -> int:
-    """Frames as stage 1 counts them: temporal grid steps for Qwen, sampled frames otherwise."""
-    grid = inputs.get("video_grid_thw")
-    return int(grid[:, 0].sum()) if grid is not None else len(video.indices)

@@ -24,58 +24,93 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
+def _parse_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` pairs from ``--set`` (values read as int, float, bool, None or text)."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SharpVError(f"--set takes KEY=VALUE, got {item!r}")
+        lowered = raw.lower()
+        if lowered in ("none", "null"):
+            value = None
+        elif lowered in ("true", "false"):
+            value = lowered == "true"
+        else:
+            try:
+                value = int(raw)
+            except ValueError:
+                try:
+                    value = float(raw)
+                except ValueError:
+                    value = raw
+        out[key] = value
+    return out
+
+
+def build_method(name: str, keep_ratio: Optional[float], positions: str, settings: dict):
+    """A registered method from CLI values; config errors name the CLI flag."""
+    from sharpv.methods import METHODS, create
+
+    if name not in METHODS:
+        raise SharpVError(f"--method must be one of {', '.join(METHODS)}, got {name!r}")
+    if name == "dense" and keep_ratio is not None:
+        raise SharpVError("--keep-ratio sets a pruning budget; drop it with --method dense")
+    try:
+        if keep_ratio is not None or name == "sharpv":
+            settings = {"keep_ratio": keep_ratio, **settings}
+        return create(name, positions=positions, **settings)
+    except TypeError as exc:
+        raise SharpVError(f"--set: {name} has no such setting ({exc})") from None
+    except ValueError as exc:
+        raise SharpVError(_as_flag(str(exc))) from None
+
+
 @app.command()
 def answer(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
     question: str = typer.Argument(..., help="Question about the video."),
     model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained)."),
-    method: str = typer.Option("sharpv", "--method", help="dense or sharpv."),
+    method: str = typer.Option("sharpv", "--method", help="A registered method: dense, sharpv, random, pooling, evs, dycoke, vidcom2, vtw, fastv."),
     keep_ratio: Optional[float] = typer.Option(
-        None, "--keep-ratio", help="Budget mode: keep exactly this share of visual tokens. Omit for the adaptive ratio."
+        None, "--keep-ratio", help="Budget: share of visual tokens kept (every method counts it the same way). Omit for SharpV's adaptive ratio."
     ),
     positions: str = typer.Option("original", "--positions", help="original or compact position ids."),
-    no_kv: bool = typer.Option(False, "--no-kv", help="Stage 1 only: no KV-cache pruning inside the LLM."),
-    kv_threshold: float = typer.Option(0.2, "--kv-threshold", help="M: prune where similarity to the input embedding < M."),
-    kv_mode: str = typer.Option("withdraw", "--kv-mode", help="withdraw (saves compute and memory) or layerwise (memory)."),
-    kv_granularity: str = typer.Option("layer", "--kv-granularity", help="layer or token."),
-    kv_min_layer: int = typer.Option(2, "--kv-min-layer", help="No layer below this one is pruned (>= 1)."),
+    no_kv: bool = typer.Option(False, "--no-kv", help="SharpV stage 1 only: no KV-cache pruning inside the LLM."),
+    kv_threshold: Optional[float] = typer.Option(None, "--kv-threshold", help="SharpV M (default 0.2): prune where similarity to the input embedding < M."),
+    kv_mode: Optional[str] = typer.Option(None, "--kv-mode", help="SharpV stage 2: withdraw (saves compute and memory) or layerwise (memory)."),
+    kv_granularity: Optional[str] = typer.Option(None, "--kv-granularity", help="SharpV stage 2: layer or token."),
+    kv_min_layer: Optional[int] = typer.Option(None, "--kv-min-layer", help="SharpV stage 2: no layer below this one is pruned (default 2)."),
+    settings: list[str] = typer.Option([], "--set", help="Method-specific setting KEY=VALUE, e.g. --set layer=3 (repeatable)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled uniformly (default: the family's usual count)."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Tokens to generate."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
-    """Answer QUESTION about VIDEO with a video LLM, densely or with SharpV."""
+    """Answer QUESTION about VIDEO with a video LLM, densely or with a pruning method."""
     from sharpv.answer import answer_question, load_model
-    from sharpv.config import SharpVConfig
 
-    from sharpv.answer import METHODS
-
-    if method not in METHODS:
-        raise SharpVError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    if method == "dense" and keep_ratio is not None:
-        raise SharpVError("--keep-ratio sets a pruning budget; drop it with --method dense")
+    extra = _parse_settings(settings)
+    kv_flags = {"kv_threshold": kv_threshold, "kv_mode": kv_mode, "kv_granularity": kv_granularity, "kv_min_layer": kv_min_layer}
+    kv_given = {k: v for k, v in kv_flags.items() if v is not None}
+    if (kv_given or no_kv) and method != "sharpv":
+        raise SharpVError("--no-kv and --kv-* apply to --method sharpv")
+    if method == "sharpv":
+        extra = {**kv_given, **({"kv": False} if no_kv else {}), **extra}
     if max_new_tokens < 1:
         raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     if frames is not None and frames < 1:
         raise SharpVError(f"--frames must be at least 1, got {frames}")
+    chosen = build_method(method, keep_ratio, positions, extra)
     if model is None:
         raise SharpVError("--model is required: pass a local model directory (make one with `sharpv tiny-model DIR`)")
-    try:
-        config = SharpVConfig(
-            keep_ratio=keep_ratio, positions=positions, kv=not no_kv, kv_threshold=kv_threshold, kv_mode=kv_mode,
-            kv_granularity=kv_granularity, kv_min_layer=kv_min_layer,
-        )
-    except ValueError as exc:
-        raise SharpVError(_as_flag(str(exc))) from None
     if not video.exists():
         raise SharpVError(f"{video} does not exist; pass a video file or a folder of frames")
     with err.status("loading model", spinner="dots") as status:
         lm, processor = load_model(model, dtype=dtype, device=device)
         status.update(f"answering with {method}")
-        result = answer_question(
-            lm, processor, video, question, method=method, config=config, frames=frames, max_new_tokens=max_new_tokens
-        )
+        result = answer_question(lm, processor, video, question, method=chosen, frames=frames, max_new_tokens=max_new_tokens)
     if as_json:
         print(json.dumps(result.to_dict()))
         return

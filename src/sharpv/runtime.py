@@ -1,15 +1,16 @@
-"""Apply SharpV to a model reversibly, the way kvpress applies a press.
+"""Apply a pruning method to a model reversibly, the way kvpress applies a press.
 
-``handle = sharpv.apply(model, config)`` registers forward hooks on ``model`` (nothing is patched,
-nothing global changes); ``handle.remove()`` takes them off and the model behaves exactly as
-before. ``with SharpV(config)(model): ...`` does the same around a block.
+``handle = sharpv.apply(model, config)`` (or ``method.apply(model)`` for any registered method)
+registers forward hooks on ``model`` (nothing is patched, nothing global changes);
+``handle.remove()`` takes them off and the model behaves exactly as before.
+``with SharpV(config)(model): ...`` does the same around a block.
 
 While applied, every forward call that carries a prompt with video placeholders (the prefill of
 ``generate()`` or a direct ``model(**inputs)``) is rewritten before the model sees it:
 
 1. the video features come from the model's own ``get_video_features`` (``generate()`` has already
    computed them; a direct call computes them the same way);
-2. stage 1 scores and selects tokens per video (``sharpv.core``);
+2. the method selects the tokens the LLM receives, per video (for SharpV: stage 1);
 3. the dropped tokens' placeholders leave ``input_ids`` (and ``attention_mask``,
    ``mm_token_type_ids``), the encoder output keeps only the kept features, and ``position_ids``
    are the kept tokens' original positions (or compact ones).
@@ -32,13 +33,13 @@ from typing import Any
 import torch
 
 from sharpv.adapters import adapter_for
-from sharpv.config import SharpVConfig
-from sharpv.core import compact_positions, gather_positions, select_tokens, shorten, take
+from sharpv.core import compact_positions, gather_positions, shorten, take
 from sharpv.errors import SharpVError
-from sharpv.kv_runtime import MemorySharpV, cache_sizes
+from sharpv.layer_pruning import LayerPruner, cache_sizes
+from sharpv.methods import PruningMethod, SharpV, SharpVConfig
 from sharpv.stats import PruningStats, VideoStats
 
-_ACTIVE: "weakref.WeakKeyDictionary[torch.nn.Module, AppliedSharpV]" = weakref.WeakKeyDictionary()
+_ACTIVE: "weakref.WeakKeyDictionary[torch.nn.Module, AppliedMethod]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -62,19 +63,21 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class AppliedSharpV:
-    """A SharpV method applied to one model. Use as a context manager or call ``remove()``."""
+class AppliedMethod:
+    """A pruning method applied to one model. Use as a context manager or call ``remove()``."""
 
-    def __init__(self, model: torch.nn.Module, config: SharpVConfig):
+    def __init__(self, model: torch.nn.Module, method: PruningMethod):
         if model in _ACTIVE:
-            raise SharpVError("SharpV is already applied to this model; remove the first handle before applying again")
+            raise SharpVError("a pruning method is already applied to this model; remove the first handle before applying again")
         self.model = model
-        self.config = config
+        self.method = method
+        self.config = method.config
         self.adapter = adapter_for(model)
         self.stats: PruningStats | None = None
         self._continuation: _Continuation | None = None
         self._prefill_pending = False
-        self.memory = MemorySharpV(model, self.adapter, config) if config.kv else None
+        policy = method.layer_policy(self.adapter)
+        self.memory = LayerPruner(model, self.adapter, policy[0], policy[1]) if policy is not None else None
         self._handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             model.register_forward_hook(self._after_forward, with_kwargs=True),
@@ -99,7 +102,7 @@ class AppliedSharpV:
     def active(self) -> bool:
         return bool(self._handles)
 
-    def __enter__(self) -> "AppliedSharpV":
+    def __enter__(self) -> "AppliedMethod":
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -141,9 +144,9 @@ class AppliedSharpV:
             self.memory.end_prefill(cache)
             report = self.memory.report
             self.stats.kv_mode = report.mode
-            self.stats.kv_granularity = report.granularity
             self.stats.kv_withdraw_layer = report.withdraw_layer
             self.stats.layer_similarity = list(report.layer_similarity)
+            self.stats.extra_seconds = report.extra_seconds
         if cache is not None and hasattr(cache, "layers"):
             sizes, lengths, dense = cache_sizes(cache, cont.full_length if cont else 0)
             self.stats.kv_cache_bytes_per_layer = sizes
@@ -161,7 +164,7 @@ class AppliedSharpV:
         return 0 if pad == self.adapter.video_token_id else pad
 
     def _prune_prompt(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        cfg, adapter = self.config, self.adapter
+        cfg, adapter, method = self.config, self.adapter, self.method
         kwargs = dict(kwargs)
         input_ids: torch.Tensor = kwargs["input_ids"]
         attention_mask: torch.Tensor | None = kwargs.get("attention_mask")
@@ -176,17 +179,13 @@ class AppliedSharpV:
         _sync(input_ids.device)
         start = time.perf_counter()
         grids = adapter.grids(mm["video"], kwargs)
-        keeps, videos = [], []
-        for grid in grids.grids:
-            sel = select_tokens(
-                grid,
-                keep_ratio=cfg.keep_ratio,
-                spatial_weight=cfg.spatial_weight,
-                ratio_scale=cfg.ratio_scale,
-                min_tokens_per_frame=cfg.min_tokens_per_frame,
-            )
-            keeps.append(torch.cat([sel.keep.reshape(-1), sel.keep.new_ones(grids.extra_tokens)]))
-            videos.append(VideoStats(grid.shape[0], grid.shape[1], sel.counts.tolist()))
+        keeps, transforms, videos = [], [], []
+        for grid, spatial in zip(grids.grids, grids.spatial):
+            sel = method.select_visual(grid, spatial)
+            keep = sel.keep.to(grid.device) if sel is not None else torch.ones(grid.shape[:2], dtype=torch.bool, device=grid.device)
+            keeps.append(torch.cat([keep.reshape(-1), keep.new_ones(grids.extra_tokens)]))
+            transforms.append(sel.transform if sel is not None else None)
+            videos.append(VideoStats(grid.shape[0], grid.shape[1], keep.sum(1).tolist()))
 
         placeholders = input_ids == adapter.video_token_id
         placeholder_keep = torch.cat(keeps).to(input_ids.device)
@@ -216,7 +215,7 @@ class AppliedSharpV:
         for key in adapter.sequence_keyed_kwargs():
             if kwargs.get(key) is not None:
                 kwargs[key] = take(kwargs[key], plan, fill=0)
-        mm["video"] = adapter.pruned_output(grids, keeps)
+        mm["video"] = adapter.pruned_output(grids, keeps, transforms)
         kwargs["mm_encoder_outputs"] = mm
         _sync(input_ids.device)
         seconds = time.perf_counter() - start
@@ -235,7 +234,8 @@ class AppliedSharpV:
             self.memory.begin_prefill(visual, plan.valid)
         self._prefill_pending = True
         self.stats = PruningStats(
-            mode=cfg.mode,
+            method=method.name,
+            mode=getattr(cfg, "mode", "budget" if cfg.keep_ratio is not None else "adaptive"),
             positions=cfg.positions,
             videos=videos,
             pruning_seconds=seconds,
@@ -280,22 +280,17 @@ class AppliedSharpV:
         return kwargs
 
 
-class SharpV:
-    """SharpV as a method object: ``with SharpV(config)(model): model.generate(...)``."""
+def apply(model: torch.nn.Module, config: SharpVConfig | PruningMethod | None = None, **overrides: Any) -> AppliedMethod:
+    """Apply a method to ``model`` and return the handle (``handle.remove()`` undoes it).
 
-    name = "sharpv"
-
-    def __init__(self, config: SharpVConfig | None = None, **overrides: Any):
-        if config is not None and overrides:
-            raise ValueError("pass either a SharpVConfig or keyword settings, not both")
-        self.config = config if config is not None else SharpVConfig(**overrides)
-
-    def __call__(self, model: torch.nn.Module) -> AppliedSharpV:
-        return AppliedSharpV(model, self.config)
-
-    apply = __call__
-
-
-def apply(model: torch.nn.Module, config: SharpVConfig | None = None, **overrides: Any) -> AppliedSharpV:
-    """Apply SharpV to ``model`` and return the handle (``handle.remove()`` undoes it)."""
+    ``config`` is a :class:`SharpVConfig` (or keyword settings of one) for SharpV, or any
+    configured :class:`~sharpv.methods.PruningMethod`.
+    """
+    if isinstance(config, PruningMethod):
+        if overrides:
+            raise ValueError("pass settings to the method's constructor, not to apply()")
+        return config(model)
     return SharpV(config, **overrides)(model)
+
+
+AppliedSharpV = AppliedMethod  # the handle's name in earlier releases

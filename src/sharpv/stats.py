@@ -24,16 +24,17 @@ class VideoStats:
 class PruningStats:
     """Stats of the last prefill the method pruned (one entry in ``videos`` per video)."""
 
+    method: str  # registry name of the method
     mode: str  # "adaptive" or "budget"
     positions: str  # "original" or "compact"
     videos: list[VideoStats] = field(default_factory=list)
     pruning_seconds: float = 0.0  # scoring + selection + rebuilding the shortened inputs
     sequence_length_in: int = 0
     sequence_length_out: int = 0
-    # stage 2 (KV cache); kv_mode is None when stage 2 is off
+    # pruning inside the LLM (SharpV stage 2, FastV, VTW); kv_mode is None when there is none
     kv_mode: str | None = None
-    kv_granularity: str | None = None
     kv_withdraw_layer: int | None = None  # first layer that pruned anything, None if none
+    extra_seconds: float = 0.0  # in-LLM policy work beyond the model's own (FastV's scores)
     layer_similarity: list[float] = field(default_factory=list)  # s_l for every layer computed
     kv_cache_bytes: int = 0  # after the prefill, summed over layers (0 if no cache was built)
     kv_cache_bytes_dense: int = 0  # what the unpruned prompt would have cached

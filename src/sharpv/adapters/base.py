@@ -21,6 +21,7 @@ class VideoGrids:
 
     grids: list[torch.Tensor]  # one (T, f, d) tensor per video, in placeholder order
     encoder_output: Any  # the model's own encoder output object (ModelOutput)
+    spatial: list[tuple[int, int]]  # (h, w) token grid of every frame, per video
     extra_tokens: int = 0  # always-kept tokens after each video's grid
 
 
@@ -49,9 +50,19 @@ class VideoLLMAdapter:
     def grids(self, encoder_output: Any, kwargs: dict[str, Any]) -> VideoGrids:
         raise NotImplementedError
 
-    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor]) -> Any:
-        """A copy of the encoder output holding only the kept tokens (``keeps[v]``: flat bool)."""
+    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor], transforms: list[Any]) -> Any:
+        """A copy of the encoder output holding only the kept tokens (``keeps[v]``: flat bool),
+        after ``transforms[v]`` (None, or a function of a (T, f, d) grid) reshaped every feature."""
         raise NotImplementedError
+
+    @staticmethod
+    def _apply(feats: torch.Tensor, grid_shape: torch.Size, transform: Any, keep: torch.Tensor) -> torch.Tensor:
+        """``feats`` (N, d): transform its leading T*f tokens as a grid, then take the kept ones."""
+        if transform is not None:
+            n = grid_shape[0] * grid_shape[1]
+            body = transform(feats[:n].reshape(grid_shape[0], grid_shape[1], -1)).reshape(n, -1)
+            feats = torch.cat([body, feats[n:]]) if feats.shape[0] > n else body
+        return feats[keep]
 
     def decoder_layers(self) -> list[torch.nn.Module]:
         """The language model's decoder layers, in order (stage 2 hooks them)."""

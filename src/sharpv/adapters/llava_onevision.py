@@ -44,13 +44,17 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
         if n % f:
             raise ValueError(f"LLaVA-OneVision video features have {n} tokens, not a multiple of {f} per frame")
         grids = [video[:n].reshape(n // f, f, -1) for video in feats]
-        return VideoGrids(grids=grids, encoder_output=encoder_output, extra_tokens=self.extra_tokens_per_video)
+        side = math.isqrt(f)
+        return VideoGrids(grids, encoder_output, [(side, side)] * len(grids), self.extra_tokens_per_video)
 
-    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor]) -> Any:
+    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor], transforms: list[Any]) -> Any:
         feats = grids.encoder_output.pooler_output
         if isinstance(feats, (list, tuple)):
             feats = torch.stack(list(feats))
-        kept = [video[keep] for video, keep in zip(feats, keeps)]
+        kept = [
+            self._apply(video, grid.shape, transform, keep)
+            for video, grid, transform, keep in zip(feats, grids.grids, transforms, keeps)
+        ]
         out = self._copy_output(grids.encoder_output)
         # The model flattens (B, N) before scattering into the placeholders, so one row holding
         # every video's kept tokens in order is equivalent and allows ragged per-video counts.

@@ -66,20 +66,26 @@ class QwenVLAdapter(VideoLLMAdapter):
 
     def grids(self, encoder_output: Any, kwargs: dict[str, Any]) -> VideoGrids:
         grid = self._video_grid(encoder_output, kwargs)
-        grids = []
+        grids, spatial = [], []
         for feats, (t, h, w) in zip(encoder_output.pooler_output, grid.tolist()):
             grids.append(feats.reshape(t, h * w // self.merge**2, -1))
-        return VideoGrids(grids=grids, encoder_output=encoder_output, extra_tokens=self.extra_tokens_per_video)
+            spatial.append((h // self.merge, w // self.merge))
+        return VideoGrids(grids, encoder_output, spatial, self.extra_tokens_per_video)
 
-    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor]) -> Any:
+    def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor], transforms: list[Any]) -> Any:
         src = grids.encoder_output
         out = self._copy_output(src)
-        out.pooler_output = tuple(feats[keep] for feats, keep in zip(src.pooler_output, keeps))
+
+        def prune(tensors):
+            return tuple(
+                self._apply(feats, grid.shape, transform, keep)
+                for feats, grid, transform, keep in zip(tensors, grids.grids, transforms, keeps)
+            )
+
+        out.pooler_output = prune(src.pooler_output)
         deepstack = getattr(src, "deepstack_features", None)
         if deepstack is not None:
-            out.deepstack_features = [
-                tuple(feats[keep] for feats, keep in zip(layer, keeps)) for layer in deepstack
-            ]
+            out.deepstack_features = [prune(layer) for layer in deepstack]
         return out
 
     def full_positions(self, kwargs, input_ids, attention_mask):

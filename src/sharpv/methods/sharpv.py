@@ -1,11 +1,22 @@
-"""Configuration of SharpV, validated on construction."""
+"""SharpV (Qin et al., "Sharp Eyes and Memory for VideoLLMs", arXiv 2511.08003, AAAI 2026).
+
+Stage 1 ("Visual SharpV") keeps, in every frame, the tokens with the highest spatial + temporal
+dissimilarity, as many as the frame's own change warrants (adaptive ratio) or split adaptively
+under an exact budget. Stage 2 ("Memory SharpV") withdraws the visual tokens inside the LLM from
+the first layer where their hidden states no longer resemble their own input embeddings. Neither
+stage reads attention weights.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Any, Literal
 
-POSITION_MODES = ("original", "compact")
+import torch
+
+from sharpv.core import select_tokens
+from sharpv.methods.base import POSITION_MODES, PruningMethod, VisualSelection
+
 KV_MODES = ("withdraw", "layerwise")
 KV_GRANULARITIES = ("layer", "token")
 
@@ -80,3 +91,35 @@ class SharpVConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class SharpV(PruningMethod):
+    """SharpV: information-aware visual token pruning (arXiv 2511.08003), both stages.
+
+    Stage 1 scores tokens by temporal change plus spatial distinctiveness and keeps a per-frame
+    share equal to half the frame's RMS temporal dissimilarity (or an exact budget split the same
+    way); stage 2 withdraws visual tokens inside the LLM at the first layer whose mean
+    hidden-to-embedding cosine falls below M. Use: ``with SharpV(keep_ratio=0.3)(model): ...``.
+    """
+
+    name = "sharpv"
+    config_class = SharpVConfig
+
+    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
+        cfg = self.config
+        sel = select_tokens(
+            grid,
+            keep_ratio=cfg.keep_ratio,
+            spatial_weight=cfg.spatial_weight,
+            ratio_scale=cfg.ratio_scale,
+            min_tokens_per_frame=cfg.min_tokens_per_frame,
+        )
+        return VisualSelection(sel.keep)
+
+    def layer_policy(self, adapter: Any):
+        from sharpv.layer_pruning import SimilarityPolicy
+
+        cfg = self.config
+        if not cfg.kv:
+            return None
+        return SimilarityPolicy(cfg.kv_threshold, cfg.kv_granularity, cfg.kv_min_layer), cfg.kv_mode

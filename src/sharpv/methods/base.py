@@ -1,0 +1,95 @@
+"""What every pruning method provides, and the shared budget semantics.
+
+A method is a configured object applied to a model reversibly (``with method(model): ...`` or
+``handle = method.apply(model)`` ... ``handle.remove()``). It may act before the LLM
+(:meth:`PruningMethod.select_visual`: which visual tokens the LLM receives, optionally with
+replacement features) and/or inside it (:meth:`PruningMethod.layer_policy`). Budgets are counted
+the same way for every method: ``keep_ratio`` is the share of visual tokens kept, so results line
+up at equal budgets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+
+POSITION_MODES = ("original", "compact")
+
+
+def check_ratio(value: Any, name: str = "keep_ratio", allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < float(value) <= 1.0:
+        raise ValueError(f"{name} must be {'None (adaptive) or ' if allow_none else ''}in (0, 1], got {value!r}")
+
+
+def check_int(value: Any, name: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Settings every method has. ``keep_ratio``: share of visual tokens kept, in (0, 1].
+    ``positions``: "original" (kept tokens keep their position ids) or "compact" (renumbered)."""
+
+    keep_ratio: float | None = 0.3
+    positions: str = "original"
+
+    def __post_init__(self) -> None:
+        check_ratio(self.keep_ratio, allow_none=False)
+        check_choice(self.positions, "positions", POSITION_MODES)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class VisualSelection:
+    """A method's pre-LLM decision for one video: ``keep`` (T, f) bool, and optionally a
+    ``transform`` applied to every (T, f, d) feature grid before the kept tokens are taken
+    (pooling and merging put window means on the kept representatives)."""
+
+    keep: torch.Tensor
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+class PruningMethod:
+    """Base class of registered methods. Subclasses set ``name`` and ``config_class`` and override
+    :meth:`select_visual` and/or :meth:`layer_policy`."""
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type] = MethodConfig
+
+    def __init__(self, config: Any = None, **overrides: Any):
+        if config is not None and overrides:
+            raise ValueError("pass either a config object or keyword settings, not both")
+        if config is not None and not isinstance(config, self.config_class):
+            raise ValueError(f"{self.name} takes a {self.config_class.__name__}, got {type(config).__name__}")
+        self.config = config if config is not None else self.config_class(**overrides)
+
+    def __call__(self, model: torch.nn.Module):
+        from sharpv.runtime import AppliedMethod
+
+        return AppliedMethod(model, self)
+
+    apply = __call__
+
+    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection | None:
+        """Pre-LLM selection for one video's (T, f, d) features laid out on a ``spatial`` (h, w)
+        grid per frame; None keeps every token."""
+        return None
+
+    def layer_policy(self, adapter: Any):
+        """``(LayerPolicy, mode)`` to prune inside the LLM, or None."""
+        return None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config!r})"
