@@ -72,6 +72,30 @@ def test_answer_stage2_flags_and_fields(capsys, tiny_dirs, clip):
     assert layerwise["kv_cache_bytes"] == both["kv_cache_bytes"]
 
 
+@pytest.mark.parametrize("method", ["random", "pooling", "evs", "dycoke", "vidcom2", "vtw", "fastv"])
+def test_answer_runs_every_registered_method(capsys, tiny_dirs, clip, method):
+    code, out, err = run(capsys, "answer", clip, "q", "--model", tiny_dirs["llava-onevision"], "--method", method,
+                         "--keep-ratio", 0.25, "--frames", 8, "--max-new-tokens", 2, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["method"] == method and result["config"]["keep_ratio"] == 0.25
+    if method in ("vtw", "fastv"):
+        assert result["visual_tokens_kept"] == result["visual_tokens_in"] and result["kv_withdraw_layer"] is not None
+    else:
+        assert result["visual_tokens_kept"] == round(0.25 * result["visual_tokens_in"])
+
+
+def test_method_settings_with_set(capsys, tiny_dirs, clip):
+    common = ["answer", clip, "q", "--model", tiny_dirs["llava-onevision"], "--frames", 8, "--max-new-tokens", 2, "--json"]
+    code, out, err = run(capsys, *common, "--method", "fastv", "--set", "layer=3")
+    assert code == 0, err
+    assert json.loads(out)["kv_withdraw_layer"] == 3
+    code, _, err = run(capsys, *common, "--method", "fastv", "--set", "depth=3")
+    assert code == 2 and "no such setting" in err
+    code, _, err = run(capsys, *common, "--method", "evs", "--kv-threshold", 0.5)
+    assert code == 2 and "apply to --method sharpv" in err
+
+
 def _bad_inputs(tmp_path, tiny_dirs, clip):
     model = tiny_dirs["qwen2.5-vl"]
     not_video = tmp_path / "notes.mp4"
