@@ -13,6 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from sharpv.cli_values import parse_value
 from sharpv.errors import SharpVError
 
 app = typer.Typer(
@@ -31,20 +32,7 @@ def _parse_settings(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.isidentifier():
             raise SharpVError(f"--set takes KEY=VALUE, got {item!r}")
-        lowered = raw.lower()
-        if lowered in ("none", "null"):
-            value = None
-        elif lowered in ("true", "false"):
-            value = lowered == "true"
-        else:
-            try:
-                value = int(raw)
-            except ValueError:
-                try:
-                    value = float(raw)
-                except ValueError:
-                    value = raw
-        out[key] = value
+        out[key] = parse_value(raw)
     return out
 
 
@@ -118,6 +106,66 @@ def answer(
     err.print(
         f"[dim]{result.method}: {result.visual_tokens_kept}/{result.visual_tokens_in} visual tokens over "
         f"{result.frames} frames, prefill {result.prefill_seconds:.3f} s, pruning {result.pruning_seconds * 1e3:.2f} ms[/dim]"
+    )
+
+
+@app.command()
+def bench(
+    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained)."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="A real model's shape with random weights: llava-onevision-0.5b, llava-onevision-7b, qwen2.5-vl-3b, qwen2.5-vl-7b."),
+    frames: str = typer.Option("8,16,32", "--frames", help="Frame counts, comma-separated."),
+    tokens_per_frame: int = typer.Option(196, "--tokens-per-frame", help="Visual tokens per frame (a square; --shape only)."),
+    methods: str = typer.Option("dense,sharpv", "--methods", help="Registered methods, comma-separated; NAME:key=value adds settings (e.g. sharpv:kv=false)."),
+    budgets: str = typer.Option("0.1,0.3,adaptive", "--budgets", help="Keep ratios and/or 'adaptive', comma-separated."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="float32, bfloat16 or float16."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    vision: str = typer.Option("precomputed", "--vision", help="precomputed (synthetic features, vision tower skipped) or real (random pixels through the vision tower)."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed runs per configuration (the median is reported)."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed runs before them."),
+    new_tokens: int = typer.Option(16, "--new-tokens", help="Tokens decoded to measure decode speed."),
+    noise: float = typer.Option(0.3, "--feature-noise", help="Per-frame noise of the synthetic features, relative to the static frame."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md and PNG plots."),
+) -> None:
+    """Efficiency of every method at equal budgets against dense: prefill, TTFT, pruning cost,
+    decode speed, KV bytes, peak memory and analytic FLOPs."""
+    from sharpv.bench import MethodSpec, parse_budgets, parse_ints
+    from sharpv.answer import DTYPES
+
+    from sharpv.shapes import SHAPES
+
+    if (model is None) == (shape is None):
+        raise SharpVError("pass exactly one of --model DIR or --shape NAME")
+    if shape is not None and shape not in SHAPES:
+        raise SharpVError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
+    if tokens_per_frame < 1 or int(tokens_per_frame**0.5) ** 2 != tokens_per_frame:
+        raise SharpVError(f"--tokens-per-frame must be a square number (a square frame grid), got {tokens_per_frame}")
+    if dtype not in DTYPES or dtype == "auto":
+        raise SharpVError(f"--dtype must be one of float32, bfloat16, float16, got {dtype!r}")
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise SharpVError(f"--device must be cpu or cuda, got {device!r}")
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SharpVError("--device cuda: no CUDA device is available here")
+    if vision not in ("precomputed", "real"):
+        raise SharpVError(f"--vision must be precomputed or real, got {vision!r}")
+    for value, flag in ((repeats, "--repeats"), (new_tokens, "--new-tokens")):
+        if value < 1:
+            raise SharpVError(f"{flag} must be at least 1, got {value}")
+    if warmup < 0:
+        raise SharpVError(f"--warmup must be at least 0, got {warmup}")
+    frame_list = parse_ints(frames, "--frames")
+    budget_list = parse_budgets(budgets)
+    specs = [MethodSpec.parse(m) for m in methods.split(",") if m.strip()]
+    if out is not None and out.exists() and not out.is_dir():
+        raise SharpVError(f"--out {out} is a file; pass a directory")
+    from sharpv.bench_job import run_bench_job
+
+    run_bench_job(
+        model_dir=model, shape=shape, frames=frame_list, tokens_per_frame=tokens_per_frame, specs=specs,
+        budgets=budget_list, dtype=dtype, device=device, vision=vision, repeats=repeats, warmup=warmup,
+        new_tokens=new_tokens, noise=noise, out=out, console=err,
     )
 
 

@@ -1,0 +1,291 @@
+"""`sharpv bench`: efficiency of every method at equal budgets, against dense, in one run.
+
+For each frame count the harness builds one input, then runs dense and every method x budget on
+it: ``warmup`` untimed runs, then ``repeats`` timed runs, each a prefill (one forward with
+``logits_to_keep=1``, as ``generate()`` does) followed by a greedy decode of ``new_tokens`` tokens
+on the cache. Every figure is the median over the repeats; every ratio is against the dense run of
+the same invocation.
+
+Analytic prefill FLOPs (:func:`prefill_flops`), per decoder layer l holding ``n_l`` tokens (the
+tokens it computes: the stage-1 length, or fewer after an in-LLM withdrawal):
+``2·n_l·(d·q + 2·d·kv + q·d + 3·d·ff)`` for the projections and the gated MLP, plus
+``4·q·n_l(n_l+1)/2`` for causal attention (QK^T and AV), with q = heads·head_dim and
+kv = kv_heads·head_dim; plus ``2·d·vocab`` for the last token's logits, plus FastV's extra score
+pass ``2·n·d·kv + 2·d·q + 2·q·n`` at layer K-1. The vision tower is not counted.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from sharpv.errors import SharpVError
+from sharpv.methods import METHODS, PruningMethod, create
+
+ADAPTIVE = "adaptive"
+#: methods that have an adaptive (content-dependent total) mode
+ADAPTIVE_METHODS = ("sharpv",)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A method as the bench names it: ``NAME`` or ``NAME:key=value:key=value``."""
+
+    label: str
+    name: str
+    settings: dict = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, text: str) -> "MethodSpec":
+        from sharpv.cli_values import parse_value
+
+        name, *pairs = text.strip().split(":")
+        if name not in METHODS:
+            raise SharpVError(f"unknown method {name!r} in --methods; registered methods: {', '.join(METHODS)}")
+        settings = {}
+        for pair in pairs:
+            key, sep, raw = pair.partition("=")
+            if not sep or not key.isidentifier():
+                raise SharpVError(f"method settings take key=value, got {pair!r} in {text!r}")
+            settings[key] = parse_value(raw)
+        return cls(text.strip(), name, settings)
+
+    def build(self, budget: float | None) -> PruningMethod:
+        if self.name == "dense":
+            return create("dense", **self.settings)
+        try:
+            return create(self.name, keep_ratio=budget, **self.settings)
+        except (TypeError, ValueError) as exc:
+            raise SharpVError(f"method {self.label!r} at budget {budget}: {exc}") from None
+
+
+def parse_budgets(text: str) -> list[float | None]:
+    out: list[float | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item == ADAPTIVE:
+            out.append(None)
+            continue
+        try:
+            value = float(item)
+        except ValueError:
+            raise SharpVError(f"--budgets takes numbers in (0, 1] and 'adaptive', got {item!r}") from None
+        if not 0.0 < value <= 1.0:
+            raise SharpVError(f"--budgets values must be in (0, 1], got {value}")
+        out.append(value)
+    return out
+
+
+def parse_ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SharpVError(f"{flag} takes comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise SharpVError(f"{flag} values must be integers >= 1, got {text!r}")
+    return values
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Peak memory of a block: max allocated on CUDA, peak resident set (VmHWM, reset through
+    /proc/self/clear_refs) on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def reset(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+
+    def read(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        import resource
+
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def prefill_flops(text_config: Any, layer_lengths: list[int], extra_score_tokens: int = 0) -> int:
+    """Analytic LLM prefill FLOPs (formula in the module docstring)."""
+    d = text_config.hidden_size
+    heads = text_config.num_attention_heads
+    head_dim = getattr(text_config, "head_dim", None) or d // heads
+    q = heads * head_dim
+    kv = text_config.num_key_value_heads * head_dim
+    ff = text_config.intermediate_size
+    per_token = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ff)
+    total = sum(n * per_token + 4 * q * n * (n + 1) // 2 for n in layer_lengths)
+    total += 2 * d * text_config.vocab_size
+    if extra_score_tokens:
+        n = extra_score_tokens
+        total += 2 * n * d * kv + 2 * d * q + 2 * q * n
+    return int(total)
+
+
+@dataclass
+class RunResult:
+    prefill_seconds: float
+    vision_seconds: float
+    decode_seconds: float
+    peak_memory_bytes: int
+    stats: Any
+
+
+def run_once(model: torch.nn.Module, method: PruningMethod, inputs: dict, new_tokens: int, memory: PeakMemory) -> RunResult:
+    """One prefill + greedy decode of ``new_tokens`` tokens with ``method`` applied."""
+    device = model.device
+    memory.reset()
+    with method(model) as handle, torch.inference_mode():
+        feed = dict(inputs)
+        vision_seconds = 0.0
+        if "pixel_values_videos" in feed:
+            _sync(device)
+            start = time.perf_counter()
+            kwargs = {"pixel_values_videos": feed.pop("pixel_values_videos"), "return_dict": True}
+            if "video_grid_thw" in feed:
+                kwargs["video_grid_thw"] = feed["video_grid_thw"]
+            feed["mm_encoder_outputs"] = {"video": model.get_video_features(**kwargs)}
+            _sync(device)
+            vision_seconds = time.perf_counter() - start
+        _sync(device)
+        start = time.perf_counter()
+        out = model(**feed, use_cache=True, logits_to_keep=1)
+        _sync(device)
+        prefill_seconds = time.perf_counter() - start
+        cache = out.past_key_values
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        start = time.perf_counter()
+        for _ in range(new_tokens):
+            out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+            nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+        _sync(device)
+        decode_seconds = time.perf_counter() - start
+        stats = handle.stats
+    peak = memory.read()
+    del out, cache
+    return RunResult(prefill_seconds, vision_seconds, decode_seconds, peak, stats)
+
+
+def measure(model, method, inputs, *, repeats: int, warmup: int, new_tokens: int) -> dict:
+    memory = PeakMemory(model.device)
+    for _ in range(warmup):
+        run_once(model, method, inputs, new_tokens, memory)
+    runs = [run_once(model, method, inputs, new_tokens, memory) for _ in range(repeats)]
+    med = lambda xs: float(statistics.median(xs))  # noqa: E731
+    stats = runs[-1].stats
+    text_config = model.config.get_text_config()
+    if stats.kv_mode == "withdraw" and stats.kv_cache_lengths:
+        lengths = stats.kv_cache_lengths
+    else:
+        lengths = [stats.sequence_length_out] * text_config.num_hidden_layers
+    extra = stats.sequence_length_out if method.name == "fastv" else 0
+    prefill = med([r.prefill_seconds for r in runs])
+    vision = med([r.vision_seconds for r in runs])
+    decode = med([r.decode_seconds for r in runs])
+    return {
+        "visual_tokens_in": stats.visual_tokens_in,
+        "visual_tokens_kept": stats.visual_tokens_kept,
+        "kept_share": stats.visual_tokens_kept / max(1, stats.visual_tokens_in),
+        "sequence_length": stats.sequence_length_out,
+        "prefill_seconds": prefill,
+        "vision_seconds": vision,
+        "ttft_seconds": prefill + vision,
+        "pruning_seconds": med([r.stats.pruning_seconds + r.stats.extra_seconds for r in runs]),
+        "decode_tokens_per_second": new_tokens / decode if decode > 0 else None,
+        "kv_cache_bytes": stats.kv_cache_bytes,
+        "kv_cache_bytes_per_layer": stats.kv_cache_bytes_per_layer,
+        "kv_withdraw_layer": stats.kv_withdraw_layer,
+        "peak_memory_bytes": max(r.peak_memory_bytes for r in runs),
+        "prefill_flops": prefill_flops(text_config, lengths, extra),
+    }
+
+
+def environment(model, *, dtype: str, device: str, source: str, vision: str, noise: float) -> dict:
+    import transformers
+
+    from sharpv import __version__
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    env = {
+        "sharpv": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
+        "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device, "dtype": dtype,
+        "model": source, "attn_implementation": model.config.get_text_config()._attn_implementation,
+        "vision": vision, "feature_noise": noise if vision == "precomputed" else None,
+    }
+    if torch.cuda.is_available() and device.startswith("cuda"):
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env
+
+
+def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[MethodSpec, float | None]]:
+    """Every (method, budget) to run; dense once (budget None); 'adaptive' only where a method has it."""
+    runs: list[tuple[MethodSpec, float | None]] = [(MethodSpec("dense", "dense"), None)]
+    for spec in methods:
+        if spec.name == "dense":
+            continue
+        for budget in budgets:
+            if budget is None and spec.name not in ADAPTIVE_METHODS:
+                continue
+            runs.append((spec, budget))
+    return runs
+
+
+def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[MethodSpec], budgets: list[float | None],
+              frames: list[int], repeats: int, warmup: int, new_tokens: int,
+              on_step: Callable[[str], None] | None = None) -> list[dict]:
+    """Run the plan for every frame count; returns one record per method x budget x frames."""
+    records = []
+    runs = plan(methods, budgets)
+    for n_frames in frames:
+        inputs = make_inputs(n_frames)
+        dense: dict | None = None
+        for spec, budget in runs:
+            if on_step:
+                on_step(f"{n_frames} frames: {spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}")
+            result = measure(model, spec.build(budget), inputs, repeats=repeats, warmup=warmup, new_tokens=new_tokens)
+            if dense is None:
+                dense = result
+            record = {"method": spec.label, "method_name": spec.name, "budget": budget, "frames": n_frames, **result}
+            record["prefill_speedup"] = dense["prefill_seconds"] / result["prefill_seconds"]
+            record["ttft_speedup"] = dense["ttft_seconds"] / result["ttft_seconds"]
+            record["kv_ratio"] = result["kv_cache_bytes"] / dense["kv_cache_bytes"] if dense["kv_cache_bytes"] else None
+            record["flops_ratio"] = result["prefill_flops"] / dense["prefill_flops"]
+            record["pruning_share_of_dense_prefill"] = result["pruning_seconds"] / dense["prefill_seconds"]
+            tps, dtps = result["decode_tokens_per_second"], dense["decode_tokens_per_second"]
+            record["decode_speedup"] = tps / dtps if tps and dtps else None
+            records.append(record)
+    return records

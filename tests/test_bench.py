@@ -1,0 +1,95 @@
+"""`sharpv bench` on tiny models: fields, ratios and files. No test asserts a timing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sharpv.bench import MethodSpec, parse_budgets, plan, prefill_flops
+from sharpv.cli import main
+from sharpv.methods import METHODS
+from sharpv.shapes import SHAPES, shape_config
+
+KEYS = ("method", "budget", "frames", "visual_tokens_kept", "prefill_seconds", "prefill_speedup", "pruning_seconds",
+        "decode_tokens_per_second", "kv_cache_bytes", "kv_ratio", "peak_memory_bytes", "prefill_flops", "ttft_seconds")
+
+
+@pytest.mark.parametrize("arch,vision", [("llava-onevision", "precomputed"), ("qwen2.5-vl", "real"), ("qwen3-vl", "precomputed")])
+def test_bench_writes_every_field_and_file(tmp_path, capsys, tiny_dirs, arch, vision):
+    out = tmp_path / "bench"
+    code = main(["bench", "--model", str(tiny_dirs[arch]), "--frames", "4,8", "--methods", ",".join(METHODS),
+                 "--budgets", "0.25,adaptive", "--dtype", "float32", "--vision", vision, "--repeats", "1", "--warmup", "0",
+                 "--new-tokens", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    payload = json.loads((out / "results.json").read_text())
+    env, records = payload["environment"], payload["records"]
+    for key in ("torch", "transformers", "cpu", "dtype", "threads", "device", "vision"):
+        assert key in env
+    # dense once per frame count, every other method at 0.25, adaptive only for sharpv
+    assert len(records) == 2 * (1 + (len(METHODS) - 1) + 1)
+    by = {(r["method"], r["budget"], r["frames"]): r for r in records}
+    for r in records:
+        for key in KEYS:
+            assert key in r, key
+        dense = by[("dense", None, r["frames"])]
+        assert r["prefill_speedup"] == pytest.approx(dense["prefill_seconds"] / r["prefill_seconds"])
+        assert r["kv_ratio"] == pytest.approx(r["kv_cache_bytes"] / dense["kv_cache_bytes"])
+        assert r["flops_ratio"] == pytest.approx(r["prefill_flops"] / dense["prefill_flops"])
+        if r["method"] in ("random", "pooling", "evs", "dycoke", "vidcom2", "sharpv") and r["budget"] == 0.25:
+            assert r["visual_tokens_kept"] == round(0.25 * r["visual_tokens_in"])
+            assert r["kv_ratio"] < 1 and r["prefill_flops"] < dense["prefill_flops"]
+        if vision == "real":
+            assert r["vision_seconds"] > 0 and r["ttft_seconds"] > r["prefill_seconds"]
+    assert by[("dense", None, 4)]["kv_ratio"] == 1.0
+    assert by[("fastv", 0.25, 8)]["kv_withdraw_layer"] == 2
+    assert by[("sharpv", None, 8)]["budget"] is None
+    md = (out / "results.md").read_text()
+    assert md.count("\n| 8 |") == len(records) // 2
+    for png in ("prefill_speedup.png", "kv_bytes.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "prefill s" in captured.out  # the terminal table
+
+
+def test_flops_formula_by_hand():
+    class Text:
+        hidden_size, num_attention_heads, num_key_value_heads, intermediate_size, vocab_size = 8, 2, 1, 16, 10
+
+    d, q, kv, ff = 8, 8, 4, 16
+    per_token = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ff)
+    want = 5 * per_token + 4 * q * 15 + 3 * per_token + 4 * q * 6 + 2 * d * 10
+    assert prefill_flops(Text, [5, 3]) == want
+
+
+def test_plan_and_parsing():
+    specs = [MethodSpec.parse("sharpv"), MethodSpec.parse("sharpv:kv=false"), MethodSpec.parse("fastv:layer=3")]
+    assert specs[1].settings == {"kv": False} and specs[2].settings == {"layer": 3}
+    runs = plan(specs, parse_budgets("0.1,adaptive"))
+    assert [(s.label, b) for s, b in runs] == [
+        ("dense", None), ("sharpv", 0.1), ("sharpv", None), ("sharpv:kv=false", 0.1), ("sharpv:kv=false", None), ("fastv:layer=3", 0.1)
+    ]
+
+
+def test_shapes_match_their_checkpoints():
+    c = shape_config("llava-onevision-0.5b")
+    assert (c.text_config.hidden_size, c.text_config.num_hidden_layers, c.text_config.num_key_value_heads) == (896, 24, 2)
+    side = -(-c.vision_config.image_size // c.vision_config.patch_size // 2)
+    assert side * side == 196
+    q = shape_config("qwen2.5-vl-7b")
+    assert q.text_config.hidden_size == 3584 and q.vision_config.out_hidden_size == 3584
+    assert set(SHAPES) == {"llava-onevision-0.5b", "llava-onevision-7b", "qwen2.5-vl-3b", "qwen2.5-vl-7b"}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["bench"], "exactly one of --model DIR or --shape NAME"),
+    (["bench", "--shape", "gpt-9"], "unknown shape"),
+    (["bench", "--shape", "llava-onevision-0.5b", "--budgets", "0.1,lots"], "--budgets takes"),
+    (["bench", "--shape", "llava-onevision-0.5b", "--methods", "dense,magic"], "unknown method"),
+    (["bench", "--shape", "llava-onevision-0.5b", "--frames", "0"], "--frames values must be"),
+    (["bench", "--shape", "llava-onevision-0.5b", "--vision", "imagined"], "--vision must be"),
+])
+def test_bench_bad_input(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
