@@ -2,7 +2,7 @@
 
 from sharpv.errors import SharpVError, UnsupportedModelError
 from sharpv.methods import METHODS, PruningMethod, SharpV, SharpVConfig, create, method_names
-from sharpv.runtime import AppliedMethod, AppliedSharpV, apply
+from sharpv.runtime import AppliedMethod, apply
 from sharpv.stats import PruningStats, VideoStats
 
 __version__ = "0.1.0"
@@ -10,7 +10,6 @@ __version__ = "0.1.0"
 __all__ = [
     "METHODS",
     "AppliedMethod",
-    "AppliedSharpV",
     "PruningMethod",
     "create",
     "method_names",

@@ -1,4 +1,4 @@
-"""Answer a question about a video with a video LLM, densely or with SharpV: the CLI's main job."""
+"""Answer a question about a video with a video LLM and any registered method: the CLI's main job."""
 
 from __future__ import annotations
 

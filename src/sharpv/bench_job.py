@@ -9,8 +9,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sharpv.answer import DTYPES, load_model
 from sharpv.bench import MethodSpec, environment, plan, run_bench
-from sharpv.report import BENCH_COLUMNS, markdown_table, plot_lines, rich_table, write_json
+from sharpv.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
 from sharpv.shapes import build_shape_model, synthetic_inputs
+
+
+def write_bench_plots(records: list[dict], out: Path) -> None:
+    """Prefill speedup and KV bytes against the budget (adaptive runs at the share they kept)."""
+    plot_lines(records, budget_share, "prefill_speedup", out / "prefill_speedup.png", title="LLM prefill speedup over dense",
+               xlabel="budget: share of visual tokens kept", ylabel="dense / method", reference=1.0)
+    plot_lines(records, budget_share, "kv_ratio", out / "kv_bytes.png", title="KV cache bytes after prefill",
+               xlabel="budget: share of visual tokens kept", ylabel="method / dense", reference=1.0)
 
 
 def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int], tokens_per_frame: int,
@@ -60,9 +68,6 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
             f"medians of {repeats} runs after {warmup} warm-up.\n\n" + markdown_table(records, BENCH_COLUMNS)
         )
         pruned = [r for r in records if r["method_name"] != "dense"]
-        plot_lines(pruned, "kept_share", "prefill_speedup", out / "prefill_speedup.png", title="LLM prefill speedup over dense",
-                   xlabel="share of visual tokens kept", ylabel="dense / method", reference=1.0)
-        plot_lines(pruned, "kept_share", "kv_ratio", out / "kv_bytes.png", title="KV cache bytes after prefill",
-                   xlabel="share of visual tokens kept", ylabel="method / dense", reference=1.0)
+        write_bench_plots(pruned, out)
         console.print(f"wrote {out}/results.json, results.md, prefill_speedup.png, kv_bytes.png")
     return records

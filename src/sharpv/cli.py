@@ -115,7 +115,7 @@ def bench(
     shape: Optional[str] = typer.Option(None, "--shape", help="A real model's shape with random weights: llava-onevision-0.5b, llava-onevision-7b, qwen2.5-vl-3b, qwen2.5-vl-7b."),
     frames: str = typer.Option("8,16,32", "--frames", help="Frame counts, comma-separated."),
     tokens_per_frame: int = typer.Option(196, "--tokens-per-frame", help="Visual tokens per frame (a square; --shape only)."),
-    methods: str = typer.Option("dense,sharpv", "--methods", help="Registered methods, comma-separated; NAME:key=value adds settings (e.g. sharpv:kv=false)."),
+    methods: str = typer.Option("all", "--methods", help="Registered methods, comma-separated, or 'all' (the whole registry); NAME:key=value adds settings (e.g. sharpv:kv=false)."),
     budgets: str = typer.Option("0.1,0.3,adaptive", "--budgets", help="Keep ratios and/or 'adaptive', comma-separated."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -157,7 +157,10 @@ def bench(
         raise SharpVError(f"--warmup must be at least 0, got {warmup}")
     frame_list = parse_ints(frames, "--frames")
     budget_list = parse_budgets(budgets)
-    specs = [MethodSpec.parse(m) for m in methods.split(",") if m.strip()]
+    from sharpv.methods import METHODS
+
+    names = ",".join(METHODS) if methods.strip() == "all" else methods
+    specs = [MethodSpec.parse(m) for m in names.split(",") if m.strip()]
     if out is not None and out.exists() and not out.is_dir():
         raise SharpVError(f"--out {out} is a file; pass a directory")
     from sharpv.bench_job import run_bench_job

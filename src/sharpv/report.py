@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 Column = tuple[str, str, str]  # (record key, header, format)
 
@@ -58,9 +58,17 @@ def write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str))
 
 
-def plot_lines(records: Sequence[dict], x: str, y: str, path: Path, *, title: str, xlabel: str, ylabel: str,
-               group: str = "method", panel: str | None = "frames", reference: float | None = None) -> None:
-    """One PNG: ``y`` against ``x``, a line per ``group``, a panel per ``panel`` value."""
+def budget_share(record: dict) -> float:
+    """Where a record sits on a budget axis: its budget, or the share it kept when adaptive."""
+    return record["budget"] if record.get("budget") is not None else record["kept_share"]
+
+
+def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str, path: Path, *, title: str,
+               xlabel: str, ylabel: str, group: str = "method", panel: str | None = "frames",
+               reference: float | None = None) -> None:
+    """One PNG: ``y`` against ``x`` (a key or a function of a record), a line per ``group``, a
+    panel per ``panel`` value."""
+    xof = x if callable(x) else (lambda r: r[x])
     import matplotlib
 
     matplotlib.use("Agg")
@@ -71,7 +79,7 @@ def plot_lines(records: Sequence[dict], x: str, y: str, path: Path, *, title: st
     for ax, value in zip(axes[0], panels):
         subset = [r for r in records if panel is None or r[panel] == value]
         for name in dict.fromkeys(r[group] for r in subset):
-            points = sorted((r[x], r[y]) for r in subset if r[group] == name and r.get(y) is not None)
+            points = sorted((xof(r), r[y]) for r in subset if r[group] == name and r.get(y) is not None)
             if points:
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, marker="o", label=name)

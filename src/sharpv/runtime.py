@@ -77,7 +77,7 @@ class AppliedMethod:
         self._continuation: _Continuation | None = None
         self._prefill_pending = False
         policy = method.layer_policy(self.adapter)
-        self.memory = LayerPruner(model, self.adapter, policy[0], policy[1]) if policy is not None else None
+        self.layer_pruner = LayerPruner(model, self.adapter, policy[0], policy[1]) if policy is not None else None
         self._handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             model.register_forward_hook(self._after_forward, with_kwargs=True),
@@ -93,8 +93,8 @@ class AppliedMethod:
             handle.remove()
         self._handles = []
         self._continuation = None
-        if self.memory is not None:
-            self.memory.remove()
+        if self.layer_pruner is not None:
+            self.layer_pruner.remove()
         if _ACTIVE.get(self.model) is self:
             del _ACTIVE[self.model]
 
@@ -123,13 +123,13 @@ class AppliedMethod:
         cache = kwargs.get("past_key_values")
         if self._has_video(kwargs):
             if cache is not None and cache.get_seq_length() > 0:
-                raise SharpVError("SharpV prunes a video prompt on an empty cache; start from a fresh cache")
+                raise SharpVError("video prompts are pruned on an empty cache only; start from a fresh cache")
             return args, self._prune_prompt(kwargs)
         cont = self._continuation
         if cont is not None and cache is not None and cont.matches(cache):
             return args, self._continue(kwargs, cont)
-        if self.memory is not None:
-            self.memory.reset()  # a call unrelated to the pruned prompt: no stage 2 bookkeeping
+        if self.layer_pruner is not None:
+            self.layer_pruner.reset()  # a call unrelated to the pruned prompt: no stage 2 bookkeeping
         return None
 
     def _after_forward(self, module, args, kwargs, output):
@@ -140,9 +140,9 @@ class AppliedMethod:
         cont = self._continuation
         if cont is not None and cont.cache is None and cache is not None:
             cont.cache = weakref.ref(cache)
-        if self.memory is not None:
-            self.memory.end_prefill(cache)
-            report = self.memory.report
+        if self.layer_pruner is not None:
+            self.layer_pruner.end_prefill(cache)
+            report = self.layer_pruner.report
             self.stats.kv_mode = report.mode
             self.stats.kv_withdraw_layer = report.withdraw_layer
             self.stats.layer_similarity = list(report.layer_similarity)
@@ -229,9 +229,9 @@ class AppliedMethod:
             last_positions=positions[..., -1].clone(),
             shift=full_positions[..., -1] - positions[..., -1],
         )
-        if self.memory is not None:
+        if self.layer_pruner is not None:
             visual = (kwargs["input_ids"] == adapter.video_token_id) & plan.valid
-            self.memory.begin_prefill(visual, plan.valid)
+            self.layer_pruner.begin_prefill(visual, plan.valid)
         self._prefill_pending = True
         self.stats = PruningStats(
             method=method.name,
@@ -254,8 +254,8 @@ class AppliedMethod:
         reduced = cont.prefill_mask.shape[1]
         cont.appended += q
         appended = cont.appended  # tokens after the prompt, these included
-        if self.memory is not None:
-            self.memory.begin_step(q)
+        if self.layer_pruner is not None:
+            self.layer_pruner.begin_step(q)
         mask = kwargs.get("attention_mask")
         if isinstance(mask, torch.Tensor) and mask.dim() == 2:
             if mask.shape[1] == cont.full_length + appended:
@@ -292,5 +292,3 @@ def apply(model: torch.nn.Module, config: SharpVConfig | PruningMethod | None = 
         return config(model)
     return SharpV(config, **overrides)(model)
 
-
-AppliedSharpV = AppliedMethod  # the handle's name in earlier releases

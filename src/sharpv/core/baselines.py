@@ -79,11 +79,12 @@ def pooling_keep(n_frames: int, height: int, width: int, total: int) -> tuple[to
     representative, to average the features with :func:`pool_features`.
     """
     counts = even_split(total, n_frames)
-    assign = torch.stack([pooling_windows(height, width, k) if k else torch.full((height * width,), -1) for k in counts])
+    windows = {k: pooling_windows(height, width, k) if k else torch.full((height * width,), -1) for k in set(counts)}
+    assign = torch.stack([windows[k] for k in counts])
     keep = torch.zeros(n_frames, height * width, dtype=torch.bool)
-    for t, k in enumerate(counts):
-        if k:
-            keep[t, assign[t].unique()] = True
+    rows = torch.arange(n_frames)[:, None].expand_as(assign)
+    valid = assign >= 0
+    keep[rows[valid], assign[valid]] = True
     return keep, assign
 
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from sharpv.core.dissimilarity import dissimilarity
+from sharpv.core.dissimilarity import unit
 
 
 def _check(features: torch.Tensor) -> None:
@@ -20,27 +20,44 @@ def _check(features: torch.Tensor) -> None:
         raise ValueError(f"features need at least one frame and one token, got {tuple(features.shape)}")
 
 
+def importance(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Spatial (T, f) and temporal (T - 1, f) importance in one pass: every token is normalised
+    once and both dissimilarities are read off the unit vectors."""
+    _check(features)
+    x = features.float()
+    u = unit(x)
+    spatial = (u - unit(x.mean(dim=1, keepdim=True))).norm(dim=-1)
+    temporal = (u[1:] - u[:-1]).norm(dim=-1)
+    return spatial, temporal
+
+
 def spatial_importance(features: torch.Tensor) -> torch.Tensor:
     """``S_t[i] = Dissim(F_t[i], mean_j F_t[j])``, shaped (T, f)."""
-    _check(features)
-    f32 = features.float()
-    return dissimilarity(f32, f32.mean(dim=1, keepdim=True))
+    return importance(features)[0]
 
 
 def temporal_importance(features: torch.Tensor) -> torch.Tensor:
     """``T_t[i] = Dissim(F_t[i], F_{t-1}[i])`` for t >= 2, shaped (T - 1, f)."""
-    _check(features)
-    return dissimilarity(features[1:], features[:-1])
+    return importance(features)[1]
+
+
+def combine(spatial: torch.Tensor, temporal: torch.Tensor, spatial_weight: float = 1.0) -> torch.Tensor:
+    """``I_t = T_t + w * S_t`` (frame 1: ``I_1 = S_1``), shaped (T, f)."""
+    scores = spatial * spatial_weight
+    scores[0] = spatial[0]
+    scores[1:] += temporal
+    return scores
+
+
+def keep_ratios(spatial: torch.Tensor, temporal: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """``min(1, scale * ||T_t||_2 / (2 sqrt(f)))`` per frame (frame 1: ``||S_1||``), shaped (T,)."""
+    norms = torch.cat([spatial[:1].norm(dim=1), temporal.norm(dim=1)])
+    return (scale * norms / (2.0 * math.sqrt(spatial.shape[1]))).clamp(0.0, 1.0)
 
 
 def token_scores(features: torch.Tensor, spatial_weight: float = 1.0) -> torch.Tensor:
     """``I_t = T_t + w * S_t`` (frame 1: ``I_1 = S_1``), shaped (T, f)."""
-    spatial = spatial_importance(features)
-    scores = spatial * spatial_weight
-    scores[0] = spatial[0]
-    if features.shape[0] > 1:
-        scores[1:] += temporal_importance(features)
-    return scores
+    return combine(*importance(features), spatial_weight)
 
 
 def frame_keep_ratios(features: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
@@ -49,10 +66,4 @@ def frame_keep_ratios(features: torch.Tensor, scale: float = 1.0) -> torch.Tenso
     Frame 1 has no temporal term and uses ``||S_1||_2`` instead. The unscaled value is half the
     RMS dissimilarity, so it lies in [0, 1].
     """
-    _check(features)
-    f = features.shape[1]
-    norm = features.new_empty(features.shape[0], dtype=torch.float32)
-    norm[0] = spatial_importance(features[:1])[0].norm()
-    if features.shape[0] > 1:
-        norm[1:] = temporal_importance(features).norm(dim=1)
-    return (scale * norm / (2.0 * math.sqrt(f))).clamp(0.0, 1.0)
+    return keep_ratios(*importance(features), scale)

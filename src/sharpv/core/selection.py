@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sharpv.core.scores import frame_keep_ratios, token_scores
+from sharpv.core.scores import combine, importance, keep_ratios
 
 _BISECTION_STEPS = 60
 
@@ -105,9 +105,10 @@ def select_tokens(
 ) -> Selection:
     """Score ``features`` (T, f, d) and select tokens: adaptive when ``keep_ratio`` is None,
     otherwise budget mode with exactly ``round(keep_ratio * T * f)`` tokens."""
-    scores = token_scores(features, spatial_weight)
+    spatial, temporal = importance(features)
+    scores = combine(spatial, temporal, spatial_weight)
     # Budget mode searches the scale itself, so it starts from the unscaled ratios.
-    ratios = frame_keep_ratios(features, ratio_scale if keep_ratio is None else 1.0)
+    ratios = keep_ratios(spatial, temporal, ratio_scale if keep_ratio is None else 1.0)
     if keep_ratio is None:
         keep = select_adaptive(scores, ratios, min_tokens_per_frame)
     else:
