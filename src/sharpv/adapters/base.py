@@ -8,11 +8,12 @@ positions the model would use for the full prompt.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+
+from sharpv.core.positions import compact_positions
 
 
 @dataclass
@@ -80,14 +81,9 @@ class VideoLLMAdapter:
     def full_positions(self, kwargs: dict[str, Any], input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Positions of the full prompt as the model would compute them: (B, L) or (P, B, L)."""
         if attention_mask is not None:
-            pos = attention_mask.long().cumsum(-1) - 1
-            return pos.masked_fill(attention_mask == 0, 1)
+            return compact_positions(attention_mask)
         return torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
 
     def sequence_keyed_kwargs(self) -> tuple[str, ...]:
         """Keyword inputs shaped (B, L, ...) that must be shortened with the prompt."""
         return ()
-
-    @staticmethod
-    def _copy_output(output: Any) -> Any:
-        return copy.copy(output)

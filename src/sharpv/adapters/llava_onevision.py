@@ -7,6 +7,8 @@ f pooled tokens (``ceil(image_size / patch_size / 2) ** 2``, 196 for SigLIP-384)
 
 from __future__ import annotations
 
+import copy
+
 import math
 from typing import Any
 
@@ -55,7 +57,7 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
             self._apply(video, grid.shape, transform, keep)
             for video, grid, transform, keep in zip(feats, grids.grids, transforms, keeps)
         ]
-        out = self._copy_output(grids.encoder_output)
+        out = copy.copy(grids.encoder_output)
         # The model flattens (B, N) before scattering into the placeholders, so one row holding
         # every video's kept tokens in order is equivalent and allows ragged per-video counts.
         out.pooler_output = torch.cat(kept, dim=0).unsqueeze(0)

@@ -13,6 +13,8 @@ Positions are the model's own M-RoPE (t, h, w) triples from ``get_rope_index`` (
 
 from __future__ import annotations
 
+import copy
+
 from typing import Any
 
 import torch
@@ -74,7 +76,7 @@ class QwenVLAdapter(VideoLLMAdapter):
 
     def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor], transforms: list[Any]) -> Any:
         src = grids.encoder_output
-        out = self._copy_output(src)
+        out = copy.copy(src)
 
         def prune(tensors):
             return tuple(
