@@ -43,18 +43,12 @@ class MethodSpec:
 
     @classmethod
     def parse(cls, text: str) -> "MethodSpec":
-        from sharpv.cli_values import parse_value
+        from sharpv.cli_values import parse_settings
 
         name, *pairs = text.strip().split(":")
         if name not in METHODS:
             raise SharpVError(f"unknown method {name!r} in --methods; registered methods: {', '.join(METHODS)}")
-        settings = {}
-        for pair in pairs:
-            key, sep, raw = pair.partition("=")
-            if not sep or not key.isidentifier():
-                raise SharpVError(f"method settings take key=value, got {pair!r} in {text!r}")
-            settings[key] = parse_value(raw)
-        return cls(text.strip(), name, settings)
+        return cls(text.strip(), name, parse_settings(pairs, f"--methods {text.strip()!r}"))
 
     def build(self, budget: float | None) -> PruningMethod:
         if self.name == "dense":

@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from sharpv.cli_values import parse_value
+from sharpv.cli_values import parse_settings
 from sharpv.errors import SharpVError
 
 app = typer.Typer(
@@ -23,17 +23,6 @@ app = typer.Typer(
     help="SharpV: prune redundant visual tokens of video LLMs without reading attention weights.",
 )
 err = Console(stderr=True)
-
-
-def _parse_settings(items: list[str]) -> dict:
-    """``KEY=VALUE`` pairs from ``--set`` (values read as int, float, bool, None or text)."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.isidentifier():
-            raise SharpVError(f"--set takes KEY=VALUE, got {item!r}")
-        out[key] = parse_value(raw)
-    return out
 
 
 def build_method(name: str, keep_ratio: Optional[float], positions: str, settings: dict):
@@ -79,7 +68,7 @@ def answer(
     """Answer QUESTION about VIDEO with a video LLM, densely or with a pruning method."""
     from sharpv.answer import answer_question, load_model
 
-    extra = _parse_settings(settings)
+    extra = parse_settings(settings, "--set")
     kv_flags = {"kv_threshold": kv_threshold, "kv_mode": kv_mode, "kv_granularity": kv_granularity, "kv_min_layer": kv_min_layer}
     kv_given = {k: v for k, v in kv_flags.items() if v is not None}
     if (kv_given or no_kv) and method != "sharpv":

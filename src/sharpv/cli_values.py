@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
+
+from sharpv.errors import SharpVError
 
 
 def parse_value(raw: str) -> Any:
@@ -18,3 +20,14 @@ def parse_value(raw: str) -> Any:
         except ValueError:
             pass
     return raw
+
+
+def parse_settings(pairs: Iterable[str], where: str) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a dict; a malformed pair is an error naming ``where`` it came from."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise SharpVError(f"{where} takes KEY=VALUE, got {pair!r}")
+        out[key] = parse_value(raw)
+    return out
