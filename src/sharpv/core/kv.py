@@ -89,6 +89,11 @@ def layout_mask(
     """
     b = layout.index.shape[0]
     device = layout.index.device
+    if incoming is None and kind != "2d" and bool(layout.valid.all()):
+        # No padding anywhere: plain causal attention over the held columns, which the kernel
+        # does without a mask (prefill) or needs no mask for (one new token).
+        if queries is not None or query_new == 1:
+            return None
     if kind == "2d":
         return torch.cat([layout.valid, layout.valid.new_ones(b, new_tokens)], dim=1).long()
     if incoming is not None:
