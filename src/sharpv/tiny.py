@@ -84,7 +84,7 @@ def _tokenizer(special: list[str]):
     return tok
 
 
-def _llava_onevision(out: Path, seed: int):
+def _llava_onevision(seed: int):
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
@@ -130,7 +130,7 @@ def _llava_onevision(out: Path, seed: int):
     return model, parts
 
 
-def _qwen(out: Path, seed: int, arch: str):
+def _qwen(seed: int, arch: str):
     tok = _tokenizer(
         ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     )
@@ -200,7 +200,7 @@ def build_tiny_model(out_dir: str | Path, arch: str, seed: int = 0) -> Path:
         raise ValueError(f"arch must be one of {', '.join(ARCHES)}, got {arch!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, parts = _llava_onevision(out, seed) if arch == "llava-onevision" else _qwen(out, seed, arch)
+    model, parts = _llava_onevision(seed) if arch == "llava-onevision" else _qwen(seed, arch)
     model.generation_config.pad_token_id = parts.tokenizer.pad_token_id
     model.generation_config.eos_token_id = parts.tokenizer.eos_token_id
     model.save_pretrained(out)
