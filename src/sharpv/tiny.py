@@ -35,7 +35,7 @@ _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
 @dataclass
-class _Parts:
+class ProcessorParts:
     """A processor's parts, written the way ``ProcessorMixin.save_pretrained`` lays them out.
 
     The processor object itself is not built: transformers' video processors need torchvision,
@@ -64,12 +64,13 @@ _WORDS = (
 ).split()
 
 
-def _tokenizer(special: list[str]):
+def word_tokenizer(special: list[str], words: tuple[str, ...] | list[str] = _WORDS):
+    """A word-level tokenizer over ``words`` (plus digits and punctuation) built locally with ``tokenizers``."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {tok: i for i, tok in enumerate(["<unk>", "<|endoftext|>", *special])}
-    for word in _WORDS + [str(d) for d in range(10)] + list(".,?!:<>-"):
+    for word in list(words) + [str(d) for d in range(10)] + list(".,?!:<>-"):
         vocab.setdefault(word, len(vocab))
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
@@ -84,23 +85,27 @@ def _tokenizer(special: list[str]):
     return tok
 
 
-def _llava_onevision(seed: int):
+def build_llava_onevision(seed: int, words=_WORDS, vision: dict | None = None, text: dict | None = None):
+    """A random-weight LLaVA-OneVision model (SigLIP + Qwen2) over 64 x 64 frames and its processor parts.
+
+    ``vision`` and ``text`` override the tiny SigLIP and Qwen2 sizes; ``words`` is the tokenizer's vocabulary.
+    """
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
         LlavaOnevisionImageProcessorPil,
     )
 
-    tok = _tokenizer(["<|im_start|>", "<|im_end|>", "<image>", "<video>"])
+    tok = word_tokenizer(["<|im_start|>", "<|im_end|>", "<image>", "<video>"], words)
     config = LlavaOnevisionConfig(
-        vision_config=dict(
+        vision_config={**dict(
             model_type="siglip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=2, image_size=FRAME_SIZE, patch_size=8,
-        ),
-        text_config=dict(
+        ), **(vision or {})},
+        text_config={**dict(
             model_type="qwen2", hidden_size=64, intermediate_size=128, num_hidden_layers=4,
             num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok), max_position_embeddings=4096,
             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
-        ),
+        ), **(text or {})},
         image_token_index=tok.convert_tokens_to_ids("<image>"),
         video_token_index=tok.convert_tokens_to_ids("<video>"),
         image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE]],
@@ -110,7 +115,7 @@ def _llava_onevision(seed: int):
     torch.manual_seed(seed)
     model = LlavaOnevisionForConditionalGeneration(config)
     size = {"height": FRAME_SIZE, "width": FRAME_SIZE}
-    parts = _Parts(
+    parts = ProcessorParts(
         tokenizer=tok,
         image_processor=LlavaOnevisionImageProcessorPil(size=size, image_grid_pinpoints=[[FRAME_SIZE, FRAME_SIZE]]),
         processor=dict(
@@ -131,7 +136,7 @@ def _llava_onevision(seed: int):
 
 
 def _qwen(seed: int, arch: str):
-    tok = _tokenizer(
+    tok = word_tokenizer(
         ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     )
     ids = {name: tok.convert_tokens_to_ids(t) for name, t in [
@@ -190,7 +195,7 @@ def _qwen(seed: int, arch: str):
         processor = dict(processor_class="Qwen3VLProcessor")
         # Qwen3-VL budgets pixels over the whole clip: allow 64 x 64 frames for up to 64 frames.
         video.update(video_processor_type="Qwen3VLVideoProcessor", size={"shortest_edge": 1, "longest_edge": 64 * FRAME_SIZE * FRAME_SIZE})
-    parts = _Parts(tokenizer=tok, image_processor=image_processor, processor=processor, video=video, chat_template=template)
+    parts = ProcessorParts(tokenizer=tok, image_processor=image_processor, processor=processor, video=video, chat_template=template)
     return model, parts
 
 
@@ -200,7 +205,7 @@ def build_tiny_model(out_dir: str | Path, arch: str, seed: int = 0) -> Path:
         raise ValueError(f"arch must be one of {', '.join(ARCHES)}, got {arch!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, parts = _llava_onevision(seed) if arch == "llava-onevision" else _qwen(seed, arch)
+    model, parts = build_llava_onevision(seed) if arch == "llava-onevision" else _qwen(seed, arch)
     model.generation_config.pad_token_id = parts.tokenizer.pad_token_id
     model.generation_config.eos_token_id = parts.tokenizer.eos_token_id
     model.save_pretrained(out)

@@ -14,7 +14,8 @@ def _texture(seed: int, size: int) -> np.ndarray:
     return np.kron(cells, np.ones((8, 8, 1), dtype=np.uint8))
 
 
-def _mask(obj: SceneObject, t: int, size: int) -> np.ndarray:
+def object_mask(obj: SceneObject, t: int, size: int) -> np.ndarray:
+    """(size, size) bool pixels covered by ``obj`` in frame ``t``."""
     cx, cy = obj.positions[t]
     cx, cy, r = cx * size, cy * size, obj.size * size / 2
     y, x = np.mgrid[0:size, 0:size] + 0.5
@@ -36,6 +37,6 @@ def render(scene: Scene, size: int = 64) -> np.ndarray:
         frame = texture[oy : oy + size, ox : ox + size].copy()
         for obj in scene.objects:
             if obj.visible[t]:
-                frame[_mask(obj, t, size)] = COLOURS[obj.colours[t]]
+                frame[object_mask(obj, t, size)] = COLOURS[obj.colours[t]]
         frames[t] = frame
     return frames

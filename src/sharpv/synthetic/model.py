@@ -1,0 +1,53 @@
+"""The model sharpv ships: a small LLaVA-OneVision (SigLIP + Qwen2) trained on the synthetic video QA.
+
+Its architecture and vocabulary live here; its weights are written by ``sharpv.synthetic.train`` and
+shipped under ``sharpv/assets/synthetic-qa`` (loaded with ``from_pretrained`` like any checkpoint).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from sharpv.errors import SharpVError
+from sharpv.synthetic.questions import COUNTS, QUESTION_TYPES
+from sharpv.synthetic.scene import COLOURS, DIRECTIONS, PHASES, SHAPES, ZONES
+
+#: 64 x 64 frames, 8 px patches, 2 x 2 pooling: 16 tokens per frame
+FRAMES = 16
+VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2)
+TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
+#: the held-out evaluation set `sharpv eval` uses by default (training never draws from this seed)
+HELDOUT_SEED = 1234
+HELDOUT_SIZE = 1200
+
+ASSET = "synthetic-qa"
+
+
+def vocabulary() -> list[str]:
+    """Every word of the question templates and answers, then a few chat words, in a fixed order."""
+    words: list[str] = []
+    templates = " ".join(t for t, _ in QUESTION_TYPES.values()).replace("{shape}", " ".join(SHAPES))
+    for w in [*templates.split(), *COLOURS, *ZONES, *DIRECTIONS, *PHASES, *COUNTS,
+              "color", "colour", "object", "objects", "video", "frame", "yes", "no", "answer"]:
+        if w not in words and w.isalpha():
+            words.append(w)
+    return words
+
+
+def build_model(seed: int = 0):
+    """A random-weight model of the shipped architecture and its processor parts."""
+    from sharpv.tiny import build_llava_onevision
+
+    return build_llava_onevision(seed, words=vocabulary(), vision=VISION, text=TEXT)
+
+
+def shipped_model_path() -> Path:
+    """Directory of the shipped checkpoint (inside the installed package)."""
+    path = Path(str(resources.files("sharpv") / "assets" / ASSET))
+    if not (path / "model.safetensors").exists():
+        raise SharpVError(
+            f"the shipped model is missing from {path}; reinstall sharpv or pass --model DIR "
+            "(train one with `python -m sharpv.synthetic.train --out DIR`)"
+        )
+    return path
