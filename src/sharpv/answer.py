@@ -42,7 +42,7 @@ class Answer:
         return dict(self.__dict__)
 
 
-class _PrefillTimer:
+class PrefillTimer:
     """Times the first forward call of ``generate()`` (the prefill) with forward hooks."""
 
     def __init__(self, model: torch.nn.Module):
@@ -94,29 +94,31 @@ def load_model(model_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     return model, load_processor(path, family)
 
 
-def answer_question(
-    model: torch.nn.Module,
-    processor: Any,
-    video_path: str | Path,
-    question: str,
-    *,
-    method: PruningMethod | None = None,
-    frames: int | None = None,
-    max_new_tokens: int = 32,
-    do_sample: bool = False,
-) -> Answer:
-    method = method if method is not None else SharpV()
-    if max_new_tokens < 1:
-        raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    adapter_cls = adapter_class_for(model.config.model_type)
-    video = read_video(video_path, frames if frames is not None else adapter_cls.default_frames)
-    inputs = build_inputs(processor, question, video)
+@dataclass
+class Generation:
+    """What one ``generate()`` call under a method produced."""
+
+    text: str
+    new_tokens: list[int]
+    stats: Any  # PruningStats of the prefill
+    prefill_seconds: float
+    generate_seconds: float
+
+
+def inputs_on(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Move processor outputs to the model's device (pixels also to its dtype)."""
     device = next(model.parameters()).device
-    inputs = {
+    return {
         k: (v.to(device, model.dtype) if v.is_floating_point() and k.startswith("pixel") else v.to(device))
         for k, v in inputs.items()
     }
-    timer = _PrefillTimer(model)
+
+
+def generate_answer(model: torch.nn.Module, processor: Any, inputs: dict[str, torch.Tensor], method: PruningMethod,
+                    *, max_new_tokens: int = 32, do_sample: bool = False) -> Generation:
+    """Apply ``method``, run ``generate()`` on processor ``inputs`` (a batch of one), remove the method."""
+    inputs = inputs_on(model, inputs)
+    timer = PrefillTimer(model)
     handle = method(model)
     try:
         start = time.perf_counter()
@@ -131,9 +133,40 @@ def answer_question(
     new = out.sequences[0, inputs["input_ids"].shape[1] :].tolist()
     tokenizer = getattr(processor, "tokenizer", processor)
     text = tokenizer.decode(new, skip_special_tokens=True).strip()
-    s = handle.stats
-    if s is None:
+    if handle.stats is None:
         raise SharpVError("the prompt reached the model without video tokens; check the processor and the video")
+    return Generation(text, new, handle.stats, timer.seconds or 0.0, generate_seconds)
+
+
+def default_frames(model: torch.nn.Module, processor: Any) -> int:
+    """Frames to sample when the user gives none: the checkpoint's own ``num_frames`` if its video
+    processor config declares one (the shipped model does), else the family's usual count."""
+    settings = getattr(processor, "settings", None)
+    if isinstance(settings, dict):
+        n = settings.get("num_frames")
+    else:
+        n = getattr(getattr(processor, "video_processor", None), "num_frames", None)
+    return int(n) if n else adapter_class_for(model.config.model_type).default_frames
+
+
+def answer_question(
+    model: torch.nn.Module,
+    processor: Any,
+    video_path: str | Path,
+    question: str,
+    *,
+    method: PruningMethod | None = None,
+    frames: int | None = None,
+    max_new_tokens: int = 32,
+    do_sample: bool = False,
+) -> Answer:
+    method = method if method is not None else SharpV()
+    if max_new_tokens < 1:
+        raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    video = read_video(video_path, frames if frames is not None else default_frames(model, processor))
+    gen = generate_answer(model, processor, build_inputs(processor, question, video), method,
+                          max_new_tokens=max_new_tokens, do_sample=do_sample)
+    text, new, s, generate_seconds = gen.text, gen.new_tokens, gen.stats, gen.generate_seconds
     kv = dict(
         kv_mode=s.kv_mode, kv_withdraw_layer=s.kv_withdraw_layer, layer_similarity=s.layer_similarity,
         kv_cache_bytes=s.kv_cache_bytes, kv_cache_bytes_dense=s.kv_cache_bytes_dense,
@@ -147,7 +180,7 @@ def answer_question(
         visual_tokens_in=s.visual_tokens_in,
         visual_tokens_kept=s.visual_tokens_kept,
         kept_per_frame=s.kept_per_frame,
-        prefill_seconds=timer.seconds or 0.0,
+        prefill_seconds=gen.prefill_seconds,
         pruning_seconds=s.pruning_seconds + s.extra_seconds,
         generate_seconds=generate_seconds,
         new_tokens=new,

@@ -1,4 +1,4 @@
-"""The ``sharpv`` command line: ``sharpv answer`` and ``sharpv tiny-model``.
+"""The ``sharpv`` command line: ``answer``, ``eval``, ``bench``, ``tiny-model`` and ``sample-video``.
 
 Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback.
 """
@@ -47,7 +47,7 @@ def build_method(name: str, keep_ratio: Optional[float], positions: str, setting
 def answer(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
     question: str = typer.Argument(..., help="Question about the video."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the model sharpv ships (trained on its synthetic video QA)."),
     method: str = typer.Option("sharpv", "--method", help="A registered method: dense, sharpv, random, pooling, evs, dycoke, vidcom2, vtw, fastv."),
     keep_ratio: Optional[float] = typer.Option(
         None, "--keep-ratio", help="Budget: share of visual tokens kept (every method counts it the same way). Omit for SharpV's adaptive ratio."
@@ -81,7 +81,9 @@ def answer(
         raise SharpVError(f"--frames must be at least 1, got {frames}")
     chosen = build_method(method, keep_ratio, positions, extra)
     if model is None:
-        raise SharpVError("--model is required: pass a local model directory (make one with `sharpv tiny-model DIR`)")
+        from sharpv.synthetic.model import shipped_model_path
+
+        model = shipped_model_path()
     if not video.exists():
         raise SharpVError(f"{video} does not exist; pass a video file or a folder of frames")
     with err.status("loading model", spinner="dots") as status:
@@ -190,20 +192,77 @@ def tiny_model(
 @app.command("sample-video")
 def sample_video(
     path: Path = typer.Argument(..., help="Where to write the mp4."),
-    frames: int = typer.Option(32, "--frames", help="Number of frames."),
-    size: int = typer.Option(128, "--size", help="Frame side in pixels (multiple of 16)."),
+    qtype: str = typer.Option("motion", "--type", help="Question type: colour, position, motion, appearance_time, colour_change, count."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic set the clip is drawn from."),
+    frames: int = typer.Option(16, "--frames", help="Number of frames (>= 3)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing file."),
 ) -> None:
-    """Write a small synthetic clip (a red square moving over a static texture)."""
-    from sharpv.video.sample import write_sample_video
+    """Write a synthetic QA clip (64 x 64 mp4); prints its path, then its question and answer on stderr."""
+    from sharpv.synthetic import QUESTION_TYPES, generate
 
-    if frames < 1:
-        raise SharpVError(f"--frames must be at least 1, got {frames}")
-    if size < 16 or size % 16:
-        raise SharpVError(f"--size must be a multiple of 16 and at least 16, got {size}")
+    if qtype not in QUESTION_TYPES:
+        raise SharpVError(f"--type must be one of {', '.join(QUESTION_TYPES)}, got {qtype!r}")
+    if frames < 3:
+        raise SharpVError(f"--frames must be at least 3, got {frames}")
+    if seed < 0:
+        raise SharpVError(f"--seed must be >= 0, got {seed}")
     if path.exists() and not overwrite:
         raise SharpVError(f"{path} exists; pass another path or --overwrite (nothing was written)")
-    print(write_sample_video(path, n_frames=frames, size=size))
+    item = next(it for it in generate(seed, len(QUESTION_TYPES), frames=frames) if it.qtype == qtype)
+    print(item.write_mp4(path))
+    err.print(f"question: {item.question}\nanswer: {item.answer}", highlight=False, markup=False)
+
+
+@app.command("eval")
+def eval_(
+    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the shipped model."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Your dataset as JSONL: one {video, question, answer, options?, type?, id?} per line; default: the synthetic held-out set."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the synthetic set (default 1234, the held-out set)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Questions in the synthetic set (default 1200, balanced over the six types)."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per video (synthetic: clip length, default 16; files: sampled uniformly, default the family's)."),
+    methods: str = typer.Option("all", "--methods", help="Registered methods, comma-separated, or 'all'; NAME:key=value adds settings."),
+    budgets: str = typer.Option("0.1,0.2,0.3,adaptive", "--budgets", help="Keep ratios and/or 'adaptive', comma-separated."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's; 1 is fastest for the small shipped model)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md, run.json and accuracy_vs_kept_share.png."),
+) -> None:
+    """Accuracy of every method x budget against dense on a video QA set, with 95% intervals,
+    visual tokens kept and prefill time."""
+    from sharpv.bench import MethodSpec, parse_budgets
+    from sharpv.methods import METHODS
+    from sharpv.synthetic.model import HELDOUT_SEED, HELDOUT_SIZE
+
+    if data is not None and (seed is not None or n is not None):
+        raise SharpVError("--seed and --n choose the synthetic set; drop them with --data")
+    seed = HELDOUT_SEED if seed is None else seed
+    n = HELDOUT_SIZE if n is None else n
+    if seed < 0:
+        raise SharpVError(f"--seed must be >= 0, got {seed}")
+    if n < 1:
+        raise SharpVError(f"--n must be at least 1, got {n}")
+    if frames is not None and frames < (3 if data is None else 1):
+        raise SharpVError(f"--frames must be at least {3 if data is None else 1}, got {frames}")
+    if max_new_tokens < 1:
+        raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
+    if model is not None and not model.is_dir():
+        raise SharpVError(f"model directory {model} does not exist; pass a local checkpoint or omit --model")
+    if out is not None and out.exists() and not out.is_dir():
+        raise SharpVError(f"--out {out} is a file; pass a directory")
+    if threads is not None:
+        if threads < 1:
+            raise SharpVError(f"--threads must be at least 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    names = ",".join(METHODS) if methods.strip() == "all" else methods
+    specs = [MethodSpec.parse(m) for m in names.split(",") if m.strip()]
+    budget_list = parse_budgets(budgets)
+    from sharpv.eval_job import run_eval_job
+
+    run_eval_job(model_dir=model, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budget_list,
+                 dtype=dtype, device=device, max_new_tokens=max_new_tokens, out=out, console=err)
 
 
 def main(argv: list[str] | None = None) -> int:

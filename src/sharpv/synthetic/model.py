@@ -39,7 +39,9 @@ def build_model(seed: int = 0):
     """A random-weight model of the shipped architecture and its processor parts."""
     from sharpv.tiny import build_llava_onevision
 
-    return build_llava_onevision(seed, words=vocabulary(), vision=VISION, text=TEXT)
+    model, parts = build_llava_onevision(seed, words=vocabulary(), vision=VISION, text=TEXT)
+    parts.video["num_frames"] = FRAMES  # `sharpv answer` samples this many frames by default
+    return model, parts
 
 
 def shipped_model_path() -> Path:

@@ -284,6 +284,22 @@ def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: i
     return summary
 
 
+SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "training.json", "training_log.json",
+                 "learning_curve.png")
+
+
+def ship(train_dir: Path, dest: Path) -> Path:
+    """Copy a training run's weights and record into ``dest`` with freshly written processor files."""
+    import shutil
+
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        if (train_dir / name).exists():
+            shutil.copyfile(train_dir / name, dest / name)
+    build_model()[1].save(dest)
+    return dest
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True)
@@ -295,9 +311,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-items", type=int, default=300)
     p.add_argument("--single-object-share", type=float, default=0.15)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--ship-to", type=Path, default=None, help="after training, copy the checkpoint here")
     a = p.parse_args(argv)
     train(a.out, a.steps, a.batch_size, a.lr, a.seed, a.eval_every, a.eval_items, a.single_object_share,
           threads=a.threads)
+    if a.ship_to is not None:
+        ship(a.out, a.ship_to)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,92 @@
+"""The `sharpv eval` job: pick the dataset and model, run the harness with progress, write results."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from sharpv.answer import load_model
+from sharpv.bench import MethodSpec, plan
+from sharpv.evaluate import evaluate, load_jsonl, synthetic_examples
+from sharpv.report import budget_share, markdown_table, plot_lines, rich_table, write_json
+
+
+def eval_columns(records: list[dict]) -> list[tuple[str, str, str]]:
+    types = list(records[0]["accuracy_by_type"]) if records else []
+    cols = [("method", "method", "{}"), ("budget", "budget", "{}"), ("n", "n", "{}"),
+            ("accuracy", "accuracy", "{:.3f}"), ("ci95_text", "95% CI", "{}")]
+    if len(types) > 1:
+        cols += [(f"type:{t}", t, "{:.3f}") for t in types]
+    cols += [("kept_share", "visual kept", "{:.3f}"), ("kv_share", "KV share", "{:.3f}"),
+             ("prefill_ms", "prefill ms", "{:.1f}"), ("prefill_speedup", "speedup", "{:.2f}x")]
+    return cols
+
+
+def _flat(records: list[dict]) -> list[dict]:
+    """Records with the nested fields spread out for the tables."""
+    out = []
+    for r in records:
+        flat = dict(r, ci95_text=f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}", prefill_ms=r["prefill_seconds"] * 1e3)
+        flat.update({f"type:{t}": v for t, v in r["accuracy_by_type"].items()})
+        out.append(flat)
+    return out
+
+
+def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int, frames: int | None,
+                 specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str,
+                 max_new_tokens: int, out: Path | None, console: Console) -> list[dict]:
+    from sharpv.answer import default_frames
+    from sharpv.synthetic.model import FRAMES, shipped_model_path
+
+    model_path = model_dir if model_dir is not None else shipped_model_path()
+    with console.status("loading the model and the dataset", spinner="dots"):
+        model, processor = load_model(model_path, dtype=dtype, device=device)
+        if data is not None:
+            examples = load_jsonl(data)
+            n_frames = frames or default_frames(model, processor)
+            source = str(data)
+        else:
+            n_frames = frames or FRAMES
+            examples = synthetic_examples(seed, n, frames=n_frames)
+            source = f"synthetic held-out set (seed {seed}, n {n}, {n_frames} frames rendered in memory)"
+    total = len(plan(specs, budgets)) * len(examples)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("eval", total=total)
+
+        def step(label: str) -> None:
+            progress.update(task, description=label)
+            progress.advance(task)
+
+        records = evaluate(model, processor, examples, specs, budgets, frames=n_frames,
+                           max_new_tokens=max_new_tokens, on_step=step)
+    cols = eval_columns(records)
+    title = f"sharpv eval: {model_path.name if model_dir is None else model_path} on {source}"
+    Console(width=max(160, Console().width)).print(rich_table(_flat(records), cols, title=title))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "results.json", records)
+        env = dict(model=str(model_dir) if model_dir is not None else "shipped synthetic-qa model",
+                   dataset=source, frames=n_frames, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
+                   torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
+                   command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
+        write_json(out / "run.json", env)
+        (out / "results.md").write_text(
+            f"Model: {env['model']}; dataset: {source}; dtype {dtype}; device {device}. Accuracy with Wilson 95% "
+            "intervals; visual kept = share of visual tokens entering the LLM; KV share = KV cache bytes after "
+            "prefill over dense; prefill = mean time of generate()'s first forward.\n\n" + markdown_table(_flat(records), cols)
+        )
+        dense = records[0]["accuracy"]
+        pruned = [r for r in records if r["method_name"] != "dense"]
+        if pruned:
+            plot_lines(pruned, budget_share, "accuracy", out / "accuracy_vs_kept_share.png",
+                       title=f"accuracy against visual tokens kept (dashed: dense {dense:.3f})",
+                       xlabel="share of visual tokens kept (budget; adaptive at its mean share)",
+                       ylabel="accuracy", panel=None, reference=dense)
+        console.print(f"wrote {out}/results.json, results.md, run.json, accuracy_vs_kept_share.png")
+    return records

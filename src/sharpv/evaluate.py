@@ -1,0 +1,213 @@
+"""`sharpv eval`: answer accuracy of every method x budget on a video QA set, against dense.
+
+Datasets:
+
+- the synthetic held-out set (default): ``synthetic_examples(seed, n)``, frames rendered in
+  memory (no video file, no codec loss) and fed through the model's processor;
+- a user's JSONL file, one object per line::
+
+      {"video": "clips/a.mp4", "question": "What is the man holding?",
+       "options": ["a cup", "a phone", "a book"], "answer": "B", "type": "objects", "id": "a-1"}
+
+  ``video`` is a file or a folder of frames, relative to the JSONL file's folder; ``options``
+  (optional) are shown to the model as lettered choices; ``answer`` is the option's letter or its
+  text (or free text when there are no options); ``type`` (optional) groups the per-type
+  accuracy; ``id`` is optional.
+
+Scoring: the generated text and the answer are lower-cased and stripped of punctuation; a
+prediction is right when they are equal, or, with options, when the prediction names the right
+option by letter ("B", "B.", "(B) a phone") or by its text. Intervals are Wilson 95% intervals
+for a binomial proportion. Items are the outer loop (every video is read and processed once),
+methods the inner one; each method is applied and removed around its own ``generate()`` call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import string
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sharpv.bench import ADAPTIVE, MethodSpec, plan
+from sharpv.errors import SharpVError
+from sharpv.video import SampledVideo, build_inputs, read_video
+
+Z95 = 1.959964
+LETTERS = string.ascii_uppercase
+
+
+@dataclass
+class Example:
+    """One question about one video."""
+
+    id: str
+    question: str
+    answer: str
+    video: Path | None = None  # a file or frame folder, or None when ``frames`` are given
+    frames: Any = None  # (T, H, W, 3) uint8 array, for in-memory videos
+    options: list[str] | None = None
+    type: str = "all"
+
+    def load(self, num_frames: int) -> SampledVideo:
+        if self.frames is not None:
+            n = len(self.frames)
+            return SampledVideo(self.frames, list(range(n)), n, 8.0)
+        return read_video(self.video, num_frames)
+
+    def prompt(self) -> str:
+        if not self.options:
+            return self.question
+        choices = "\n".join(f"{LETTERS[i]}. {opt}" for i, opt in enumerate(self.options))
+        return f"{self.question}\n{choices}\nAnswer with the option's letter from the given choices directly."
+
+
+def synthetic_examples(seed: int, n: int, frames: int = 16) -> list[Example]:
+    """The synthetic QA set of ``seed`` (see :mod:`sharpv.synthetic`), frames rendered in memory."""
+    from sharpv.synthetic import generate
+
+    return [Example(it.id, it.question, it.answer, frames=it.frames(), type=it.qtype)
+            for it in generate(seed, n, frames=frames)]
+
+
+def load_jsonl(path: Path) -> list[Example]:
+    """Read a dataset in the JSONL layout of the module docstring, checking every line."""
+    if not path.is_file():
+        raise SharpVError(f"dataset {path} does not exist; pass a JSONL file (see `sharpv eval --help`)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SharpVError(f"dataset {path} is not a UTF-8 text file; pass a JSONL file (one JSON object per line)") from None
+    examples = []
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SharpVError(f"{where} is not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise SharpVError(f"{where}: each line must be a JSON object with video, question and answer")
+        missing = [k for k in ("video", "question", "answer") if not isinstance(row.get(k), str) or not row[k].strip()]
+        if missing:
+            raise SharpVError(f"{where}: missing or empty {', '.join(missing)} (each line needs video, question, answer)")
+        options = row.get("options")
+        if options is not None and (not isinstance(options, list) or not options or len(options) > len(LETTERS)
+                                    or not all(isinstance(o, str) for o in options)):
+            raise SharpVError(f"{where}: options must be a non-empty list of at most 26 strings")
+        video = (path.parent / row["video"]) if not Path(row["video"]).is_absolute() else Path(row["video"])
+        if not video.exists():
+            raise SharpVError(f"{where}: video {video} does not exist (paths are relative to the JSONL file)")
+        examples.append(Example(str(row.get("id", no)), row["question"], row["answer"], video=video,
+                                options=options, type=str(row.get("type", "all"))))
+    if not examples:
+        raise SharpVError(f"dataset {path} has no examples")
+    return examples
+
+
+def _norm(text: str) -> str:
+    text = text.lower().strip()
+    text = text.translate(str.maketrans({c: " " for c in string.punctuation}))
+    return " ".join(text.split())
+
+
+def is_correct(prediction: str, example: Example) -> bool:
+    """Whether ``prediction`` answers ``example`` (see the module docstring for the rule)."""
+    pred, gold = _norm(prediction), _norm(example.answer)
+    if not example.options:
+        return pred == gold
+    letters = [c.lower() for c in LETTERS[: len(example.options)]]
+    texts = [_norm(o) for o in example.options]
+    right = letters.index(gold) if gold in letters else texts.index(gold) if gold in texts else None
+    if right is None:
+        raise SharpVError(f"example {example.id}: answer {example.answer!r} is neither an option letter nor an option")
+    if pred in texts:
+        return texts.index(pred) == right
+    m = re.match(r"^\(?([a-z])\)?(?:\s|$)", pred)
+    return bool(m) and m.group(1) in letters and letters.index(m.group(1)) == right
+
+
+def wilson(right: int, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of ``right / n``."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = right / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class _Tally:
+    right: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    kept: int = 0
+    visual: int = 0
+    kv: int = 0
+    kv_dense: int = 0
+    prefill: float = 0.0
+    predictions: list[dict] = field(default_factory=list)
+
+    def record(self, spec: MethodSpec, budget: float | None, dense_prefill: float | None) -> dict:
+        n, right = sum(self.count.values()), sum(self.right.values())
+        low, high = wilson(right, n)
+        by_type = {t: self.right[t] / c for t, c in sorted(self.count.items())}
+        ci_by_type = {t: list(wilson(self.right[t], c)) for t, c in sorted(self.count.items())}
+        prefill = self.prefill / n
+        return {
+            "method": spec.label, "method_name": spec.name, "budget": budget,
+            "accuracy": right / n, "ci95": [low, high], "accuracy_by_type": by_type, "ci95_by_type": ci_by_type,
+            "n_by_type": dict(sorted(self.count.items())), "n": n, "correct": right,
+            "kept_share": self.kept / self.visual if self.visual else 1.0,
+            "visual_tokens_kept": self.kept / n, "visual_tokens_in": self.visual / n,
+            "kv_share": self.kv / self.kv_dense if self.kv_dense else None,
+            "prefill_seconds": prefill,
+            "prefill_speedup": dense_prefill / prefill if dense_prefill and prefill else None,
+        }
+
+
+def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec], budgets: list[float | None], *,
+             frames: int, max_new_tokens: int = 8, on_step: Callable[[str], None] | None = None,
+             keep_predictions: bool = False) -> list[dict]:
+    """One record per planned (method, budget): dense first, then the methods in order.
+
+    ``on_step`` is called once per generate() call (for a progress bar).
+    """
+    from sharpv.answer import generate_answer
+
+    runs = plan(specs, budgets)
+    methods = [spec.build(budget) for spec, budget in runs]
+    tallies = [_Tally() for _ in runs]
+    for ex in examples:
+        inputs = build_inputs(processor, ex.prompt(), ex.load(frames))
+        for (spec, budget), method, tally in zip(runs, methods, tallies):
+            if on_step:
+                on_step(f"{spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}")
+            gen = generate_answer(model, processor, inputs, method, max_new_tokens=max_new_tokens)
+            ok = is_correct(gen.text, ex)
+            s = gen.stats
+            tally.right[ex.type] += int(ok)
+            tally.count[ex.type] += 1
+            tally.kept += s.visual_tokens_kept
+            tally.visual += s.visual_tokens_in
+            tally.kv += s.kv_cache_bytes
+            tally.kv_dense += s.kv_cache_bytes_dense
+            tally.prefill += gen.prefill_seconds
+            if keep_predictions:
+                tally.predictions.append({"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok})
+    dense_prefill = tallies[0].prefill / max(1, sum(tallies[0].count.values()))
+    records = []
+    for (spec, budget), tally in zip(runs, tallies):
+        rec = tally.record(spec, budget, dense_prefill)
+        if keep_predictions:
+            rec["predictions"] = tally.predictions
+        records.append(rec)
+    dense_acc = records[0]["accuracy"]
+    for rec in records:
+        rec["accuracy_vs_dense"] = rec["accuracy"] / dense_acc if dense_acc else None
+    return records

@@ -1,0 +1,151 @@
+"""The shipped model, `sharpv eval` (synthetic and JSONL datasets), scoring and intervals."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors import safe_open
+
+from sharpv.answer import load_model
+from sharpv.bench import MethodSpec
+from sharpv.cli import main
+from sharpv.errors import SharpVError
+from sharpv.evaluate import Example, evaluate, is_correct, load_jsonl, synthetic_examples, wilson
+from sharpv.synthetic import QUESTION_TYPES, generate
+from sharpv.synthetic.model import FRAMES, shipped_model_path
+
+from test_video import write_video
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_shipped_model_is_a_small_trained_llava_onevision():
+    path = shipped_model_path()
+    weights = path / "model.safetensors"
+    assert weights.stat().st_size < 25 * 2**20
+    with safe_open(str(weights), "pt") as f:
+        assert any("vision_tower" in k for k in f.keys()) and any("multi_modal_projector" in k for k in f.keys())
+    model, processor = load_model(path)  # from_pretrained
+    assert model.config.model_type == "llava_onevision"
+    assert model.config.vision_config.model_type == "siglip_vision_model"
+    assert model.config.text_config.model_type == "qwen2"
+    assert processor.settings["num_frames"] == FRAMES
+    record = json.loads((path / "training.json").read_text())
+    assert record["steps"] > 0 and record["wall_seconds"] > 0 and "hardware" in record
+
+
+def test_shipped_model_answers_generated_videos():
+    """Well above chance on a small fresh set (random weights would sit near 30%)."""
+    model, processor = load_model(shipped_model_path())
+    examples = synthetic_examples(seed=99, n=24)
+    [dense] = evaluate(model, processor, examples, [], [], frames=FRAMES, keep_predictions=True)
+    vocabulary = {a for _, answers in QUESTION_TYPES.values() for a in answers}
+    assert all(p["prediction"] in vocabulary for p in dense["predictions"]), dense["predictions"]
+    assert dense["accuracy"] >= 0.6, dense["predictions"]
+
+
+def test_answer_without_model_uses_the_shipped_one(capsys, tmp_path):
+    clip = tmp_path / "clip.mp4"
+    code, out, err = run(capsys, "sample-video", clip, "--type", "colour", "--seed", 3)
+    assert code == 0 and out.strip() == str(clip) and clip.exists()
+    question = err.split("question: ")[1].split("\n")[0]
+    code, out, err = run(capsys, "answer", clip, question, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["answer"] in {a for _, answers in QUESTION_TYPES.values() for a in answers}
+    assert result["frames"] == FRAMES and result["method"] == "sharpv"
+
+
+def test_eval_writes_results_files_and_fields(capsys, tmp_path):
+    out = tmp_path / "eval"
+    code, _, err = run(capsys, "eval", "--n", 6, "--methods", "sharpv,random", "--budgets", "0.2,adaptive",
+                       "--threads", 1, "--out", out)
+    assert code == 0, err
+    records = json.loads((out / "results.json").read_text())
+    assert [(r["method"], r["budget"]) for r in records] == [("dense", None), ("sharpv", 0.2), ("sharpv", None),
+                                                             ("random", 0.2)]
+    for r in records:
+        for key in ("method", "budget", "accuracy", "accuracy_by_type", "kept_share", "n", "ci95", "prefill_seconds"):
+            assert key in r
+        assert r["n"] == 6 and set(r["accuracy_by_type"]) == set(QUESTION_TYPES)
+        assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+    assert records[0]["kept_share"] == 1.0
+    assert abs(records[1]["kept_share"] - 0.2) < 0.01 and abs(records[3]["kept_share"] - 0.2) < 0.01
+    assert records[2]["kept_share"] < 1.0
+    table = (out / "results.md").read_text()
+    assert "| method |" in table and "sharpv" in table and "95% CI" in table
+    assert (out / "accuracy_vs_kept_share.png").read_bytes()[:4] == b"\x89PNG"
+    assert "seed 1234" in json.loads((out / "run.json").read_text())["dataset"]
+    assert "accuracy" in err  # the terminal table
+
+
+def test_eval_reads_a_user_jsonl_with_any_model(capsys, tmp_path, tiny_dirs):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "a.mp4", n=8, size=64)
+    rows = [
+        {"video": "clips/a.mp4", "question": "what color is it ?", "options": ["red", "blue"], "answer": "A", "type": "mc"},
+        {"video": "clips/a.mp4", "question": "is it red ?", "answer": "yes", "id": "free"},
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "res"
+    code, _, err = run(capsys, "eval", "--data", data, "--model", tiny_dirs["qwen2.5-vl"], "--frames", 4,
+                       "--methods", "sharpv", "--budgets", "0.3", "--max-new-tokens", 2, "--out", out)
+    assert code == 0, err
+    records = json.loads((out / "results.json").read_text())
+    assert [r["n"] for r in records] == [2, 2]
+    assert set(records[0]["accuracy_by_type"]) == {"all", "mc"}
+    assert records[1]["visual_tokens_in"] == 2 * 16  # 4 frames = 2 temporal steps of 16 merged tokens
+    assert records[1]["kept_share"] == pytest.approx(0.3, abs=0.02)
+
+
+def test_jsonl_layout_errors_name_the_line(tmp_path):
+    (tmp_path / "v.mp4").write_bytes(b"")
+    cases = {
+        "not json": ("{oops", "line 1 is not valid JSON"),
+        "missing": (json.dumps({"video": "v.mp4", "question": "q"}), "missing or empty answer"),
+        "no video": (json.dumps({"video": "nope.mp4", "question": "q", "answer": "a"}), "does not exist"),
+        "options": (json.dumps({"video": "v.mp4", "question": "q", "answer": "a", "options": "a,b"}), "options must be"),
+    }
+    for name, (line, message) in cases.items():
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text(line + "\n")
+        with pytest.raises(SharpVError, match=message):
+            load_jsonl(path)
+
+
+def test_scoring_rules():
+    free = Example("1", "q", "Left", frames=[0])
+    assert is_correct("left.", free) and is_correct(" LEFT ", free) and not is_correct("right", free)
+    mc = Example("2", "q", "B", frames=[0], options=["a cup", "a phone"])
+    assert is_correct("B", mc) and is_correct("(B) a phone", mc) and is_correct("b.", mc)
+    assert is_correct("a phone", mc) and not is_correct("A", mc) and not is_correct("a cup", mc)
+    by_text = Example("3", "q", "a cup", frames=[0], options=["a cup", "a phone"])
+    assert is_correct("A", by_text) and not is_correct("B", by_text)
+    with pytest.raises(SharpVError, match="neither an option letter"):
+        is_correct("A", Example("4", "q", "Z", frames=[0], options=["x", "y"]))
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson(0, 10)
+    assert low == 0.0 and abs(high - 0.2775) < 1e-3
+    low, high = wilson(50, 100)
+    assert abs(low - 0.4038) < 1e-3 and abs(high - 0.5962) < 1e-3
+    assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_synthetic_examples_are_the_generator_items():
+    items, examples = generate(4, 6), synthetic_examples(4, 6)
+    assert [(e.question, e.answer, e.type) for e in examples] == [(i.question, i.answer, i.qtype) for i in items]
+    assert examples[0].load(FRAMES).frames.shape == (FRAMES, 64, 64, 3)
+
+
+def test_method_specs_follow_the_registry():
+    with pytest.raises(SharpVError, match="unknown method"):
+        MethodSpec.parse("magic")
