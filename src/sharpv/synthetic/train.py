@@ -13,6 +13,10 @@ What makes a 1M-parameter model learn this on two CPU cores:
   the QA loss only has to teach the LLM where to look. The probe is discarded afterwards.
 - **curriculum**: for the first ``--single-object-share`` of the steps, distractors are removed
   from every scene except counting ones (answers stay true: distractors are other shapes).
+- **random visual-token dropout**: in half the samples each visual token is kept with a
+  probability drawn from [0.04, 0.6] (original position ids kept, as the pruning runtime does), so
+  the model is used to shortened visual sequences. The pattern is uniform at random: it teaches
+  no method's selection (it is closest to the ``random`` baseline, if anything).
 - bf16 autocast, AdamW, warm-up then cosine decay; loss on the answer word and the end token.
 
 Every ``--eval-every`` steps it scores a fixed validation set (its own seed) per question type,
@@ -140,8 +144,37 @@ class VisionProbe(torch.nn.Module):
         )
 
 
-def _forward(model, batch: dict[str, torch.Tensor]):
-    """LM logits and the visual tokens the LLM receives (the model's own feature path, then its LM)."""
+def drop_visual_tokens(embeds: torch.Tensor, batch: dict[str, torch.Tensor], video_id: int, keep: torch.Tensor,
+                       generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random visual-token dropout: row b keeps each visual token with probability ``keep[b]``
+    (the trailing newline token and all text always stay); kept tokens keep their original
+    position ids, as the pruning runtime does by default. Returns the shortened, right-padded
+    ``inputs_embeds``, ``attention_mask``, ``position_ids`` and ``lm_labels``."""
+    ids, mask = batch["input_ids"], batch["attention_mask"].bool()
+    b, length = ids.shape
+    visual = ids == video_id
+    last = length - 1 - visual.flip(1).int().argmax(1)
+    stay = (~visual | (torch.rand(b, length, generator=generator) < keep[:, None])) & mask
+    stay[torch.arange(b), last] = True
+    width = int(stay.sum(1).max())
+    out_embeds = embeds.new_zeros(b, width, embeds.shape[-1])
+    out_mask = torch.zeros(b, width, dtype=torch.long)
+    positions = torch.zeros(b, width, dtype=torch.long)
+    labels = torch.full((b, width), -100)
+    for row in range(b):
+        idx = stay[row].nonzero().squeeze(1)
+        n = len(idx)
+        out_embeds[row, :n] = embeds[row, idx]
+        out_mask[row, :n] = 1
+        positions[row, :n] = idx
+        positions[row, n:] = idx[-1] + 1 + torch.arange(width - n)
+        labels[row, :n] = batch["lm_labels"][row, idx]
+    return dict(inputs_embeds=out_embeds, attention_mask=out_mask, position_ids=positions, lm_labels=labels)
+
+
+def _forward(model, batch: dict[str, torch.Tensor], dropout: dict | None = None):
+    """LM logits, their labels and the visual tokens the LLM receives (the model's own feature
+    path, then its LM; with ``dropout``, on a randomly shortened visual sequence)."""
     cfg = model.config
     feats = model.model.get_video_features(
         pixel_values_videos=batch["pixel_values_videos"], vision_feature_layer=cfg.vision_feature_layer,
@@ -151,8 +184,12 @@ def _forward(model, batch: dict[str, torch.Tensor]):
     embeds = model.get_input_embeddings()(ids)
     where = ids == cfg.video_token_index
     embeds = embeds.masked_scatter(where.unsqueeze(-1), feats.to(embeds.dtype))
-    out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
-    return out.logits, feats[:, :-1]  # drop the trailing newline token
+    if dropout is None:
+        out = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"])
+        return out.logits, batch["lm_labels"], feats[:, :-1]  # drop the trailing newline token
+    short = drop_visual_tokens(embeds, batch, cfg.video_token_index, **dropout)
+    labels = short.pop("lm_labels")
+    return model(**short).logits, labels, feats[:, :-1]
 
 
 @torch.no_grad()
@@ -164,7 +201,7 @@ def evaluate(model, batcher: Batcher, items: list[QAItem], batch_size: int = 32)
         chunk = items[i : i + batch_size]
         batch = batcher(chunk)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, _ = _forward(model, batch)
+            logits, _, _ = _forward(model, batch)
         pred = logits[torch.arange(len(chunk)), batch["answer_pos"]].argmax(-1)
         for it, p in zip(chunk, pred.tolist()):
             right[it.qtype].append(p == batcher.answer_id(it.answer))
@@ -224,7 +261,8 @@ def plot_curve(log: list[dict], path: Path) -> None:
 
 
 def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: int = 0, eval_every: int = 500,
-          eval_items: int = 300, single_object_share: float = 0.15, aux_weight: float = 1.0, threads: int = 0) -> dict:
+          eval_items: int = 300, single_object_share: float = 0.15, aux_weight: float = 1.0, token_dropout: float = 0.5,
+          threads: int = 0) -> dict:
     from sharpv.video.processing import TorchVideoInputs
 
     if threads:
@@ -248,9 +286,13 @@ def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: i
     for step, batch in enumerate(batches):
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr, warmup=300)
+        gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0]))
+        rows = len(batch["input_ids"])
+        drop = torch.rand(rows, generator=gen) < token_dropout
+        keep = torch.where(drop, 0.04 + 0.56 * torch.rand(rows, generator=gen), torch.ones(rows))
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits, feats = _forward(model, batch)
-        qa = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), batch["lm_labels"].flatten())
+            logits, labels, feats = _forward(model, batch, dict(keep=keep, generator=gen) if drop.any() else None)
+        qa = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
         aux = probe.loss(feats, batch["cell_labels"])
         loss = qa + aux_weight * aux
         opt.zero_grad(set_to_none=True)
@@ -272,12 +314,13 @@ def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: i
     seconds = time.time() - start
     summary = dict(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, single_object_share=single_object_share,
-        aux_weight=aux_weight, frames=FRAMES, validation_seed=VALIDATION_SEED, validation_items=eval_items,
+        aux_weight=aux_weight, token_dropout=token_dropout, frames=FRAMES, validation_seed=VALIDATION_SEED, validation_items=eval_items,
         final_validation_accuracy=log[-1]["accuracy"], wall_seconds=round(seconds, 1),
         parameters=sum(p.numel() for p in model.parameters()),
         hardware=dict(machine=platform.machine(), processor=platform.processor() or platform.machine(),
                       cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__),
-        command=f"python -m sharpv.synthetic.train --out DIR --steps {steps} --batch-size {batch_size} --seed {seed}",
+        command=f"python -m sharpv.synthetic.train --out DIR --steps {steps} --batch-size {batch_size} --seed {seed} "
+                f"--token-dropout {token_dropout}",
     )
     (out / "training.json").write_text(json.dumps(summary, indent=2))
     plot_curve(log, out / "learning_curve.png")
@@ -303,18 +346,19 @@ def ship(train_dir: Path, dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=16000)
+    p.add_argument("--steps", type=int, default=9000)
     p.add_argument("--batch-size", type=int, default=18)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-items", type=int, default=300)
     p.add_argument("--single-object-share", type=float, default=0.15)
+    p.add_argument("--token-dropout", type=float, default=0.5)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--ship-to", type=Path, default=None, help="after training, copy the checkpoint here")
     a = p.parse_args(argv)
     train(a.out, a.steps, a.batch_size, a.lr, a.seed, a.eval_every, a.eval_items, a.single_object_share,
-          threads=a.threads)
+          token_dropout=a.token_dropout, threads=a.threads)
     if a.ship_to is not None:
         ship(a.out, a.ship_to)
 
