@@ -11,7 +11,7 @@ from sharpv.answer import load_model
 from sharpv.bench import MethodSpec
 from sharpv.cli import main
 from sharpv.errors import SharpVError
-from sharpv.evaluate import Example, evaluate, is_correct, load_jsonl, synthetic_examples, wilson
+from sharpv.evaluate import Example, evaluate, is_correct, load_jsonl, majority_rates, synthetic_examples, wilson
 from sharpv.synthetic import QUESTION_TYPES, generate
 from sharpv.synthetic.model import FRAMES, shipped_model_path
 
@@ -80,7 +80,9 @@ def test_eval_writes_results_files_and_fields(capsys, tmp_path):
     table = (out / "results.md").read_text()
     assert "| method |" in table and "sharpv" in table and "95% CI" in table
     assert (out / "accuracy_vs_kept_share.png").read_bytes()[:4] == b"\x89PNG"
-    assert "seed 1234" in json.loads((out / "run.json").read_text())["dataset"]
+    run_record = json.loads((out / "run.json").read_text())
+    assert "seed 1234" in run_record["dataset"]
+    assert run_record["majority_by_type"]["colour"] == 1.0  # one colour question: its answer is the majority
     assert "accuracy" in err  # the terminal table
 
 
@@ -130,6 +132,12 @@ def test_scoring_rules():
     assert is_correct("A", by_text) and not is_correct("B", by_text)
     with pytest.raises(SharpVError, match="neither an option letter"):
         is_correct("A", Example("4", "q", "Z", frames=[0], options=["x", "y"]))
+
+
+def test_majority_rates():
+    exs = [Example(str(i), "q", a, frames=[0], type=t) for i, (a, t) in enumerate(
+        [("left", "p"), ("left", "p"), ("right", "p"), ("one", "c")])]
+    assert majority_rates(exs) == {"c": 1.0, "p": 2 / 3, "overall": 3 / 4}
 
 
 def test_wilson_interval_known_values():

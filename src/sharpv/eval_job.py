@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sharpv.answer import load_model
 from sharpv.bench import MethodSpec, plan
-from sharpv.evaluate import evaluate, load_jsonl, synthetic_examples
+from sharpv.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples
 from sharpv.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
 
@@ -65,6 +65,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
 
         records = evaluate(model, processor, examples, specs, budgets, frames=n_frames,
                            max_new_tokens=max_new_tokens, on_step=step)
+    majority = majority_rates(examples)
     cols = eval_columns(records)
     title = f"sharpv eval: {model_path.name if model_dir is None else model_path} on {source}"
     Console(width=max(160, Console().width)).print(rich_table(_flat(records), cols, title=title))
@@ -72,7 +73,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "results.json", records)
         env = dict(model=str(model_dir) if model_dir is not None else "shipped synthetic-qa model",
-                   dataset=source, frames=n_frames, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
+                   dataset=source, majority_by_type=majority, frames=n_frames, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
                    torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
                    command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
         write_json(out / "run.json", env)

@@ -109,6 +109,18 @@ def load_jsonl(path: Path) -> list[Example]:
     return examples
 
 
+def majority_rates(examples: list[Example]) -> dict[str, float]:
+    """Per type (and ``overall``), the accuracy of always giving that type's most frequent answer."""
+    from collections import Counter
+
+    by_type: dict[str, Counter] = defaultdict(Counter)
+    for ex in examples:
+        by_type[ex.type][_norm(ex.answer)] += 1
+    rates = {t: max(c.values()) / sum(c.values()) for t, c in sorted(by_type.items())}
+    rates["overall"] = sum(max(c.values()) for c in by_type.values()) / max(1, len(examples))
+    return rates
+
+
 def _norm(text: str) -> str:
     text = text.lower().strip()
     text = text.translate(str.maketrans({c: " " for c in string.punctuation}))
