@@ -107,6 +107,18 @@ def test_eval_reads_a_user_jsonl_with_any_model(capsys, tmp_path, tiny_dirs):
     assert records[1]["kept_share"] == pytest.approx(0.3, abs=0.02)
 
 
+def test_export_synthetic_writes_the_jsonl_layout(capsys, tmp_path):
+    code, out, err = run(capsys, "export-synthetic", tmp_path / "set", "--seed", 5, "--n", 4)
+    assert code == 0, err
+    examples = load_jsonl(tmp_path / "set" / "data.jsonl")
+    items = generate(5, 4)
+    assert [(e.question, e.answer, e.type) for e in examples] == [(i.question, i.answer, i.qtype) for i in items]
+    assert all(e.video.exists() for e in examples)
+    assert examples[0].load(FRAMES).frames.shape == (FRAMES, 64, 64, 3)
+    code, _, err = run(capsys, "export-synthetic", tmp_path / "set", "--n", 4)
+    assert code == 2 and "exists" in err
+
+
 def test_jsonl_layout_errors_name_the_line(tmp_path):
     (tmp_path / "v.mp4").write_bytes(b"")
     cases = {

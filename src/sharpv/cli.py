@@ -213,6 +213,27 @@ def sample_video(
     err.print(f"question: {item.question}\nanswer: {item.answer}", highlight=False, markup=False)
 
 
+@app.command("export-synthetic")
+def export_synthetic(
+    out_dir: Path = typer.Argument(..., help="Folder for videos/*.mp4 and data.jsonl."),
+    seed: int = typer.Option(1234, "--seed", help="Seed of the set (1234: the held-out set `sharpv eval` uses)."),
+    n: int = typer.Option(1200, "--n", help="Number of questions."),
+    frames: int = typer.Option(16, "--frames", help="Frames per clip (>= 3)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing data.jsonl."),
+) -> None:
+    """Write a synthetic QA set as mp4 files plus a JSONL file (`sharpv eval --data` reads it; so can other tools)."""
+    from sharpv.synthetic import generate
+    from sharpv.synthetic.dataset import export_jsonl
+
+    if n < 1 or seed < 0 or frames < 3:
+        raise SharpVError(f"need --n >= 1, --seed >= 0 and --frames >= 3, got {n}, {seed}, {frames}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SharpVError(f"{out_dir} is a file; pass a folder")
+    if (out_dir / "data.jsonl").exists() and not overwrite:
+        raise SharpVError(f"{out_dir / 'data.jsonl'} exists; pass another folder or --overwrite (nothing was written)")
+    print(export_jsonl(generate(seed, n, frames=frames), out_dir))
+
+
 @app.command("eval")
 def eval_(
     model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the shipped model."),

@@ -64,3 +64,20 @@ def generate(seed: int, n: int, frames: int = 16, size: int = 64) -> list[QAItem
         subject = shape if "{shape}" in QUESTION_TYPES[qtype][0] else None
         items.append(QAItem(f"{seed}-{i}", qtype, question, answer, scene, subject, size))
     return items
+
+
+def export_jsonl(items: list[QAItem], out_dir: str | Path, fps: int = 8) -> Path:
+    """Write every item as ``videos/<id>.mp4`` and one ``data.jsonl`` in `sharpv eval --data`'s layout."""
+    import json
+
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for it in items:
+        video = f"videos/{it.id}.mp4"
+        it.write_mp4(out / video, fps=fps)
+        lines.append(json.dumps({"id": it.id, "video": video, "question": it.question, "answer": it.answer,
+                                 "type": it.qtype}))
+    path = out / "data.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
