@@ -54,11 +54,11 @@ def test_token_dropout_keep_all_is_the_dense_forward_and_keep_none_leaves_text(s
     with torch.no_grad():
         dense, labels, _ = _forward(model, batch)
         gen = torch.Generator().manual_seed(0)
-        kept, kept_labels, _ = _forward(model, batch, dict(keep=torch.ones(3), generator=gen))
+        kept, kept_labels, _ = _forward(model, batch, dict(keep=torch.ones(3, 256), generator=gen))
         torch.testing.assert_close(kept, dense, atol=1e-5, rtol=1e-5)
         assert torch.equal(kept_labels, labels)
         embeds = model.get_input_embeddings()(batch["input_ids"])
-        short = drop_visual_tokens(embeds, batch, model.config.video_token_index, torch.zeros(3), gen)
+        short = drop_visual_tokens(embeds, batch, model.config.video_token_index, torch.zeros(3, 256), gen)
     visual = (batch["input_ids"] == model.config.video_token_index).sum(1)
     text = batch["attention_mask"].sum(1) - visual
     assert torch.equal(short["attention_mask"].sum(1), text + 1)  # text and the newline token

@@ -13,10 +13,12 @@ What makes a 1M-parameter model learn this on two CPU cores:
   the QA loss only has to teach the LLM where to look. The probe is discarded afterwards.
 - **curriculum**: for the first ``--single-object-share`` of the steps, distractors are removed
   from every scene except counting ones (answers stay true: distractors are other shapes).
-- **random visual-token dropout**: in half the samples each visual token is kept with a
-  probability drawn from [0.04, 0.6] (original position ids kept, as the pruning runtime does), so
-  the model is used to shortened visual sequences. The pattern is uniform at random: it teaches
-  no method's selection (it is closest to the ``random`` baseline, if anything).
+- **visual-token dropout**: in ``--token-dropout`` (0.7) of the samples visual tokens are dropped
+  at random (original position ids kept, as the pruning runtime does) in one of three patterns
+  (:func:`dropout_plan`): uniform, per frame (most frames nearly empty, often the first one
+  whole), or object-biased (tokens the ground truth puts on an object kept more often than
+  background), so the model is used to the shapes shortened visual sequences take. No pruning
+  method's scores are used.
 - bf16 autocast, AdamW, warm-up then cosine decay; loss on the answer word and the end token.
 
 Every ``--eval-every`` steps it scores a fixed validation set (its own seed) per question type,
@@ -146,16 +148,19 @@ class VisionProbe(torch.nn.Module):
 
 def drop_visual_tokens(embeds: torch.Tensor, batch: dict[str, torch.Tensor], video_id: int, keep: torch.Tensor,
                        generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random visual-token dropout: row b keeps each visual token with probability ``keep[b]``
-    (the trailing newline token and all text always stay); kept tokens keep their original
-    position ids, as the pruning runtime does by default. Returns the shortened, right-padded
-    ``inputs_embeds``, ``attention_mask``, ``position_ids`` and ``lm_labels``."""
+    """Visual-token dropout: visual token j of row b stays with probability ``keep[b, j]``
+    (``keep`` is (B, visual tokens without the trailing newline); the newline token and all text
+    always stay); kept tokens keep their original position ids, as the pruning runtime does by
+    default. Returns the shortened, right-padded ``inputs_embeds``, ``attention_mask``,
+    ``position_ids`` and ``lm_labels``."""
     ids, mask = batch["input_ids"], batch["attention_mask"].bool()
     b, length = ids.shape
     visual = ids == video_id
     last = length - 1 - visual.flip(1).int().argmax(1)
-    stay = (~visual | (torch.rand(b, length, generator=generator) < keep[:, None])) & mask
-    stay[torch.arange(b), last] = True
+    visual[torch.arange(b), last] = False  # the newline token
+    prob = torch.ones(b, length)
+    prob[visual] = keep.flatten().float()
+    stay = (torch.rand(b, length, generator=generator) < prob) & mask
     width = int(stay.sum(1).max())
     out_embeds = embeds.new_zeros(b, width, embeds.shape[-1])
     out_mask = torch.zeros(b, width, dtype=torch.long)
@@ -170,6 +175,39 @@ def drop_visual_tokens(embeds: torch.Tensor, batch: dict[str, torch.Tensor], vid
         positions[row, n:] = idx[-1] + 1 + torch.arange(width - n)
         labels[row, :n] = batch["lm_labels"][row, idx]
     return dict(inputs_embeds=out_embeds, attention_mask=out_mask, position_ids=positions, lm_labels=labels)
+
+
+DROPOUT_PATTERNS = ("uniform", "frames", "objects")
+
+
+def dropout_plan(cells: torch.Tensor, pattern: str, generator: torch.Generator) -> torch.Tensor:
+    """Keep probabilities (T * GRID^2,) of one video's visual tokens under a dropout ``pattern``.
+
+    None of them uses any pruning method's scores; they cover the structures pruned inputs have:
+    ``uniform``: one probability in [0.04, 0.6] for every token; ``frames``: a probability per
+    frame in [0, 0.64] (squared uniform: most frames nearly empty), the first frame whole half of
+    the time; ``objects``: tokens the ground truth puts on an object kept with probability in
+    [0.1, 1], background tokens with one in [0, 0.3], varied per frame.
+    """
+    t = cells.shape[0]
+    u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    if pattern == "uniform":
+        p = torch.full((t, GRID * GRID), 0.04 + 0.56 * float(u(1)))
+    elif pattern == "frames":
+        per_frame = (0.8 * u(t)) ** 2
+        if float(u(1)) < 0.5:
+            per_frame[0] = 1.0
+        p = per_frame[:, None].expand(t, GRID * GRID)
+    elif pattern == "objects":
+        on_object = cells[..., 0] > 0
+        p_obj = 0.1 + 0.9 * float(u(1))
+        p_bg = 0.3 * float(u(1))
+        jitter = 0.5 + u(t, 1)
+        p = torch.where(on_object, torch.full_like(on_object, p_obj, dtype=torch.float), torch.full_like(
+            on_object, p_bg, dtype=torch.float)) * jitter
+    else:
+        raise ValueError(f"unknown dropout pattern {pattern!r}")
+    return p.clamp(0, 1).reshape(-1)
 
 
 def _forward(model, batch: dict[str, torch.Tensor], dropout: dict | None = None):
@@ -261,7 +299,7 @@ def plot_curve(log: list[dict], path: Path) -> None:
 
 
 def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: int = 0, eval_every: int = 500,
-          eval_items: int = 300, single_object_share: float = 0.15, aux_weight: float = 1.0, token_dropout: float = 0.5,
+          eval_items: int = 300, single_object_share: float = 0.15, aux_weight: float = 1.0, token_dropout: float = 0.7,
           threads: int = 0) -> dict:
     from sharpv.video.processing import TorchVideoInputs
 
@@ -289,7 +327,10 @@ def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: i
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0]))
         rows = len(batch["input_ids"])
         drop = torch.rand(rows, generator=gen) < token_dropout
-        keep = torch.where(drop, 0.04 + 0.56 * torch.rand(rows, generator=gen), torch.ones(rows))
+        keep = torch.ones(rows, batch["cell_labels"].shape[1] * GRID * GRID)
+        for row in drop.nonzero().flatten().tolist():
+            pattern = DROPOUT_PATTERNS[int(torch.randint(len(DROPOUT_PATTERNS), (1,), generator=gen))]
+            keep[row] = dropout_plan(batch["cell_labels"][row], pattern, gen)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, labels, feats = _forward(model, batch, dict(keep=keep, generator=gen) if drop.any() else None)
         qa = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
@@ -346,14 +387,14 @@ def ship(train_dir: Path, dest: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=9000)
+    p.add_argument("--steps", type=int, default=7500)
     p.add_argument("--batch-size", type=int, default=18)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--eval-items", type=int, default=300)
     p.add_argument("--single-object-share", type=float, default=0.15)
-    p.add_argument("--token-dropout", type=float, default=0.5)
+    p.add_argument("--token-dropout", type=float, default=0.7)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--ship-to", type=Path, default=None, help="after training, copy the checkpoint here")
     a = p.parse_args(argv)
