@@ -70,7 +70,8 @@ def test_eval_writes_results_files_and_fields(capsys, tmp_path):
     assert [(r["method"], r["budget"]) for r in records] == [("dense", None), ("sharpv", 0.2), ("sharpv", None),
                                                              ("random", 0.2)]
     for r in records:
-        for key in ("method", "budget", "accuracy", "accuracy_by_type", "kept_share", "n", "ci95", "prefill_seconds"):
+        for key in ("method", "budget", "accuracy", "accuracy_by_type", "kept_share", "n", "ci95", "prefill_seconds",
+                    "kv_share", "in_llm_pruned_share"):
             assert key in r
         assert r["n"] == 6 and set(r["accuracy_by_type"]) == set(QUESTION_TYPES)
         assert r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]

@@ -163,6 +163,7 @@ class _Tally:
     kv: int = 0
     kv_dense: int = 0
     prefill: float = 0.0
+    in_llm: int = 0  # items where pruning inside the LLM (stage 2, FastV, VTW) removed something
     predictions: list[dict] = field(default_factory=list)
 
     def record(self, spec: MethodSpec, budget: float | None, dense_prefill: float | None) -> dict:
@@ -178,6 +179,7 @@ class _Tally:
             "kept_share": self.kept / self.visual if self.visual else 1.0,
             "visual_tokens_kept": self.kept / n, "visual_tokens_in": self.visual / n,
             "kv_share": self.kv / self.kv_dense if self.kv_dense else None,
+            "in_llm_pruned_share": self.in_llm / n,
             "prefill_seconds": prefill,
             "prefill_speedup": dense_prefill / prefill if dense_prefill and prefill else None,
         }
@@ -210,6 +212,7 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
             tally.kv += s.kv_cache_bytes
             tally.kv_dense += s.kv_cache_bytes_dense
             tally.prefill += gen.prefill_seconds
+            tally.in_llm += int(s.kv_withdraw_layer is not None)
             if keep_predictions:
                 tally.predictions.append({"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok})
     dense_prefill = tallies[0].prefill / max(1, sum(tallies[0].count.values()))
