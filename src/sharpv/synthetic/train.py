@@ -21,6 +21,10 @@ What makes a 1M-parameter model learn this on two CPU cores:
   method's scores are used.
 - bf16 autocast, AdamW, warm-up then cosine decay; loss on the answer word and the end token.
 
+The shipped model is this script's defaults (seed 0, 7,500 steps of 18 videos): 63 minutes
+(3,756 s) on 2 CPU cores (AMD EPYC, no GPU, torch 2.13.0 CPU), 97.7% on the validation set;
+its ``training.json`` records the settings, hardware and wall time.
+
 Every ``--eval-every`` steps it scores a fixed validation set (its own seed) per question type,
 saves the checkpoint and appends to ``training_log.json``; at the end it draws
 ``learning_curve.png`` and writes ``training.json`` (settings, hardware, wall time).
