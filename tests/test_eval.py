@@ -127,6 +127,8 @@ def test_jsonl_layout_errors_name_the_line(tmp_path):
         "missing": (json.dumps({"video": "v.mp4", "question": "q"}), "missing or empty answer"),
         "no video": (json.dumps({"video": "nope.mp4", "question": "q", "answer": "a"}), "does not exist"),
         "options": (json.dumps({"video": "v.mp4", "question": "q", "answer": "a", "options": "a,b"}), "options must be"),
+        "answer not an option": (json.dumps({"video": "v.mp4", "question": "q", "answer": "D", "options": ["x", "y"]}),
+                                 "line 1: answer 'D' is neither an option letter"),
     }
     for name, (line, message) in cases.items():
         path = tmp_path / f"{name}.jsonl"

@@ -41,7 +41,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
                  specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str,
                  max_new_tokens: int, out: Path | None, console: Console) -> list[dict]:
     from sharpv.answer import default_frames
-    from sharpv.synthetic.model import FRAMES, shipped_model_path
+    from sharpv.synthetic.model import FRAMES, HELDOUT_SEED, shipped_model_path
 
     model_path = model_dir if model_dir is not None else shipped_model_path()
     with console.status("loading the model and the dataset", spinner="dots"):
@@ -53,7 +53,8 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
         else:
             n_frames = frames or FRAMES
             examples = synthetic_examples(seed, n, frames=n_frames)
-            source = f"synthetic held-out set (seed {seed}, n {n}, {n_frames} frames rendered in memory)"
+            kind = "held-out set" if seed == HELDOUT_SEED else "set"
+            source = f"synthetic {kind} (seed {seed}, n {n}, {n_frames} frames rendered in memory)"
     total = len(plan(specs, budgets)) * len(examples)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as progress:

@@ -102,8 +102,14 @@ def load_jsonl(path: Path) -> list[Example]:
         video = (path.parent / row["video"]) if not Path(row["video"]).is_absolute() else Path(row["video"])
         if not video.exists():
             raise SharpVError(f"{where}: video {video} does not exist (paths are relative to the JSONL file)")
-        examples.append(Example(str(row.get("id", no)), row["question"], row["answer"], video=video,
-                                options=options, type=str(row.get("type", "all"))))
+        example = Example(str(row.get("id", no)), row["question"], row["answer"], video=video,
+                          options=options, type=str(row.get("type", "all")))
+        if options is not None:
+            try:
+                right_option(example)
+            except SharpVError:
+                raise SharpVError(f"{where}: answer {row['answer']!r} is neither an option letter nor one of the options") from None
+        examples.append(example)
     if not examples:
         raise SharpVError(f"dataset {path} has no examples")
     return examples
@@ -127,19 +133,29 @@ def _norm(text: str) -> str:
     return " ".join(text.split())
 
 
-def is_correct(prediction: str, example: Example) -> bool:
-    """Whether ``prediction`` answers ``example`` (see the module docstring for the rule)."""
-    pred, gold = _norm(prediction), _norm(example.answer)
-    if not example.options:
-        return pred == gold
+def right_option(example: Example) -> int:
+    """Index of the option ``example.answer`` names (by letter or by text); an error if none."""
+    gold = _norm(example.answer)
     letters = [c.lower() for c in LETTERS[: len(example.options)]]
     texts = [_norm(o) for o in example.options]
-    right = letters.index(gold) if gold in letters else texts.index(gold) if gold in texts else None
-    if right is None:
-        raise SharpVError(f"example {example.id}: answer {example.answer!r} is neither an option letter nor an option")
+    if gold in letters:
+        return letters.index(gold)
+    if gold in texts:
+        return texts.index(gold)
+    raise SharpVError(f"example {example.id}: answer {example.answer!r} is neither an option letter nor an option")
+
+
+def is_correct(prediction: str, example: Example) -> bool:
+    """Whether ``prediction`` answers ``example`` (see the module docstring for the rule)."""
+    pred = _norm(prediction)
+    if not example.options:
+        return pred == _norm(example.answer)
+    right = right_option(example)
+    texts = [_norm(o) for o in example.options]
     if pred in texts:
         return texts.index(pred) == right
     m = re.match(r"^\(?([a-z])\)?(?:\s|$)", pred)
+    letters = [c.lower() for c in LETTERS[: len(example.options)]]
     return bool(m) and m.group(1) in letters and letters.index(m.group(1)) == right
 
 

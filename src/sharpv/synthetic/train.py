@@ -84,8 +84,6 @@ class Batcher:
         tok = processor.tokenizer
         self.pad = tok.pad_token_id
         self.end = tok.convert_tokens_to_ids("<|im_end|>")
-        self.video = tok.convert_tokens_to_ids("<video>")
-        self._prompts: dict[str, torch.Tensor] = {}
 
     def answer_id(self, answer: str) -> int:
         ids = self.processor.tokenizer(answer, add_special_tokens=False)["input_ids"]
@@ -372,19 +370,11 @@ def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: i
     return summary
 
 
-SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "training.json", "training_log.json",
-                 "learning_curve.png")
-
-
 def ship(train_dir: Path, dest: Path) -> Path:
-    """Copy a training run's weights and record into ``dest`` with freshly written processor files."""
+    """Copy a training run (weights, processor files, training record) to ``dest``, laid out like the shipped model."""
     import shutil
 
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES:
-        if (train_dir / name).exists():
-            shutil.copyfile(train_dir / name, dest / name)
-    build_model()[1].save(dest)
+    shutil.copytree(train_dir, dest, dirs_exist_ok=True)
     return dest
 
 
