@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from sharpv.compat import mask_kind
 from sharpv.core.kv import Layout, gather_seq, layer_similarity, layout_mask, token_similarity
 from sharpv.core.positions import take
 from sharpv.errors import SharpVError
@@ -183,8 +184,24 @@ class _Prefill:
     drops: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class DecodeStep:
+    """One forward call that continues a pruned cache: which columns every layer holds."""
+
+    layouts: list[Layout | None]  # per layer: the prompt columns it holds (None: all of them)
+    prompt_length: int  # L', the prompt as fed after stage 1
+    appended: int  # tokens after the prompt in the cache once this call has run (these included)
+    query: int  # tokens this call feeds
+
+
 class LayerPruner:
-    """Decoder-layer hooks applying a :class:`LayerPolicy` in ``withdraw`` or ``layerwise`` mode."""
+    """Decoder-layer hooks applying a :class:`LayerPolicy` in ``withdraw`` or ``layerwise`` mode.
+
+    The pruner holds no state between calls: the runtime starts a prefill with
+    :meth:`begin_prefill`, receives the per-layer layouts from :meth:`end_prefill` (it keeps them
+    with the cache they describe), and hands them back for every call that continues that cache
+    with :meth:`begin_step` / :meth:`end_step`. Several pruned caches can be alive at once.
+    """
 
     def __init__(self, model: torch.nn.Module, adapter: Any, policy: LayerPolicy, mode: str = "withdraw"):
         self.policy, self.mode = policy, mode
@@ -197,16 +214,10 @@ class LayerPruner:
             self.min_layer = max(self.min_layer, floor)
         if isinstance(policy, (FixedLayerPolicy, AttentionPolicy)) and policy.layer >= len(self.layers):
             raise SharpVError(f"layer {policy.layer} does not exist: the model has {len(self.layers)} layers")
-        text_config = model.config.get_text_config()
-        impl = str(getattr(text_config, "_attn_implementation", None) or "sdpa")
-        self.mask_kind = "2d" if "flash" in impl else ("additive" if impl == "eager" else "bool")
+        self.mask_kind = mask_kind(model)
         self.report: PruningReport | None = None
         self._prefill: _Prefill | None = None
-        self._layouts: list[Layout | None] = []
-        self._prompt_length = 0
-        self._appended = 0
-        self._query = 0
-        self._decoding = False
+        self._step: DecodeStep | None = None
         self.extra_handles: list[Any] = []
         self._handles = [
             layer.register_forward_pre_hook(self._hook_for(i), with_kwargs=True) for i, layer in enumerate(self.layers)
@@ -224,46 +235,42 @@ class LayerPruner:
         for h in self._handles + self.extra_handles:
             h.remove()
         self._handles, self.extra_handles = [], []
-        self.reset()
-
-    def reset(self) -> None:
-        """Forget the current prompt: later calls run untouched until the next pruned prefill."""
-        self._prefill = None
-        self._decoding = False
+        self._prefill, self._step = None, None
 
     # --- phases driven by the runtime -------------------------------------------------------
     def begin_prefill(self, visual: torch.Tensor, valid: torch.Tensor) -> None:
         self.report = PruningReport(self.mode)
         self.policy.start(self.report)
         self._prefill = _Prefill(visual.bool(), valid.bool(), Layout.identity(valid))
-        self._layouts = [None] * len(self.layers)
-        self._prompt_length = visual.shape[1]
-        self._decoding = False
+        self._layouts: list[Layout | None] = [None] * len(self.layers)
+        self._step = None
 
-    def end_prefill(self, cache: Any) -> None:
+    def end_prefill(self, cache: Any) -> list[Layout | None] | None:
+        """Finish the prefill: cut layerwise drops out of ``cache`` and return every layer's
+        layout (None when the prefill did not run or left no cache)."""
         state, self._prefill = self._prefill, None
-        if state is None or cache is None or not hasattr(cache, "layers"):
-            self._decoding = False
-            return
+        if state is None or cache is None:
+            return None
         for idx, drop in state.drops.items():
             layout, plan = Layout.identity(state.valid).shrink(~drop)
             layer = cache.layers[idx]
             layer.keys = gather_seq(layer.keys, plan.index, dim=-2, batch_dim=0)
             layer.values = gather_seq(layer.values, plan.index, dim=-2, batch_dim=0)
             self._layouts[idx] = layout
-        self._appended = 0
-        self._decoding = True
+        return list(self._layouts)
 
-    def begin_step(self, new_tokens: int) -> None:
-        self._appended += new_tokens
-        self._query = new_tokens
+    def begin_step(self, step: DecodeStep) -> None:
+        self._step = step
+
+    def end_step(self) -> None:
+        self._step = None
 
     # --- layer hooks ------------------------------------------------------------------------
     def _hook_for(self, idx: int):
         def hook(module, args, kwargs):
             if self._prefill is not None:
                 return self._prefill_layer(idx, args, kwargs)
-            if self._decoding and self._layouts[idx] is not None:
+            if self._step is not None and self._step.layouts[idx] is not None:
                 return self._decode_layer(idx, args, kwargs)
             return None
 
@@ -295,7 +302,7 @@ class LayerPruner:
         self._layouts[idx] = layout
         kwargs = dict(kwargs)
         kwargs["attention_mask"] = layout_mask(
-            layout, layout, 0, 0, kwargs.get("attention_mask"), self._prompt_length, self.mask_kind, hidden.dtype
+            layout, layout, 0, 0, kwargs.get("attention_mask"), state.visual.shape[1], self.mask_kind, hidden.dtype
         )
         if kwargs.get("position_embeddings") is not None:
             kwargs["position_embeddings"] = tuple(gather_seq(t, layout.index, dim=-2) for t in kwargs["position_embeddings"])
@@ -309,8 +316,9 @@ class LayerPruner:
     def _decode_layer(self, idx: int, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
         kwargs = dict(kwargs)
+        step = self._step
         kwargs["attention_mask"] = layout_mask(
-            self._layouts[idx], None, self._appended, self._query, kwargs.get("attention_mask"),
-            self._prompt_length, self.mask_kind, hidden.dtype,
+            step.layouts[idx], None, step.appended, step.query, kwargs.get("attention_mask"),
+            step.prompt_length, self.mask_kind, hidden.dtype,
         )
         return args, kwargs

@@ -5,22 +5,33 @@ registers forward hooks on ``model`` (nothing is patched, nothing global changes
 ``handle.remove()`` takes them off and the model behaves exactly as before.
 ``with SharpV(config)(model): ...`` does the same around a block.
 
-While applied, every forward call that carries a prompt with video placeholders (the prefill of
-``generate()`` or a direct ``model(**inputs)``) is rewritten before the model sees it:
+While applied, every forward call that carries a prompt with video placeholders on an empty cache
+(the prefill of ``generate()`` or a direct ``model(**inputs)``) is rewritten before the model sees it:
 
 1. the video features come from the model's own ``get_video_features`` (``generate()`` has already
-   computed them; a direct call computes them the same way);
+   computed them; a direct call computes them the same way, and images in the same prompt through
+   ``get_image_features``: images are never pruned);
 2. the method selects the tokens the LLM receives, per video (for SharpV: stage 1);
 3. the dropped tokens' placeholders leave ``input_ids`` (and ``attention_mask``,
    ``mm_token_type_ids``), the encoder output keeps only the kept features, and ``position_ids``
    are the kept tokens' original positions (or compact ones).
 
-Later calls that continue the cache this prefill filled (decode steps of ``generate()`` or of a
-manual loop) get their ``attention_mask`` mapped onto the shortened cache and their positions
-continued where the unpruned sequence would have been (``positions="original"``) or where the
-shortened one ends (``"compact"``). Position ids passed to those calls are read as positions of
-the unpruned sequence (that is what ``generate()`` passes); omit them in a manual loop and the
-runtime supplies them.
+The runtime remembers, per cache object, how that pruned prompt maps onto the unpruned one. Every
+later call on that cache (decode steps of ``generate()``, beams, speculative decoding, a manual
+loop, a further chat turn) is mapped onto it from the cache's *real* length, so ``cache.crop()``
+and ``reorder_cache`` need no bookkeeping of their own:
+
+- ``attention_mask`` is read in the coordinates of the unpruned conversation (what ``generate()``
+  passes); its prompt columns are replaced by the pruned prompt's. A 2-D mask longer than the
+  conversation so far by fewer columns than the call's tokens means that the call repeats tokens
+  the cache already holds (``generate()`` does this on a new turn, because it slices the history
+  by the cache's length): those tokens are dropped from the call after a check that they are the
+  conversation's own.
+- positions continue where the unpruned sequence would be (``positions="original"``) or where the
+  shortened one ends (``"compact"``); position ids passed in are ignored (they cannot know the
+  pruned layout; for Qwen-VL ``generate()`` would even recompute vision positions for the history).
+- video inputs passed again with the history are dropped: the video lives in the cache. A new video
+  in a later turn is refused (start a fresh cache for a new video).
 """
 
 from __future__ import annotations
@@ -33,34 +44,67 @@ from typing import Any
 import torch
 
 from sharpv.adapters import adapter_for
+from sharpv.compat import check_attention, check_cache, check_generation_config
 from sharpv.core import compact_positions, gather_positions, shorten, take
+from sharpv.core.kv import Layout
 from sharpv.errors import SharpVError
-from sharpv.layer_pruning import LayerPruner, cache_sizes
+from sharpv.layer_pruning import DecodeStep, LayerPruner, cache_sizes
 from sharpv.methods import PruningMethod, SharpV, SharpVConfig
 from sharpv.stats import PruningStats, VideoStats
 
 _ACTIVE: "weakref.WeakKeyDictionary[torch.nn.Module, AppliedMethod]" = weakref.WeakKeyDictionary()
 
+_SEQUENCE_KEYS = ("position_ids", "mm_token_type_ids", "token_type_ids")
+_VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+_IMAGE_KEYS = ("pixel_values", "image_sizes", "image_grid_thw", "batch_num_images")
+
 
 @dataclass
 class _Continuation:
-    """What decode steps after a pruned prefill need to know."""
+    """How a pruned prompt in one cache maps onto the unpruned prompt."""
 
-    cache: Any  # weakref to the cache object the prefill filled (None until known)
-    full_length: int  # prompt length before pruning
-    prefill_mask: torch.Tensor  # (B, L') attention mask of the shortened prompt
+    prompt_ids: torch.Tensor  # (B, L) the unpruned prompt
+    prefill_mask: torch.Tensor  # (B, L') attention mask of the shortened prompt (L' = layer 0's cache length)
     needs_mask: bool  # shortened prompt has padding or position gaps: always pass a mask
-    last_positions: torch.Tensor  # (B,) or (P, B): position of the last prompt token as fed
-    shift: torch.Tensor  # subtract from unpruned-sequence positions to get fed positions
-    appended: int = 0  # tokens fed after the prompt so far
+    positions: torch.Tensor  # (B, L') or (P, B, L'): positions of the shortened prompt as fed
+    visual: torch.Tensor  # (B, L') bool: video tokens of the shortened prompt
+    full_last: torch.Tensor  # (B,) or (P, B): position of the unpruned prompt's last token
+    layouts: list[Layout | None] | None = None  # stage 2: the prompt columns every layer holds
 
-    def matches(self, cache: Any) -> bool:
-        return self.cache is not None and self.cache() is cache
+    @property
+    def full_length(self) -> int:
+        return self.prompt_ids.shape[1]
+
+    @property
+    def reduced_length(self) -> int:
+        return self.prefill_mask.shape[1]
+
+    def cut(self, n: int) -> "_Continuation":
+        """The same mapping after the cache lost the prompt's last ``n`` tokens (``crop()`` after
+        an assisted-generation prefill that carried draft tokens). Only tokens after the last
+        video token can go: they are the same in the pruned and the unpruned prompt, and every
+        layer holds them."""
+        if n >= self.reduced_length or bool(self.visual[:, -n:].any()) or not bool(self.prefill_mask[:, -n:].all()):
+            raise SharpVError(
+                f"the cache was cut back by {n} entries into the pruned video prompt; crop only tokens after the "
+                "video, or prefill the video again on a fresh cache"
+            )
+        layouts = None
+        if self.layouts is not None:
+            layouts = [None if l is None else Layout(l.index[:, :-n], l.valid[:, :-n]) for l in self.layouts]
+        return _Continuation(
+            self.prompt_ids[:, :-n], self.prefill_mask[:, :-n], self.needs_mask, self.positions[..., :-n],
+            self.visual[:, :-n], self.full_last - n, layouts,
+        )
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _seq_length(cache: Any) -> int:
+    return int(cache.get_seq_length()) if cache is not None else 0
 
 
 class AppliedMethod:
@@ -73,14 +117,17 @@ class AppliedMethod:
         self.method = method
         self.config = method.config
         self.adapter = adapter_for(model)
-        self.stats: PruningStats | None = None
-        self._continuation: _Continuation | None = None
-        self._prefill_pending = False
         policy = method.layer_policy(self.adapter)
+        check_attention(model, prunes_in_llm=policy is not None)
+        check_generation_config(model)
+        self.stats: PruningStats | None = None
+        self._caches: "weakref.WeakKeyDictionary[Any, _Continuation]" = weakref.WeakKeyDictionary()
+        self._pending: _Continuation | None = None  # a pruned prefill whose cache is not known yet
+        self._stepping = False
         self.layer_pruner = LayerPruner(model, self.adapter, policy[0], policy[1]) if policy is not None else None
         self._handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
-            model.register_forward_hook(self._after_forward, with_kwargs=True),
+            model.register_forward_hook(self._after_forward, with_kwargs=True, always_call=True),
         ]
         for module, hook in self.adapter.observed_modules():
             self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
@@ -92,7 +139,8 @@ class AppliedMethod:
         for handle in self._handles:
             handle.remove()
         self._handles = []
-        self._continuation = None
+        self._caches = weakref.WeakKeyDictionary()
+        self._pending = None
         if self.layer_pruner is not None:
             self.layer_pruner.remove()
         if _ACTIVE.get(self.model) is self:
@@ -120,39 +168,53 @@ class AppliedMethod:
             kwargs = dict(kwargs)
             kwargs.setdefault("input_ids", args[0])
             args = ()
+        self._pending, self._stepping = None, False
         cache = kwargs.get("past_key_values")
+        if _seq_length(cache) > 0:
+            cont = self._caches.get(cache)
+            if cont is not None:
+                return args, self._continue(kwargs, cont, cache)
+            if self._has_video(kwargs):
+                raise SharpVError(
+                    "this cache holds tokens sharpv did not prune; a video prompt is pruned on an empty cache only "
+                    "(start from a fresh cache, or continue the cache a pruned prompt filled)"
+                )
+            return None
+        if cache is not None:
+            self._caches.pop(cache, None)  # an emptied (reset) cache starts over
         if self._has_video(kwargs):
-            if cache is not None and cache.get_seq_length() > 0:
-                raise SharpVError("video prompts are pruned on an empty cache only; start from a fresh cache")
+            check_cache(cache)
             return args, self._prune_prompt(kwargs)
-        cont = self._continuation
-        if cont is not None and cache is not None and cont.matches(cache):
-            return args, self._continue(kwargs, cont)
-        if self.layer_pruner is not None:
-            self.layer_pruner.reset()  # a call unrelated to the pruned prompt: no stage 2 bookkeeping
         return None
 
     def _after_forward(self, module, args, kwargs, output):
-        if not self._prefill_pending:
+        if self._stepping:
+            self._stepping = False
+            self.layer_pruner.end_step()
+        cont, self._pending = self._pending, None
+        if cont is None:
             return None
-        self._prefill_pending = False
-        cache = getattr(output, "past_key_values", None)
-        cont = self._continuation
-        if cont is not None and cont.cache is None and cache is not None:
-            cont.cache = weakref.ref(cache)
+        cache = getattr(output, "past_key_values", None) if output is not None else None
+        if cache is None:
+            cache = kwargs.get("past_key_values")
+        layouts = None
         if self.layer_pruner is not None:
-            self.layer_pruner.end_prefill(cache)
+            layouts = self.layer_pruner.end_prefill(cache if output is not None else None)
             report = self.layer_pruner.report
             self.stats.kv_mode = report.mode
             self.stats.kv_withdraw_layer = report.withdraw_layer
             self.stats.layer_similarity = list(report.layer_similarity)
             self.stats.extra_seconds = report.extra_seconds
-        if cache is not None and hasattr(cache, "layers"):
-            sizes, lengths, dense = cache_sizes(cache, cont.full_length if cont else 0)
-            self.stats.kv_cache_bytes_per_layer = sizes
-            self.stats.kv_cache_bytes = sum(sizes)
-            self.stats.kv_cache_lengths = lengths
-            self.stats.kv_cache_bytes_dense = dense
+        if output is None or cache is None:
+            return None
+        check_cache(cache)
+        cont.layouts = layouts if layouts is not None and any(l is not None for l in layouts) else None
+        self._caches[cache] = cont
+        sizes, lengths, dense = cache_sizes(cache, cont.full_length)
+        self.stats.kv_cache_bytes_per_layer = sizes
+        self.stats.kv_cache_bytes = sum(sizes)
+        self.stats.kv_cache_lengths = lengths
+        self.stats.kv_cache_bytes_dense = dense
         return None
 
     # --- prefill rewrite --------------------------------------------------------------------
@@ -171,7 +233,11 @@ class AppliedMethod:
         mm = dict(kwargs.get("mm_encoder_outputs") or {})
         if mm.get("video") is None:
             mm["video"] = adapter.encode(kwargs)
+        if mm.get("image") is None and kwargs.get("pixel_values") is not None:
+            # The model refuses raw pixels next to encoder outputs, so images are encoded here too.
+            mm["image"] = adapter.encode_images(kwargs)
         kwargs.pop("pixel_values_videos", None)
+        kwargs.pop("pixel_values", None)
         full_positions = kwargs.get("position_ids")
         if full_positions is None:
             full_positions = adapter.full_positions(kwargs, input_ids, attention_mask)
@@ -180,9 +246,14 @@ class AppliedMethod:
         start = time.perf_counter()
         grids = adapter.grids(mm["video"], kwargs)
         keeps, transforms, videos = [], [], []
-        for grid, spatial in zip(grids.grids, grids.spatial):
+        for number, (grid, spatial) in enumerate(zip(grids.grids, grids.spatial), 1):
             sel = method.select_visual(grid, spatial)
             keep = sel.keep.to(grid.device) if sel is not None else torch.ones(grid.shape[:2], dtype=torch.bool, device=grid.device)
+            if not bool(keep.any()):
+                raise SharpVError(
+                    f"{method.name} kept no token of video {number} ({grid.shape[0]} frames x {grid.shape[1]} tokens); "
+                    "a video must keep at least one token: raise keep_ratio"
+                )
             keeps.append(torch.cat([keep.reshape(-1), keep.new_ones(grids.extra_tokens)]))
             transforms.append(sel.transform if sel is not None else None)
             videos.append(VideoStats(grid.shape[0], grid.shape[1], keep.sum(1).tolist()))
@@ -213,26 +284,29 @@ class AppliedMethod:
         kwargs["attention_mask"] = new_mask.to(attention_mask.dtype if attention_mask is not None else torch.long) if needs_mask else None
         kwargs["position_ids"] = positions.contiguous()
         for key in adapter.sequence_keyed_kwargs():
-            if kwargs.get(key) is not None:
-                kwargs[key] = take(kwargs[key], plan, fill=0)
+            value = kwargs.get(key)
+            if value is not None:
+                if value.shape[1] < input_ids.shape[1]:
+                    # generate() with an assistant model appends draft tokens to the prompt's first
+                    # forward without extending the token types: the tail is text.
+                    value = torch.cat([value, value.new_zeros(value.shape[0], input_ids.shape[1] - value.shape[1])], dim=1)
+                kwargs[key] = take(value, plan, fill=0)
         mm["video"] = adapter.pruned_output(grids, keeps, transforms)
         kwargs["mm_encoder_outputs"] = mm
         _sync(input_ids.device)
         seconds = time.perf_counter() - start
 
-        cache = kwargs.get("past_key_values")
-        self._continuation = _Continuation(
-            cache=weakref.ref(cache) if cache is not None else None,
-            full_length=input_ids.shape[1],
+        visual = (kwargs["input_ids"] == adapter.video_token_id) & plan.valid
+        self._pending = _Continuation(
+            prompt_ids=input_ids.detach().clone(),
             prefill_mask=new_mask,
             needs_mask=needs_mask,
-            last_positions=positions[..., -1].clone(),
-            shift=full_positions[..., -1] - positions[..., -1],
+            positions=kwargs["position_ids"],
+            visual=visual,
+            full_last=full_positions[..., -1].clone(),
         )
         if self.layer_pruner is not None:
-            visual = (kwargs["input_ids"] == adapter.video_token_id) & plan.valid
             self.layer_pruner.begin_prefill(visual, plan.valid)
-        self._prefill_pending = True
         self.stats = PruningStats(
             method=method.name,
             mode=getattr(cfg, "mode", "budget" if cfg.keep_ratio is not None else "adaptive"),
@@ -244,39 +318,117 @@ class AppliedMethod:
         )
         return kwargs
 
-    # --- decode continuation ----------------------------------------------------------------
-    def _continue(self, kwargs: dict[str, Any], cont: _Continuation) -> dict[str, Any]:
+    # --- calls continuing a pruned cache ----------------------------------------------------
+    def _continue(self, kwargs: dict[str, Any], cont: _Continuation, cache: Any) -> dict[str, Any]:
         kwargs = dict(kwargs)
-        new = kwargs.get("input_ids")
-        if new is None:
-            new = kwargs["inputs_embeds"]
+        appended = _seq_length(cache) - cont.reduced_length  # tokens after the prompt in the cache now
+        if appended < 0:
+            cont = self._caches[cache] = cont.cut(-appended)
+            appended = 0
+        seen = cont.full_length + appended  # tokens of the unpruned conversation the cache stands for
+        key = "input_ids" if kwargs.get("input_ids") is not None else "inputs_embeds"
+        new = kwargs[key]
         batch, q = new.shape[0], new.shape[1]
-        reduced = cont.prefill_mask.shape[1]
-        cont.appended += q
-        appended = cont.appended  # tokens after the prompt, these included
-        if self.layer_pruner is not None:
-            self.layer_pruner.begin_step(q)
+        if batch != cont.prefill_mask.shape[0]:
+            raise SharpVError(f"this call has {batch} rows but the pruned cache holds {cont.prefill_mask.shape[0]}")
+
         mask = kwargs.get("attention_mask")
-        if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-            if mask.shape[1] == cont.full_length + appended:
-                kwargs["attention_mask"] = torch.cat([cont.prefill_mask.to(mask), mask[:, cont.full_length :]], dim=1)
-            elif mask.shape[1] != reduced + appended:
-                raise SharpVError(
-                    f"attention_mask has {mask.shape[1]} columns; expected {cont.full_length + appended} "
-                    f"(unpruned prompt) or {reduced + appended} (pruned prompt) plus new tokens"
-                )
-        elif mask is None and cont.needs_mask:
-            ones = cont.prefill_mask.new_ones(batch, appended)
+        if mask is not None and not (isinstance(mask, torch.Tensor) and mask.dim() == 2):
+            raise SharpVError(
+                "calls continuing a pruned cache take a 2-D attention_mask (or none); prepared 4-D masks come from "
+                "static caches, which sharpv does not support: leave cache_implementation unset (or 'dynamic')"
+            )
+        repeated = self._repeated(mask, kwargs.get("position_ids"), cont, appended, q)
+        fresh = q - repeated
+        if fresh < q:
+            kwargs = self._drop_repeated(kwargs, key, cont, seen, q - fresh)
+            new = kwargs[key]
+        if self._has_video({**kwargs, "input_ids": new if key == "input_ids" else None}):
+            raise SharpVError(
+                "a new video after a pruned prompt is not supported: the cache already holds a pruned video; "
+                "start a fresh cache with all videos in the prompt"
+            )
+        # Media passed again with the history belong to the prompt in the cache: the video always
+        # (it is in the cache), images unless the new tokens hold image placeholders.
+        image_id = getattr(self.model.config, "image_token_id", None)
+        new_images = key == "input_ids" and image_id is not None and bool((new == image_id).any())
+        drop = {"video"} if new_images else {"video", "image"}
+        for name in _VIDEO_KEYS + (() if new_images else _IMAGE_KEYS):
+            kwargs.pop(name, None)
+        if kwargs.get("mm_encoder_outputs"):
+            kwargs["mm_encoder_outputs"] = {k: v for k, v in kwargs["mm_encoder_outputs"].items() if k not in drop} or None
+
+        if mask is not None:
+            kwargs["attention_mask"] = torch.cat([cont.prefill_mask.to(mask), mask[:, cont.full_length :]], dim=1)
+        elif cont.needs_mask:
+            ones = cont.prefill_mask.new_ones(batch, appended + fresh)
             kwargs["attention_mask"] = torch.cat([cont.prefill_mask, ones], dim=1)
-        positions = kwargs.get("position_ids")
-        if positions is None:
-            steps = torch.arange(appended - q + 1, appended + 1, device=new.device)
-            kwargs["position_ids"] = cont.last_positions.to(new.device)[..., None] + steps
-        elif bool((cont.shift != 0).any()):
-            shift = cont.shift.to(positions.device)
-            if positions.dim() != shift.dim() + 1:
-                raise SharpVError("position_ids for decoding must have the same planes as the prompt's")
-            kwargs["position_ids"] = positions - shift[..., None]
+        steps = torch.arange(appended + 1, appended + fresh + 1, device=new.device)
+        kwargs["position_ids"] = cont.positions[..., -1:].to(new.device) + steps
+        if cont.layouts is not None:
+            self.layer_pruner.begin_step(DecodeStep(cont.layouts, cont.reduced_length, appended + fresh, fresh))
+            self._stepping = True
+        return kwargs
+
+    @staticmethod
+    def _repeated(mask: torch.Tensor | None, position_ids: torch.Tensor | None, cont: _Continuation, appended: int, q: int) -> int:
+        """How many of the call's ``q`` tokens the cache already holds.
+
+        ``generate()`` slices a conversation by the cache's length, which is shorter than the
+        conversation by the tokens pruning removed: on a new turn it hands over the last of them
+        again. Where the call starts in the conversation is read from the 2-D attention mask
+        (its length minus ``q``) or, without one, from the position ids (positions of the
+        unpruned sequence; the text plane for 4-plane Qwen-VL positions). Neither: all are new.
+        """
+        seen = cont.full_length + appended
+        if mask is not None:
+            repeated = seen - (mask.shape[1] - q)
+            where = f"attention_mask has {mask.shape[1]} columns"
+        elif position_ids is not None:
+            given = position_ids[..., 0].to(cont.full_last.device)
+            expected = cont.full_last + appended + 1
+            if expected.dim() == 2:  # M-RoPE: (3, B), or (4, B) with generate()'s text plane first
+                given = given if given.dim() == 2 else given[None]
+                if given.shape[0] == expected.shape[0] == 4:
+                    given, expected = given[:1], expected[:1]
+                else:  # text tokens after a video have equal M-RoPE planes
+                    given, expected = given[-min(3, given.shape[0]):], expected[-3:]
+            delta = (expected - given).unique()
+            if delta.numel() != 1:
+                raise SharpVError(
+                    "position_ids do not continue the conversation in this cache (they differ between rows or planes); "
+                    "omit them and the runtime supplies them"
+                )
+            repeated = int(delta)
+            where = f"position_ids start at {given.reshape(-1)[0].item()}"
+        else:
+            return 0
+        if not 0 <= repeated < q:
+            raise SharpVError(
+                f"{where}, but the cache holds {seen} tokens of the conversation and the call brings {q}: pass the "
+                "attention mask and positions of the whole conversation (the prompt before pruning included), as "
+                "generate() does, or omit them"
+            )
+        return repeated
+
+    def _drop_repeated(self, kwargs: dict[str, Any], key: str, cont: _Continuation, seen: int, repeated: int) -> dict[str, Any]:
+        """Drop the call's first ``repeated`` tokens, which the cache already holds (the tokens
+        ``seen - repeated .. seen - 1`` of the conversation), after checking the prompt's part."""
+        ids = kwargs[key]
+        if key == "input_ids":
+            start = seen - repeated
+            overlap = max(0, min(cont.full_length, seen) - start)
+            if overlap and not torch.equal(ids[:, :overlap].to(cont.prompt_ids.device), cont.prompt_ids[:, start : start + overlap]):
+                raise SharpVError(
+                    "input_ids repeat tokens the cache holds, but they differ from the prompt that filled it; "
+                    "continue the same conversation, or start a fresh cache"
+                )
+        q = ids.shape[1]
+        kwargs[key] = ids[:, repeated:]
+        for name in _SEQUENCE_KEYS:
+            value = kwargs.get(name)
+            if isinstance(value, torch.Tensor) and value.shape[-1] == q:
+                kwargs[name] = value[..., repeated:]
         return kwargs
 
 

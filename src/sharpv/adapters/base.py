@@ -8,6 +8,7 @@ positions the model would use for the full prompt.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -47,6 +48,15 @@ class VideoLLMAdapter:
     def encode(self, kwargs: dict[str, Any]) -> Any:
         """Run the model's own ``get_video_features`` on the raw video inputs in ``kwargs``."""
         raise NotImplementedError
+
+    def encode_images(self, kwargs: dict[str, Any]) -> Any:
+        """Run the model's own ``get_image_features`` on the image inputs in ``kwargs`` (images in a
+        video prompt are never pruned; they are encoded here only because the model refuses raw
+        pixels next to precomputed video features)."""
+        encoder = self.model.model.get_image_features
+        accepted = inspect.signature(encoder).parameters
+        args = {key: value for key, value in kwargs.items() if key in accepted and key != "kwargs" and value is not None}
+        return encoder(**args, return_dict=True)
 
     def grids(self, encoder_output: Any, kwargs: dict[str, Any]) -> VideoGrids:
         raise NotImplementedError

@@ -59,12 +59,36 @@ class QwenVLAdapter(VideoLLMAdapter):
         sizes = [int(x.shape[0]) for x in encoder_output.pooler_output]
         candidates = ([grid] if grid is not None else []) + self._last_grids[::-1]
         for cand in candidates:
-            cand_sizes = (cand.prod(-1) // self.merge**2).tolist()
-            if cand_sizes == sizes:
-                return cand
+            expanded = self._expanded_grid(cand, sizes, kwargs.get("input_ids"))
+            if expanded is not None:
+                return expanded
         raise SharpVError(
             "cannot tell the video's frame grid: pass `video_grid_thw` along with precomputed video features"
         )
+
+    def _expanded_grid(self, grid: torch.Tensor, sizes: list[int], input_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """``grid`` as it matches features of ``sizes`` tokens per video. generate() encodes each
+        video once and then repeats every prompt's features for its beams / returned sequences
+        (``num_beams``, ``num_return_sequences``); the rows of ``input_ids`` tell which videos
+        belong to one prompt, so the grid is repeated the same way."""
+        grid_sizes = (grid.prod(-1) // self.merge**2).tolist()
+        if grid_sizes == sizes:
+            return grid
+        if input_ids is None or not grid_sizes or len(sizes) % len(grid_sizes):
+            return None
+        repeat = len(sizes) // len(grid_sizes)
+        per_row = (input_ids == self.video_token_id).sum(-1).tolist()
+        rows, start = [], 0
+        for row in range(0, len(per_row), repeat):
+            end, total = start, 0
+            while total < per_row[row] and end < len(grid_sizes):
+                total, end = total + grid_sizes[end], end + 1
+            if total != per_row[row]:
+                return None
+            rows.extend([grid[start:end]] * repeat)
+            start = end
+        expanded = torch.cat(rows) if rows else grid[:0]
+        return expanded if (expanded.prod(-1) // self.merge**2).tolist() == sizes else None
 
     def grids(self, encoder_output: Any, kwargs: dict[str, Any]) -> VideoGrids:
         grid = self._video_grid(encoder_output, kwargs)
