@@ -4,18 +4,32 @@ With torchvision installed (the usual GPU setup) this is the model's own process
 ``AutoProcessor.from_pretrained(dir)`` called with the sampled frames.
 
 transformers' video processors need torchvision, which has no CPU build on PyPI. Where it is
-missing, :class:`TorchVideoInputs` does the same steps in plain torch from the checkpoint's own
-``video_preprocessor_config.json``, tokenizer and chat template: resize (bicubic, antialiased, as
-torchvision does on tensors), rescale, normalise, then the family's layout (LLaVA-OneVision:
-(1, T, 3, H, W) and ``T*f + 1`` placeholders; Qwen2.5-VL / Qwen3-VL: temporal x spatial patches,
-``video_grid_thw``, ``mm_token_type_ids`` and, for Qwen3-VL, per-step timestamps in the prompt).
+missing, :class:`TorchVideoInputs` stands in for them, from the checkpoint's own processor configs,
+tokenizer and chat template, repeating transformers 5.x's steps with the same torch operations, so
+that its inputs equal the processor's (tests/test_processor_parity.py compares the two):
+
+- resize the uint8 frames exactly as ``torchvision.transforms.v2.functional.resize`` does on a CPU
+  tensor with ``antialias=True``: bicubic runs torch's native uint8 antialiased kernel (integer
+  arithmetic, each separable pass rounded and clamped to 0..255), not a float resize rounded
+  afterwards, whose unclamped bicubic overshoot between the passes moved pixels by up to 20
+  intensity levels;
+- then the fused rescale + normalise: ``(x - mean / rescale_factor) / (std / rescale_factor)`` on
+  float32, as transformers' ``rescale_and_normalize`` computes it;
+- then the family's layout. LLaVA-OneVision: (1, T, 3, H, W) and ``T*f + 1`` placeholders.
+  Qwen2.5-VL / Qwen3-VL: frame size from the family's own ``smart_resize`` (Qwen3-VL budgets
+  pixels over the clip's real frame count, before the last frame is repeated to fill the last
+  temporal patch), temporal x spatial patches, ``video_grid_thw``, ``mm_token_type_ids``;
+  Qwen2.5-VL adds ``second_per_grid_ts``; Qwen3-VL writes ``<t seconds>`` before each temporal
+  step. transformers 5.x replaces only the ``<|video_pad|>`` of the chat template's
+  ``<|vision_start|><|video_pad|><|vision_end|>``, so that outer pair stays around the timestamped
+  steps (Qwen's own 4.x processor replaced all three); the stand-in does the same as the 5.x processor.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +38,31 @@ import torch
 
 from sharpv.errors import SharpVError
 from sharpv.video.decode import SampledVideo
+
+_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+
+#: transformers 5.23's class defaults for what a checkpoint's video processor config leaves out
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llava-onevision": dict(
+        size={"height": 384, "width": 384}, resample=3, do_resize=True, do_rescale=True, rescale_factor=1 / 255,
+        do_normalize=True, image_mean=_CLIP_MEAN, image_std=_CLIP_STD,
+    ),
+    "qwen2.5-vl": dict(
+        size={"shortest_edge": 128 * 28 * 28, "longest_edge": 28 * 28 * 768}, resample=3, do_resize=True,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=_CLIP_MEAN, image_std=_CLIP_STD,
+        patch_size=14, temporal_patch_size=2, merge_size=2, cap_pixels_per_frame=False, max_video_tokens=128000,
+    ),
+    "qwen3-vl": dict(
+        size={"shortest_edge": 128 * 32 * 32, "longest_edge": 32 * 32 * 768}, resample=3, do_resize=True,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True, image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5], patch_size=16, temporal_patch_size=2, merge_size=2, cap_pixels_per_frame=False,
+        max_video_tokens=768,
+    ),
+}
+
+#: PIL resample codes -> torch interpolation modes, as transformers maps them to torchvision's
+_INTERPOLATION = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
 
 
 def has_torchvision() -> bool:
@@ -34,29 +73,82 @@ def has_torchvision() -> bool:
     return True
 
 
-def _qwen_frame_size(height: int, width: int, factor: int, min_pixels: int, max_pixels: int, frames: int) -> tuple[int, int]:
-    """Qwen's resize rule: sides divisible by ``factor``, aspect kept, ``frames * h * w`` pixels
-    within [min_pixels, max_pixels] (``frames`` is 1 for Qwen2.5-VL, the clip length for Qwen3-VL)."""
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if frames * h * w > max_pixels:
+def _qwen2_smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Qwen2-VL / Qwen2.5-VL's per-frame rule (transformers' ``qwen2_vl`` ``smart_resize``): sides
+    divisible by ``factor``, aspect kept, ``h * w`` within [min_pixels, max_pixels]."""
+    if max(height, width) / min(height, width) > 200:
+        raise SharpVError(f"the frames' aspect ratio must be below 200, got {height} x {width}")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return h, w
+
+
+def _qwen3_smart_resize(
+    frames: int, height: int, width: int, temporal: int, factor: int, min_pixels: int, max_pixels: int
+) -> tuple[int, int]:
+    """Qwen3-VL's rule (transformers' ``qwen3_vl`` ``smart_resize``): the pixel budget covers the
+    whole clip, ``frames`` being the real frame count (before temporal padding)."""
+    if frames < temporal:
+        raise SharpVError(f"Qwen3-VL needs at least {temporal} frames (its temporal patch size), got {frames}")
+    if height < factor or width < factor:
+        scale = max(factor / height, factor / width)
+        height, width = int(height * scale), int(width * scale)
+    if max(height, width) / min(height, width) > 200:
+        raise SharpVError(f"the frames' aspect ratio must be below 200, got {height} x {width}")
+    h = round(height / factor) * factor
+    w = round(width / factor) * factor
+    t = round(frames / temporal) * temporal
+    if t * h * w > max_pixels:
         beta = math.sqrt(frames * height * width / max_pixels)
         h = max(factor, math.floor(height / beta / factor) * factor)
         w = max(factor, math.floor(width / beta / factor) * factor)
-    elif frames * h * w < min_pixels:
+    elif t * h * w < min_pixels:
         beta = math.sqrt(min_pixels / (frames * height * width))
         h = math.ceil(height * beta / factor) * factor
         w = math.ceil(width * beta / factor) * factor
     return h, w
 
 
-def _resize(video: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(T, 3, H, W) uint8 -> float in [0, 255]; bicubic antialiased, rounded as for uint8 input."""
-    x = video.float()
-    if tuple(x.shape[-2:]) != tuple(size):
-        x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
-        x = x.round().clamp(0, 255)
-    return x
+def _native_uint8(mode: str) -> bool:
+    """Whether torchvision resizes uint8 CPU tensors natively in ``mode`` (its
+    ``_do_native_uint8_resize_on_cpu``); otherwise it resizes a float copy and rounds."""
+    if mode == "bilinear":
+        import platform
+
+        return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") or platform.machine() in ("aarch64", "arm64")
+    return mode == "bicubic"
+
+
+def _resize(video: torch.Tensor, size: tuple[int, int], resample: int = 3) -> torch.Tensor:
+    """(T, 3, H, W) uint8 -> (T, 3, h, w) uint8, computed as ``torchvision.transforms.v2.functional
+    .resize(video, size, interpolation, antialias=True)`` computes it on a CPU tensor, which is what
+    transformers' video processors call."""
+    if tuple(video.shape[-2:]) == tuple(size):
+        return video
+    mode = _INTERPOLATION.get(int(resample))
+    if mode is None:
+        raise SharpVError(f"resample={resample} is not supported without torchvision (0 nearest, 2 bilinear, 3 bicubic)")
+    x = video.contiguous()
+    if mode == "nearest-exact":
+        return torch.nn.functional.interpolate(x, size=size, mode=mode)
+    if _native_uint8(mode):
+        return torch.nn.functional.interpolate(x, size=size, mode=mode, antialias=True, align_corners=False)
+    y = torch.nn.functional.interpolate(x.float(), size=size, mode=mode, antialias=True, align_corners=False)
+    if mode == "bicubic":
+        y = y.clamp_(0, 255)
+    return y.round_().to(torch.uint8)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 @dataclass
@@ -68,80 +160,143 @@ class TorchVideoInputs:
     settings: dict[str, Any]
     processor_settings: dict[str, Any]
     chat_template: str | None
+    resolved: dict[str, Any] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.family not in _DEFAULTS:
+            raise SharpVError(f"unknown model family {self.family!r}; expected one of {', '.join(_DEFAULTS)}")
+        cfg = {**_DEFAULTS[self.family], **{k: v for k, v in self.settings.items() if v is not None}}
+        if self.family == "qwen2.5-vl":  # Qwen2-VL's video processor lets min/max_pixels override size
+            size = dict(cfg["size"])
+            if self.settings.get("min_pixels") is not None:
+                size["shortest_edge"] = self.settings["min_pixels"]
+            if self.settings.get("max_pixels") is not None:
+                size["longest_edge"] = self.settings["max_pixels"]
+            cfg["size"] = size
+        if cfg.get("do_center_crop"):
+            raise SharpVError("do_center_crop is not supported without torchvision")
+        self.resolved = cfg
 
     @classmethod
     def from_pretrained(cls, path: str | Path, family: str) -> "TorchVideoInputs":
+        """Read the configs the way transformers does: the video processor's settings from
+        ``processor_config.json``'s nested ``video_processor``, else ``video_preprocessor_config.json``,
+        else the image processor's ``preprocessor_config.json``."""
         from transformers import AutoTokenizer
 
         path = Path(path)
-        cfg_file = path / "video_preprocessor_config.json"
-        if not cfg_file.exists():
+        proc = _read_json(path / "processor_config.json")
+        settings = proc.get("video_processor")
+        if settings is None:
+            for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
+                if (path / name).exists():
+                    settings = _read_json(path / name)
+                    break
+        if settings is None:
             raise SharpVError(f"{path} has no video_preprocessor_config.json; is it a video LLM checkpoint?")
-        proc_file = path / "processor_config.json"
-        proc = json.loads(proc_file.read_text()) if proc_file.exists() else {}
         tokenizer = AutoTokenizer.from_pretrained(path)
         template_file = path / "chat_template.jinja"
         template = template_file.read_text() if template_file.exists() else tokenizer.chat_template
-        return cls(tokenizer, family, json.loads(cfg_file.read_text()), proc, template)
+        return cls(tokenizer, family, settings, proc, template)
 
     def apply_chat_template(self, conversation, add_generation_prompt: bool = True, **_: Any) -> str:
         return self.tokenizer.apply_chat_template(
             conversation, chat_template=self.chat_template, add_generation_prompt=add_generation_prompt, tokenize=False
         )
 
-    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.settings
-        x = x * s.get("rescale_factor", 1 / 255)
-        mean = torch.tensor(s["image_mean"], dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(s["image_std"], dtype=x.dtype).view(1, 3, 1, 1)
-        return (x - mean) / std
+    def _token(self, name: str, default: str) -> str:
+        """A placeholder token's text, looked up as transformers' processors do."""
+        if hasattr(self.tokenizer, name):
+            return getattr(self.tokenizer, name)
+        return self.processor_settings.get(name, default) if self.family == "llava-onevision" else default
+
+    def _rescale_and_normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """transformers' fused ``rescale_and_normalize`` (TorchvisionBackend), on uint8 frames."""
+        s = self.resolved
+        if s["do_rescale"] and s["do_normalize"]:
+            mean = torch.tensor(s["image_mean"]) * (1.0 / s["rescale_factor"])
+            std = torch.tensor(s["image_std"]) * (1.0 / s["rescale_factor"])
+        else:
+            mean, std = torch.tensor(s["image_mean"]), torch.tensor(s["image_std"])
+        if s["do_normalize"]:
+            x = x.to(torch.float32)
+            mean = mean.to(torch.float32).view(-1, 1, 1) if mean.ndim == 1 else mean.to(torch.float32)
+            std = std.to(torch.float32).view(-1, 1, 1) if std.ndim == 1 else std.to(torch.float32)
+            return x.sub(mean).div_(std)
+        if s["do_rescale"]:
+            return x * s["rescale_factor"]
+        return x
 
     def prepare(self, prompt: str, video: SampledVideo) -> dict[str, torch.Tensor]:
-        frames = torch.from_numpy(np.ascontiguousarray(video.frames)).permute(0, 3, 1, 2)  # (T, 3, H, W)
+        frames = torch.from_numpy(np.ascontiguousarray(video.frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
         if self.family == "llava-onevision":
             return self._llava(prompt, frames)
         return self._qwen(prompt, frames, video)
 
     def _tokenize(self, text: str) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(text, return_tensors="pt", add_special_tokens=False)
+        # as the processor calls its tokenizer: the tokenizer's own add_special_tokens default
+        enc = self.tokenizer(text, return_tensors="pt")
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def _llava(self, prompt: str, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        size = self.settings["size"]
-        pixels = self._normalise(_resize(frames, (size["height"], size["width"])))
-        side = math.ceil(math.isqrt(int(self.processor_settings["num_image_tokens"])) / 2)
-        token = self.processor_settings.get("video_token", "<video>")
+        s = self.resolved
+        if s["do_resize"]:
+            size = s["size"]
+            if "height" not in size or "width" not in size:
+                raise SharpVError(f"LLaVA-OneVision video size {size} is not supported without torchvision (height and width)")
+            frames = _resize(frames, (size["height"], size["width"]), s["resample"])
+        pixels = self._rescale_and_normalise(frames)
+        side = math.ceil(int(math.sqrt(int(self.processor_settings["num_image_tokens"]))) / 2)
+        token = self._token("video_token", "<video>")
         text = prompt.replace(token, token * (frames.shape[0] * side * side + 1), 1)
         return {**self._tokenize(text), "pixel_values_videos": pixels.unsqueeze(0)}
 
     def _qwen(self, prompt: str, frames: torch.Tensor, video: SampledVideo) -> dict[str, torch.Tensor]:
-        s = self.settings
+        s = self.resolved
         p, tp, m = s["patch_size"], s["temporal_patch_size"], s["merge_size"]
         n = frames.shape[0]
-        if pad := -n % tp:
-            frames = torch.cat([frames, frames[-1:].expand(pad, -1, -1, -1)])
-        budget_frames = 1 if self.family == "qwen2.5-vl" else frames.shape[0]
-        h, w = _qwen_frame_size(
-            frames.shape[2], frames.shape[3], p * m, s["size"]["shortest_edge"], s["size"]["longest_edge"], budget_frames
-        )
-        x = self._normalise(_resize(frames, (h, w)))
+        if s["do_resize"]:
+            factor, size = p * m, s["size"]
+            max_pixels = size["longest_edge"]
+            if self.family == "qwen2.5-vl":
+                if s["cap_pixels_per_frame"]:
+                    total = int(s["max_video_tokens"] * factor * factor * 0.9)
+                    max_pixels = max(min(max_pixels, total * tp // n), int(size["shortest_edge"] * 1.05))
+                h, w = _qwen2_smart_resize(frames.shape[2], frames.shape[3], factor, size["shortest_edge"], max_pixels)
+            else:
+                if s["cap_pixels_per_frame"]:
+                    cap = s["max_video_tokens"] * factor * factor
+                    max_pixels = max(min(cap, size["longest_edge"] // n), int(size["shortest_edge"] * 1.05)) * n
+                h, w = _qwen3_smart_resize(n, frames.shape[2], frames.shape[3], tp, factor, size["shortest_edge"], max_pixels)
+            frames = _resize(frames, (h, w), s["resample"])
+        x = self._rescale_and_normalise(frames)
+        if pad := -n % tp:  # repeat the last frame to fill the last temporal patch
+            x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
+        h, w = x.shape[-2:]
         gt, gh, gw = x.shape[0] // tp, h // p, w // p
         patches = x.reshape(gt, tp, 3, gh // m, m, p, gw // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
         patches = patches.reshape(gt * gh * gw, 3 * tp * p * p)
         per_step = gh * gw // (m * m)
-        fps = video.sampled_fps
+        video_token = self._token("video_token", "<|video_pad|>")
         if self.family == "qwen2.5-vl":
-            text = prompt.replace("<|video_pad|>", "<|video_pad|>" * (gt * per_step), 1)
+            text = prompt.replace(video_token, video_token * (gt * per_step), 1)
+            # transformers' VideoMetadata.sampled_fps, computed in the same order
+            fps = len(video.indices) / video.total_frames * video.source_fps
             extra = {"second_per_grid_ts": torch.tensor([tp / fps])}
         else:
-            idx = list(video.indices) + [video.indices[-1]] * pad
-            stamps = [(idx[i] + idx[i + tp - 1]) / 2 / video.source_fps for i in range(0, len(idx), tp)]
-            body = "".join(f"<{t:.1f} seconds><|vision_start|>" + "<|video_pad|>" * per_step + "<|vision_end|>" for t in stamps)
-            text = prompt.replace("<|vision_start|><|video_pad|><|vision_end|>", body, 1)
+            start = self._token("vision_start_token", "<|vision_start|>")
+            end = self._token("vision_end_token", "<|vision_end|>")
+            idx = list(video.indices)
+            if len(idx) % tp:
+                idx += [idx[-1]] * (tp - len(idx) % tp)
+            seconds = [i / (video.source_fps or 24) for i in idx]
+            stamps = [(seconds[i] + seconds[i + tp - 1]) / 2 for i in range(0, len(seconds), tp)]
+            body = "".join(f"<{stamps[t]:.1f} seconds>" + start + video_token * per_step + end for t in range(gt))
+            text = prompt.replace(video_token, body, 1)  # the template's outer start/end pair stays, as in transformers 5.x
             extra = {}
         enc = self._tokenize(text)
-        video_id = self.tokenizer.convert_tokens_to_ids("<|video_pad|>")
-        image_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        video_id = self.tokenizer.convert_tokens_to_ids(video_token)
+        image_id = self.tokenizer.convert_tokens_to_ids(self._token("image_token", "<|image_pad|>"))
         types = torch.zeros_like(enc["input_ids"])
         types[enc["input_ids"] == image_id] = 1
         types[enc["input_ids"] == video_id] = 2
@@ -154,9 +309,30 @@ class TorchVideoInputs:
         }
 
 
-def load_processor(path: str | Path, family: str):
-    """The model's own processor when torchvision is importable, else :class:`TorchVideoInputs`."""
-    if has_torchvision():
+def load_processor(path: str | Path, family: str, backend: str = "auto"):
+    """The processor that turns frames and a question into model inputs.
+
+    ``backend``:
+
+    - ``"auto"`` (default): the model's own processor (``AutoProcessor.from_pretrained``) when
+      torchvision is importable, else :class:`TorchVideoInputs`. The choice is made per call, from
+      whether torchvision imports in this process at that moment.
+    - ``"transformers"``: always the model's own processor; fails (SharpVError) without torchvision.
+    - ``"torch"``: always :class:`TorchVideoInputs`, torchvision or not.
+
+    Decision: ``"auto"`` stays the default, so GPU installs (which have torchvision) keep using the
+    reference implementation and CPU installs get the stand-in; the two produce the same inputs
+    (tests/test_processor_parity.py checks it). Code that must not depend on what happens to be
+    importable, such as a comparison of the two, names the backend explicitly. The library never
+    patches torchvision into importing: one that fails to import means ``"torch"`` (note that a
+    torchvision built for another torch, such as PyPI's CUDA wheel next to a CPU torch, also breaks
+    ``import transformers`` models, which import torchvision whenever it is installed).
+    """
+    if backend not in ("auto", "transformers", "torch"):
+        raise SharpVError(f"backend must be 'auto', 'transformers' or 'torch', got {backend!r}")
+    if backend == "transformers" or (backend == "auto" and has_torchvision()):
+        if not has_torchvision():
+            raise SharpVError("backend='transformers' needs torchvision (pip install torchvision); use backend='torch' without it")
         from transformers import AutoProcessor
 
         return AutoProcessor.from_pretrained(path)
