@@ -69,7 +69,7 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     good = write_video(tmp_path / "good.mp4", n=30, size=64)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 3])
-    with pytest.raises(SharpVError, match="truncated or corrupt|not a readable video|no decodable frame"):
+    with pytest.raises(SharpVError, match="not a readable video|has no video stream|no decodable frame"):
         read_video(cut, 8)
     mkv = write_video(tmp_path / "good.mkv", n=30, size=64)
     header_only = tmp_path / "header_only.mkv"
