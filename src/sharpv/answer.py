@@ -15,6 +15,47 @@ from sharpv.methods import PruningMethod, SharpV
 from sharpv.video import build_inputs, load_processor, read_video
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+#: device types a model can be moved to here (bench narrows this to cpu and cuda)
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def check_dtype(dtype: str, flag: str = "--dtype", allow_auto: bool = True) -> str:
+    """``dtype`` if it names one of :data:`DTYPES`; a :class:`SharpVError` naming ``flag`` if not."""
+    names = [d for d in DTYPES if allow_auto or d != "auto"]
+    if dtype not in names:
+        raise SharpVError(f"{flag} must be one of {', '.join(names)}, got {dtype!r}")
+    return dtype
+
+
+def check_device(device: str, flag: str = "--device", types: tuple[str, ...] = DEVICE_TYPES) -> str:
+    """``device`` if it is a torch device string of one of ``types`` that exists on this machine
+    (``cuda:N`` with N below the CUDA device count; ``mps`` where MPS is built and available); a
+    one-line :class:`SharpVError` naming ``flag`` otherwise. Cheap: nothing is allocated."""
+    forms = [form for t in types for form in ((t, f"{t}:N") if t == "cuda" else (t,))]
+    expected = f"{flag} must be {', '.join(forms[:-1])} or {forms[-1]}, got {device!r}"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise SharpVError(expected) from None
+    if parsed.type not in types:
+        raise SharpVError(expected)
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = " (this torch is a CPU-only build)" if torch.version.cuda is None else ""
+            raise SharpVError(f"{flag} {device}: no CUDA device is available here{build}; use {flag} cpu")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise SharpVError(f"{flag} {device}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    if parsed.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise SharpVError(f"{flag} {device}: MPS is not available here; use {flag} cpu")
+    return device
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -78,20 +119,31 @@ def load_model(model_dir: str | Path, dtype: str = "auto", device: str = "cpu", 
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     path = Path(model_dir)
-    if not path.is_dir():
+    if not path.exists():
         raise SharpVError(f"model directory {path} does not exist; pass a local checkpoint (see `sharpv tiny-model`)")
-    if dtype not in DTYPES:
-        raise SharpVError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if not path.is_dir():
+        raise SharpVError(f"model directory {path} is a file; pass the checkpoint's folder (with config.json)")
+    check_dtype(dtype)
+    check_device(device)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError, KeyError) as exc:
-        raise SharpVError(f"{path} is not a transformers model directory ({type(exc).__name__})") from None
+        raise SharpVError(f"{path} is not a transformers model directory ({type(exc).__name__}); pass a checkpoint folder with config.json") from None
     family = adapter_class_for(config.model_type).family
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
     if DTYPES[dtype] is not None:
         kwargs["dtype"] = DTYPES[dtype]
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs).to(device).eval()
-    return model, load_processor(path, family)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise SharpVError(f"{path}: the model's weights do not load ({_first_line(exc)})") from None
+    try:
+        processor = load_processor(path, family)
+    except SharpVError:
+        raise
+    except (OSError, ValueError, KeyError) as exc:
+        raise SharpVError(f"{path}: the processor files do not load ({_first_line(exc)})") from None
+    return model.to(device).eval(), processor
 
 
 @dataclass
@@ -161,6 +213,8 @@ def answer_question(
     do_sample: bool = False,
 ) -> Answer:
     method = method if method is not None else SharpV()
+    if not isinstance(question, str) or not question.strip():
+        raise SharpVError("the question is empty; ask something about the video")
     if max_new_tokens < 1:
         raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     video = read_video(video_path, frames if frames is not None else default_frames(model, processor))

@@ -1,19 +1,27 @@
-"""The ``sharpv`` command line: ``answer``, ``eval``, ``bench``, ``tiny-model`` and ``sample-video``.
+"""The ``sharpv`` command line: ``answer``, ``eval``, ``bench``, ``tiny-model``, ``sample-video``
+and ``export-synthetic``.
 
-Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback.
+Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback. Every
+command checks all its values (numbers, choices, devices, paths) before it loads a model or writes
+anything. A sharpv warning (a video whose header disagrees with what decodes) is one line too:
+``warning: ...``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from sharpv.cli_values import parse_settings
+from sharpv.cli_values import (
+    check_at_least, check_model_dir, check_output_dir, check_output_file, check_ratio, check_text, parse_settings,
+)
 from sharpv.errors import SharpVError
 
 app = typer.Typer(
@@ -25,14 +33,28 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def build_method(name: str, keep_ratio: Optional[float], positions: str, settings: dict):
-    """A registered method from CLI values; config errors name the CLI flag."""
+#: settings every method has, which `answer` takes only from their own flags (not from --set)
+FLAG_SETTINGS = {"keep_ratio": "--keep-ratio", "positions": "--positions"}
+
+
+def build_method(name: str, keep_ratio: Optional[float], positions: str, settings: dict, from_set: tuple[str, ...] = ()):
+    """A registered method from CLI values; config errors name the CLI flag (or ``--set`` for the
+    settings named in ``from_set``)."""
+    from dataclasses import fields
+
     from sharpv.methods import METHODS, create
 
     if name not in METHODS:
         raise SharpVError(f"--method must be one of {', '.join(METHODS)}, got {name!r}")
     if name == "dense" and keep_ratio is not None:
         raise SharpVError("--keep-ratio sets a pruning budget; drop it with --method dense")
+    known = [f.name for f in fields(METHODS[name].config_class)]
+    for key in from_set:
+        if key in FLAG_SETTINGS:
+            raise SharpVError(f"--set {key}: use {FLAG_SETTINGS[key]} instead")
+        if key not in known:
+            others = [k for k in known if k not in FLAG_SETTINGS]
+            raise SharpVError(f"--set {key}: {name} has no such setting; its settings: {', '.join(others) or 'none'}")
     try:
         if keep_ratio is not None or name == "sharpv":
             settings = {"keep_ratio": keep_ratio, **settings}
@@ -40,7 +62,7 @@ def build_method(name: str, keep_ratio: Optional[float], positions: str, setting
     except TypeError as exc:
         raise SharpVError(f"--set: {name} has no such setting ({exc})") from None
     except ValueError as exc:
-        raise SharpVError(_as_flag(str(exc))) from None
+        raise SharpVError(_as_flag(str(exc), from_set)) from None
 
 
 @app.command()
@@ -66,26 +88,32 @@ def answer(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Answer QUESTION about VIDEO with a video LLM, densely or with a pruning method."""
-    from sharpv.answer import answer_question, load_model
+    check_text(question, "QUESTION")
+    check_at_least(max_new_tokens, "--max-new-tokens", 1)
+    check_at_least(frames, "--frames", 1)
+    check_ratio(keep_ratio, "--keep-ratio")
+    from sharpv.answer import answer_question, check_device, check_dtype, load_model
 
+    check_dtype(dtype)
+    check_device(device)
     extra = parse_settings(settings, "--set")
     kv_flags = {"kv_threshold": kv_threshold, "kv_mode": kv_mode, "kv_granularity": kv_granularity, "kv_min_layer": kv_min_layer}
     kv_given = {k: v for k, v in kv_flags.items() if v is not None}
     if (kv_given or no_kv) and method != "sharpv":
         raise SharpVError("--no-kv and --kv-* apply to --method sharpv")
+    from_set = tuple(extra)
     if method == "sharpv":
         extra = {**kv_given, **({"kv": False} if no_kv else {}), **extra}
-    if max_new_tokens < 1:
-        raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if frames is not None and frames < 1:
-        raise SharpVError(f"--frames must be at least 1, got {frames}")
-    chosen = build_method(method, keep_ratio, positions, extra)
+    chosen = build_method(method, keep_ratio, positions, extra, from_set)
+    check_model_dir(model)
     if model is None:
         from sharpv.synthetic.model import shipped_model_path
 
         model = shipped_model_path()
-    if not video.exists():
-        raise SharpVError(f"{video} does not exist; pass a video file or a folder of frames")
+    from sharpv.video.decode import check_video
+
+    check_video(video)
+    _quiet_transformers()
     with err.status("loading model", spinner="dots") as status:
         lm, processor = load_model(model, dtype=dtype, device=device)
         status.update(f"answering with {method}")
@@ -119,42 +147,33 @@ def bench(
 ) -> None:
     """Efficiency of every method at equal budgets against dense: prefill, TTFT, pruning cost,
     decode speed, KV bytes, peak memory and analytic FLOPs."""
-    from sharpv.bench import MethodSpec, parse_budgets, parse_ints
-    from sharpv.answer import DTYPES
-
+    from sharpv.answer import check_device, check_dtype
+    from sharpv.bench import parse_budgets, parse_ints
     from sharpv.shapes import SHAPES
 
     if (model is None) == (shape is None):
         raise SharpVError("pass exactly one of --model DIR or --shape NAME")
     if shape is not None and shape not in SHAPES:
-        raise SharpVError(f"unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
+        raise SharpVError(f"--shape: unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
+    check_model_dir(model)
     if tokens_per_frame < 1 or int(tokens_per_frame**0.5) ** 2 != tokens_per_frame:
         raise SharpVError(f"--tokens-per-frame must be a square number (a square frame grid), got {tokens_per_frame}")
-    if dtype not in DTYPES or dtype == "auto":
-        raise SharpVError(f"--dtype must be one of float32, bfloat16, float16, got {dtype!r}")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise SharpVError(f"--device must be cpu or cuda, got {device!r}")
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise SharpVError("--device cuda: no CUDA device is available here")
+    check_dtype(dtype, allow_auto=False)
+    check_device(device, types=("cpu", "cuda"))
     if vision not in ("precomputed", "real"):
         raise SharpVError(f"--vision must be precomputed or real, got {vision!r}")
-    for value, flag in ((repeats, "--repeats"), (new_tokens, "--new-tokens")):
-        if value < 1:
-            raise SharpVError(f"{flag} must be at least 1, got {value}")
-    if warmup < 0:
-        raise SharpVError(f"--warmup must be at least 0, got {warmup}")
+    check_at_least(repeats, "--repeats", 1)
+    check_at_least(new_tokens, "--new-tokens", 1)
+    check_at_least(warmup, "--warmup", 0)
+    if not (math.isfinite(noise) and noise >= 0):
+        raise SharpVError(f"--feature-noise must be a finite number >= 0, got {noise}")
     frame_list = parse_ints(frames, "--frames")
     budget_list = parse_budgets(budgets)
-    from sharpv.methods import METHODS
-
-    names = ",".join(METHODS) if methods.strip() == "all" else methods
-    specs = [MethodSpec.parse(m) for m in names.split(",") if m.strip()]
-    if out is not None and out.exists() and not out.is_dir():
-        raise SharpVError(f"--out {out} is a file; pass a directory")
+    specs = _method_specs(methods, budget_list)
+    check_output_dir(out, "--out")
     from sharpv.bench_job import run_bench_job
+
+    _quiet_transformers()
 
     run_bench_job(
         model_dir=model, shape=shape, frames=frame_list, tokens_per_frame=tokens_per_frame, specs=specs,
@@ -163,10 +182,48 @@ def bench(
     )
 
 
-def _as_flag(message: str) -> str:
-    """Name the CLI flag instead of the config field in a validation message."""
-    field = message.split(" ", 1)[0]
-    return f"--{field.replace('_', '-')} {message.split(' ', 1)[1]}" if field.isidentifier() else message
+def _as_flag(message: str, from_set: tuple[str, ...] = ()) -> str:
+    """Name the CLI flag (or ``--set`` for a setting given with it) instead of the config field in a
+    validation message."""
+    field, _, rest = message.partition(" ")
+    if not field.isidentifier() or not rest:
+        return message
+    return f"--set {field} {rest}" if field in from_set else f"--{field.replace('_', '-')} {rest}"
+
+
+def _method_specs(methods: str, budgets: list) -> list:
+    """``--methods`` of eval and bench: registered names (with settings) or 'all'; never empty. Every
+    method is built at every budget it will run at, so a bad setting fails now, not mid-run."""
+    from dataclasses import fields
+
+    from sharpv.bench import MethodSpec, plan
+    from sharpv.methods import METHODS, create
+
+    names = ",".join(METHODS) if methods.strip() == "all" else methods
+    specs = [MethodSpec.parse(m) for m in names.split(",") if m.strip()]
+    if not specs:
+        raise SharpVError(f"--methods names no method; pass registered names ({', '.join(METHODS)}) or 'all'")
+    for spec in specs:
+        if "keep_ratio" in spec.settings:
+            raise SharpVError(f"--methods {spec.label!r}: set the budget with --budgets, not keep_ratio")
+        known = [f.name for f in fields(METHODS[spec.name].config_class) if f.name != "keep_ratio"]
+        unknown = [k for k in spec.settings if k not in known]
+        if unknown:
+            raise SharpVError(f"--methods {spec.label!r}: {spec.name} has no setting {unknown[0]!r}; its settings: {', '.join(known)}")
+    runs = plan(specs, budgets) + [(spec, None) for spec in specs if spec.name == "dense"]
+    for spec, budget in runs:
+        try:
+            create(spec.name, **spec.settings) if spec.name == "dense" else create(spec.name, keep_ratio=budget, **spec.settings)
+        except (TypeError, ValueError) as exc:
+            raise SharpVError(f"--methods {spec.label!r}: {exc}") from None
+    return specs
+
+
+def _quiet_transformers() -> None:
+    """No transformers progress bars on stderr (the CLI shows its own status line)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 @app.command("tiny-model")
@@ -181,10 +238,11 @@ def tiny_model(
 
     if arch not in ARCHES:
         raise SharpVError(f"--arch must be one of {', '.join(ARCHES)}, got {arch!r}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SharpVError(f"{out_dir} is a file; pass a directory")
+    check_at_least(seed, "--seed", 0)
+    check_output_dir(out_dir, "OUT_DIR")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise SharpVError(f"{out_dir} is not empty; pass a new directory or --overwrite (nothing was written)")
+    _quiet_transformers()
     path = build_tiny_model(out_dir, arch, seed=seed)
     print(path)
 
@@ -202,10 +260,9 @@ def sample_video(
 
     if qtype not in QUESTION_TYPES:
         raise SharpVError(f"--type must be one of {', '.join(QUESTION_TYPES)}, got {qtype!r}")
-    if frames < 3:
-        raise SharpVError(f"--frames must be at least 3, got {frames}")
-    if seed < 0:
-        raise SharpVError(f"--seed must be >= 0, got {seed}")
+    check_at_least(frames, "--frames", 3)
+    check_at_least(seed, "--seed", 0)
+    check_output_file(path, "PATH", (".mp4",))
     if path.exists() and not overwrite:
         raise SharpVError(f"{path} exists; pass another path or --overwrite (nothing was written)")
     item = next(it for it in generate(seed, len(QUESTION_TYPES), frames=frames) if it.qtype == qtype)
@@ -225,10 +282,10 @@ def export_synthetic(
     from sharpv.synthetic import generate
     from sharpv.synthetic.dataset import export_jsonl
 
-    if n < 1 or seed < 0 or frames < 3:
-        raise SharpVError(f"need --n >= 1, --seed >= 0 and --frames >= 3, got {n}, {seed}, {frames}")
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SharpVError(f"{out_dir} is a file; pass a folder")
+    check_at_least(n, "--n", 1)
+    check_at_least(seed, "--seed", 0)
+    check_at_least(frames, "--frames", 3)
+    check_output_dir(out_dir, "OUT_DIR")
     if (out_dir / "data.jsonl").exists() and not overwrite:
         raise SharpVError(f"{out_dir / 'data.jsonl'} exists; pass another folder or --overwrite (nothing was written)")
     print(export_jsonl(generate(seed, n, frames=frames), out_dir))
@@ -251,54 +308,78 @@ def eval_(
 ) -> None:
     """Accuracy of every method x budget against dense on a video QA set, with 95% intervals,
     visual tokens kept and prefill time."""
-    from sharpv.bench import MethodSpec, parse_budgets
-    from sharpv.methods import METHODS
+    from sharpv.answer import check_device, check_dtype
+    from sharpv.bench import parse_budgets
     from sharpv.synthetic.model import HELDOUT_SEED, HELDOUT_SIZE
 
     if data is not None and (seed is not None or n is not None):
         raise SharpVError("--seed and --n choose the synthetic set; drop them with --data")
     seed = HELDOUT_SEED if seed is None else seed
     n = HELDOUT_SIZE if n is None else n
-    if seed < 0:
-        raise SharpVError(f"--seed must be >= 0, got {seed}")
-    if n < 1:
-        raise SharpVError(f"--n must be at least 1, got {n}")
-    if frames is not None and frames < (3 if data is None else 1):
-        raise SharpVError(f"--frames must be at least {3 if data is None else 1}, got {frames}")
-    if max_new_tokens < 1:
-        raise SharpVError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
-    if model is not None and not model.is_dir():
-        raise SharpVError(f"model directory {model} does not exist; pass a local checkpoint or omit --model")
-    if out is not None and out.exists() and not out.is_dir():
-        raise SharpVError(f"--out {out} is a file; pass a directory")
+    check_at_least(seed, "--seed", 0)
+    check_at_least(n, "--n", 1)
+    check_at_least(frames, "--frames", 3 if data is None else 1)
+    check_at_least(max_new_tokens, "--max-new-tokens", 1)
+    check_at_least(threads, "--threads", 1)
+    check_dtype(dtype)
+    check_device(device)
+    check_model_dir(model)
+    if data is not None and not data.exists():
+        raise SharpVError(f"--data {data} does not exist; pass a JSONL file (see `sharpv eval --help`)")
+    if data is not None and data.is_dir():
+        raise SharpVError(f"--data {data} is a folder; pass its JSONL file (e.g. {data / 'data.jsonl'})")
+    check_output_dir(out, "--out")
+    budget_list = parse_budgets(budgets)
+    specs = _method_specs(methods, budget_list)
+    if data is not None:
+        from sharpv.evaluate import load_jsonl
+
+        load_jsonl(data)  # every line checked (and every video found) before the model loads; cheap
     if threads is not None:
-        if threads < 1:
-            raise SharpVError(f"--threads must be at least 1, got {threads}")
         import torch
 
         torch.set_num_threads(threads)
-    names = ",".join(METHODS) if methods.strip() == "all" else methods
-    specs = [MethodSpec.parse(m) for m in names.split(",") if m.strip()]
-    budget_list = parse_budgets(budgets)
     from sharpv.eval_job import run_eval_job
+
+    _quiet_transformers()
 
     run_eval_job(model_dir=model, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budget_list,
                  dtype=dtype, device=device, max_new_tokens=max_new_tokens, out=out, console=err)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _one_line_warnings(show_others):
+    """A ``warnings.showwarning`` that prints sharpv's own warnings (a video whose header disagrees
+    with what decodes) as one ``warning: ...`` line, without Python's file:line prefix and source
+    line, and hands every other warning to ``show_others``."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.split(".")[0] == "sharpv":
+            err.print(f"warning: {_one_line(message)}", highlight=False, soft_wrap=True, markup=False)
+        else:
+            show_others(message, category, filename, lineno, file, line)
+
+    return show
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, turning user errors into one line and exit code 2."""
     try:
-        result = app(args=argv, standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)
+            result = app(args=argv, standalone_mode=False)
     except SharpVError as exc:
-        err.print(f"error: {exc}", highlight=False, soft_wrap=True, markup=False)
+        err.print(f"error: {_one_line(exc)}", highlight=False, soft_wrap=True, markup=False)
         return 2
     except Exception as exc:
         # Usage errors of typer's (vendored) click: one line instead of the usage banner.
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             message = exc.format_message()
             if message:
-                err.print(f"error: {message}", highlight=False, soft_wrap=True, markup=False)
+                err.print(f"error: {_one_line(message)}", highlight=False, soft_wrap=True, markup=False)
             return int(exc.exit_code) if exc.exit_code else 2
         raise
     return result if isinstance(result, int) else 0

@@ -1,7 +1,13 @@
-"""Reading command-line values: ``KEY=VALUE`` settings."""
+"""Reading and checking command-line values: ``KEY=VALUE`` settings, numbers, paths.
+
+Every check raises :class:`SharpVError` with a one-line message that names the option; the CLI
+prints it as ``error: ...`` and exits with code 2. They are cheap and run before any model loads.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any, Iterable
 
 from sharpv.errors import SharpVError
@@ -31,3 +37,67 @@ def parse_settings(pairs: Iterable[str], where: str) -> dict[str, Any]:
             raise SharpVError(f"{where} takes KEY=VALUE, got {pair!r}")
         out[key] = parse_value(raw)
     return out
+
+
+def check_at_least(value: float | None, flag: str, low: float) -> None:
+    """``value`` (None: not given) is at least ``low``; a NaN is refused too."""
+    if value is not None and not value >= low:
+        raise SharpVError(f"{flag} must be at least {low}, got {value}")
+
+
+def check_ratio(value: float | None, flag: str) -> None:
+    """A share in (0, 1] (None: not given); NaN and infinities are refused."""
+    if value is not None and not 0.0 < value <= 1.0:
+        raise SharpVError(f"{flag} must be in (0, 1], got {value}")
+
+
+def check_text(value: str, name: str) -> str:
+    """Non-blank text, stripped."""
+    if not value.strip():
+        raise SharpVError(f"{name} is empty; ask something about the video")
+    return value.strip()
+
+
+def check_model_dir(path: Path | None, flag: str = "--model") -> None:
+    """A local checkpoint folder: exists, is a folder and holds config.json (None: the shipped model)."""
+    if path is None:
+        return
+    if not path.exists():
+        raise SharpVError(f"{flag} {path} does not exist; pass a local checkpoint folder (see `sharpv tiny-model`)")
+    if not path.is_dir():
+        raise SharpVError(f"{flag} {path} is a file; pass the checkpoint's folder (the one with config.json)")
+    if not (path / "config.json").is_file():
+        raise SharpVError(f"{flag} {path} has no config.json; pass a transformers checkpoint folder (see `sharpv tiny-model`)")
+
+
+def _nearest_existing(path: Path) -> Path:
+    for candidate in (path, *path.absolute().parents):
+        if candidate.exists():
+            return candidate
+    return Path("/")
+
+
+def check_output_dir(path: Path | None, name: str) -> None:
+    """A folder we can create or write into: not a file, under no file, writable."""
+    if path is None:
+        return
+    if path.exists() and not path.is_dir():
+        raise SharpVError(f"{name} {path} is a file; pass a folder")
+    _check_writable(path, name, path)
+
+
+def check_output_file(path: Path, name: str, suffixes: tuple[str, ...]) -> None:
+    """A file path we can write: with one of ``suffixes``, not a folder, under no file, writable."""
+    if path.is_dir():
+        raise SharpVError(f"{name} {path} is a folder; pass a file path ending in {' or '.join(suffixes)}")
+    if path.suffix.lower() not in suffixes:
+        raise SharpVError(f"{name} must end in {' or '.join(suffixes)}, got {path.name!r}")
+    _check_writable(path.parent, name, path)
+
+
+def _check_writable(folder: Path, name: str, shown: Path) -> None:
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise SharpVError(f"{name} {shown}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SharpVError(f"{name} {shown}: {existing} is not writable")
