@@ -17,7 +17,7 @@ from sharpv.core.baselines import (
     vidcom2_keep,
 )
 from sharpv.layer_pruning import AttentionPolicy, LayerView, PruningReport, last_token_attention
-from sharpv.methods import METHODS, create
+from sharpv.methods import METHODS, PruningMethod, create
 
 from conftest import Family
 from reference import run_layers, stage1_by_hand
@@ -37,6 +37,50 @@ def test_registry_lists_every_method_with_a_docstring_and_config():
         create("evs", keep_ratio=0.0)
     with pytest.raises(ValueError, match="keep_ratio does not apply to dense"):
         create("dense", keep_ratio=0.5)
+
+
+# --- budgets: every pre-LLM method keeps exactly budget_total, never zero tokens ---------------
+
+#: (T, f, d, (h, w)) grids, h * w = f (pooling needs the frame's grid)
+GRIDS = [(1, 1, 1, (1, 1)), (1, 4, 3, (2, 2)), (3, 6, 2, (2, 3)), (8, 16, 4, (4, 4)), (5, 9, 8, (3, 3))]
+
+
+def _pre_llm_variants():
+    """Every registered method that selects before the LLM, with its budget-relevant variants."""
+    names = [name for name, cls in METHODS.items() if cls.select_visual is not PruningMethod.select_visual]
+    assert names == ["sharpv", "random", "pooling", "evs", "dycoke", "vidcom2"]  # a new method joins the test
+    extra = {"sharpv": [{"min_tokens_per_frame": 0}, {"min_tokens_per_frame": 3}], "random": [{"counts": "sharpv"}],
+             "vidcom2": [{"min_tokens_per_frame": 0}]}
+    return [(name, settings) for name in names for settings in [{}] + extra.get(name, [])]
+
+
+@pytest.mark.parametrize("name,settings", _pre_llm_variants())
+def test_every_pre_llm_method_keeps_the_exact_budget_and_never_zero_tokens(name, settings):
+    for t, f, d, spatial in GRIDS:
+        grid = torch.randn(t, f, d, generator=torch.Generator().manual_seed(t * 31 + f))
+        for ratio in (0.001, 1e-6, 0.05, 0.3, 0.77, 1.0):
+            keep = create(name, keep_ratio=ratio, **settings).select_visual(grid, spatial).keep
+            assert keep.shape == (t, f) and keep.dtype == torch.bool
+            want = budget_total(ratio, t, f)
+            assert want == max(1, round(ratio * t * f))
+            assert int(keep.sum()) == want >= 1, (name, settings, t, f, ratio)
+
+
+@pytest.mark.parametrize("name", ["sharpv", "pooling", "evs"])
+def test_a_tiny_budget_keeps_one_token_end_to_end(family, name):
+    """keep_ratio=0.001 leaves one visual token of the video (the floor) and the model still runs,
+    equal to the hand-pruned reference."""
+    inputs = family.inputs()
+    method = create(name, keep_ratio=0.001, **({"kv": False} if name == "sharpv" else {}))
+    red = stage1_by_hand(family, inputs, method)
+    assert int(red.keep.sum()) == 1
+    ref, _, _ = run_layers(family, red, [], None)
+    with method(family.model) as handle, torch.no_grad():
+        logits = family.model(**inputs).logits
+        gen = family.model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False)
+    assert handle.stats.visual_tokens_kept == 1
+    torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-4)
+    assert gen.shape[1] == inputs["input_ids"].shape[1] + 2
 
 
 def test_random_is_seeded_and_reproducible():
@@ -80,7 +124,7 @@ def test_evs_drops_exact_repeats_first_and_keeps_frame_one_whole():
 def test_dycoke_keeps_the_first_frame_of_each_window_whole():
     g = torch.Generator().manual_seed(1)
     x = torch.randn(9, 8, 4, generator=g)
-    keep = dycoke_keep(x, total=budget_total(9, 8, 0.5))
+    keep = dycoke_keep(x, total=budget_total(0.5, 9, 8))
     assert int(keep.sum()) == 36
     assert keep[0].all() and keep[4].all() and keep[8].all()
     later = keep[[1, 2, 3, 5, 6, 7]].sum(1)
@@ -143,7 +187,7 @@ def test_pre_llm_method_prefill_equals_reference_and_budget_is_exact(family, nam
         logits = family.model(**inputs).logits
         gen = family.model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
     stats = handle.stats
-    expected = stats.visual_tokens_in if name == "dense" else round(0.3 * stats.visual_tokens_in)
+    expected = stats.visual_tokens_in if name == "dense" else budget_total(0.3, stats.frames, stats.tokens_per_frame)
     assert stats.visual_tokens_kept == expected == int(red.keep.sum())
     assert stats.method == name
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-4)
@@ -181,9 +225,10 @@ def test_vtw_withdraws_every_visual_token_at_layer_k(family):
     assert create("vtw", keep_ratio=0.75).resolve_layer(layers) == 3
 
 
-def test_fastv_keeps_its_budget_and_matches_a_reference_from_eager_attention(family, tiny_dirs):
+@pytest.mark.parametrize("ratio", [0.3, 0.001])
+def test_fastv_keeps_its_budget_and_matches_a_reference_from_eager_attention(family, tiny_dirs, ratio):
     inputs = family.inputs()
-    method = create("fastv", keep_ratio=0.3, layer=2)
+    method = create("fastv", keep_ratio=ratio, layer=2)
     eager = Family(family.arch, tiny_dirs[family.arch], attn="eager")
     red = stage1_by_hand(family, inputs, create("dense"))
     with torch.no_grad():
@@ -194,7 +239,8 @@ def test_fastv_keeps_its_budget_and_matches_a_reference_from_eager_attention(fam
         att = lm(inputs_embeds=red.embeds, position_ids=red.positions, output_attentions=True, **extra).attentions
         scores = att[1][0, :, -1, :].mean(0)
     vis = red.visual.nonzero().squeeze(1)
-    n_keep = round(0.3 * vis.numel())
+    n_keep = budget_total(ratio, 1, vis.numel())
+    assert n_keep >= 1  # the floor: a row never loses every visual token
     kept = vis[torch.sort(scores[vis], descending=True, stable=True).indices[:n_keep]]
     dropped = red.visual.clone()
     dropped[kept] = False

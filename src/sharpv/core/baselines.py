@@ -1,8 +1,10 @@
 """Token selections of the baseline methods, in plain torch, on (T, f, d) feature grids.
 
 Every function returns a boolean keep mask (T, f) holding exactly the budget it is given, in the
-original token order, so all methods line up at equal budgets. Pooling also returns the pooled
-features placed at each window's representative token.
+original token order, so all methods line up at equal budgets. The methods compute that budget
+with :func:`budget_total` (``max(1, round(keep_ratio * T * f))``: never zero tokens for a video),
+re-exported here from :mod:`sharpv.core.selection`. Pooling also returns the pooled features
+placed at each window's representative token.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ import math
 import torch
 
 from sharpv.core.dissimilarity import unit
-from sharpv.core.selection import select_budget
+from sharpv.core.selection import budget_total, select_budget
 
-
-def budget_total(n_frames: int, f: int, ratio: float) -> int:
-    """The exact number of visual tokens a budget ``ratio`` keeps: ``round(ratio * T * f)``."""
-    return int(max(0, min(n_frames * f, round(ratio * n_frames * f))))
+__all__ = [
+    "budget_total", "dycoke_keep", "even_split", "evs_keep", "pool_features", "pooling_keep", "pooling_windows",
+    "random_keep", "same_position_dissimilarity", "vidcom2_keep",
+]
 
 
 def even_split(total: int, parts: int) -> list[int]:

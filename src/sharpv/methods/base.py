@@ -5,7 +5,9 @@ A method is a configured object applied to a model reversibly (``with method(mod
 (:meth:`PruningMethod.select_visual`: which visual tokens the LLM receives, optionally with
 replacement features) and/or inside it (:meth:`PruningMethod.layer_policy`). Budgets are counted
 the same way for every method: ``keep_ratio`` is the share of visual tokens kept, so results line
-up at equal budgets.
+up at equal budgets. A pre-LLM method keeps ``budget_total(keep_ratio, T, f) = max(1,
+round(keep_ratio * T * f))`` tokens of a video (:func:`sharpv.core.selection.budget_total`): no
+video ever loses all its tokens, however small the ratio.
 """
 
 from __future__ import annotations

@@ -36,5 +36,5 @@ class DyCoke(PruningMethod):
 
     def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
         n_frames, f = grid.shape[:2]
-        total = budget_total(n_frames, f, self.config.keep_ratio)
+        total = budget_total(self.config.keep_ratio, n_frames, f)
         return VisualSelection(dycoke_keep(grid, total, self.config.window))

@@ -21,5 +21,5 @@ class Pooling(PruningMethod):
     def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
         n_frames, f = grid.shape[:2]
         height, width = spatial
-        keep, assign = pooling_keep(n_frames, height, width, budget_total(n_frames, f, self.config.keep_ratio))
+        keep, assign = pooling_keep(n_frames, height, width, budget_total(self.config.keep_ratio, n_frames, f))
         return VisualSelection(keep.to(grid.device), transform=lambda x: pool_features(x, assign))

@@ -13,7 +13,8 @@ from sharpv.methods.base import MethodConfig, PruningMethod, VisualSelection, ch
 
 @dataclass(frozen=True)
 class RandomConfig(MethodConfig):
-    """``counts="global"``: ``round(keep_ratio * T * f)`` tokens drawn over the whole video.
+    """``counts="global"``: ``budget_total(keep_ratio, T, f) = max(1, round(keep_ratio * T * f))``
+    tokens drawn over the whole video (never zero).
     ``counts="sharpv"``: in each frame, as many random tokens as SharpV keeps there (adaptive when
     ``keep_ratio`` is None): the paper's "random tokens at SharpV's per-frame ratios" ablation.
     ``seed`` makes every call reproducible."""
@@ -41,7 +42,7 @@ class RandomTokens(PruningMethod):
         n_frames, f = grid.shape[:2]
         generator = torch.Generator().manual_seed(cfg.seed)
         if cfg.counts == "global":
-            keep = random_keep(n_frames, f, generator, total=budget_total(n_frames, f, cfg.keep_ratio))
+            keep = random_keep(n_frames, f, generator, total=budget_total(cfg.keep_ratio, n_frames, f))
         else:
             counts = select_tokens(grid, keep_ratio=cfg.keep_ratio).counts.tolist()
             keep = random_keep(n_frames, f, generator, counts=counts)

@@ -27,12 +27,16 @@ class SharpVConfig:
 
     Attributes:
         keep_ratio: None for the adaptive ratio (the total kept depends on the video); a value in
-            (0, 1] selects budget mode, which keeps exactly ``round(keep_ratio * T * f)`` tokens.
+            (0, 1] selects budget mode, which keeps exactly ``max(1, round(keep_ratio * T * f))``
+            tokens (``sharpv.core.selection.budget_total``; the floor of one token binds only when
+            ``keep_ratio * T * f <= 0.5``: no video ever loses all its tokens).
         spatial_weight: w in ``I_t = T_t + w * S_t`` (>= 0).
         ratio_scale: K in ``rho_t = min(1, K * ||T_t|| / (2 sqrt(f)))`` (> 0; the paper's manual
             mode uses 1.6). Ignored in budget mode, which searches K itself.
         min_tokens_per_frame: floor on the tokens kept in every frame (>= 0). In budget mode the
-            floor is lowered to ``total // T`` when the budget is smaller than T floors.
+            floor is lowered to ``total // T`` when the budget is smaller than T floors. With 0,
+            the adaptive mode still keeps one token of the video (the best token of the frame
+            with the largest ratio) when every frame's count rounds to zero.
         positions: "original" keeps every kept token's original position id (and text after the
             video keeps the position it had); "compact" renumbers the shortened sequence 0..n-1
             (for M-RoPE models all three planes take that number).

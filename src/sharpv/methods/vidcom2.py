@@ -29,8 +29,9 @@ class VidCom2(PruningMethod):
     Video Large Language Models", 2025): frames that are more unique against the whole video get
     larger budgets (softmax of ``1 - cos(frame mean, video mean)``), and inside a frame tokens are
     ranked by uniqueness against their frame and the video. Changes for the shared interface: the
-    frame budgets are scaled to hit ``round(keep_ratio * T * f)`` exactly (same reconciliation as
-    SharpV's budget mode) and the uniqueness scores use plain cosine distances to the means."""
+    frame budgets are scaled to hit ``budget_total(keep_ratio, T, f) = max(1, round(keep_ratio * T *
+    f))`` exactly (same search and largest-remainder top-up as SharpV's budget mode) and the
+    uniqueness scores use plain cosine distances to the means."""
 
     name = "vidcom2"
     config_class = VidCom2Config
@@ -38,5 +39,5 @@ class VidCom2(PruningMethod):
     def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
         cfg = self.config
         n_frames, f = grid.shape[:2]
-        total = budget_total(n_frames, f, cfg.keep_ratio)
+        total = budget_total(cfg.keep_ratio, n_frames, f)
         return VisualSelection(vidcom2_keep(grid, total, cfg.temperature, cfg.min_tokens_per_frame))
