@@ -27,6 +27,7 @@ import torch
 from sharpv.compat import mask_kind
 from sharpv.core.kv import Layout, gather_seq, layer_similarity, layout_mask, token_similarity
 from sharpv.core.positions import take
+from sharpv.core.selection import budget_total
 from sharpv.errors import SharpVError
 
 
@@ -110,7 +111,8 @@ class FixedLayerPolicy(LayerPolicy):
 
 class AttentionPolicy(LayerPolicy):
     """FastV: at layer K keep the ``keep_ratio`` share of each row's visual tokens that the last
-    prompt token attends to most, averaged over heads, in layer K-1's attention.
+    prompt token attends to most, averaged over heads, in layer K-1's attention (at least one
+    token per row: :func:`~sharpv.core.selection.budget_total`).
 
     The scores are computed from layer K-1's own queries and keys (a pre-hook on its attention
     module recomputes q for the last token and k for all tokens, with the module's own projections,
@@ -148,7 +150,7 @@ class AttentionPolicy(LayerPolicy):
         drop = torch.zeros_like(view.visual)
         for row in range(view.visual.shape[0]):
             cols = view.visual[row].nonzero().squeeze(1)
-            keep_n = round(self.keep_ratio * cols.numel())
+            keep_n = budget_total(self.keep_ratio, 1, cols.numel()) if cols.numel() else 0
             order = torch.sort(scores[row, cols], descending=True, stable=True).indices
             drop[row, cols[order[keep_n:]]] = True
         return drop
