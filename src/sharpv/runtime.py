@@ -194,20 +194,17 @@ class AppliedMethod:
         cont, self._pending = self._pending, None
         if cont is None:
             return None
-        cache = getattr(output, "past_key_values", None) if output is not None else None
-        if cache is None:
-            cache = kwargs.get("past_key_values")
+        cache = getattr(output, "past_key_values", None)  # None when the forward raised or use_cache=False
         layouts = None
         if self.layer_pruner is not None:
-            layouts = self.layer_pruner.end_prefill(cache if output is not None else None)
+            layouts = self.layer_pruner.end_prefill(cache)
             report = self.layer_pruner.report
             self.stats.kv_mode = report.mode
             self.stats.kv_withdraw_layer = report.withdraw_layer
             self.stats.layer_similarity = list(report.layer_similarity)
             self.stats.extra_seconds = report.extra_seconds
-        if output is None or cache is None:
+        if cache is None:
             return None
-        check_cache(cache)
         cont.layouts = layouts if layouts is not None and any(l is not None for l in layouts) else None
         self._caches[cache] = cont
         sizes, lengths, dense = cache_sizes(cache, cont.full_length)
