@@ -36,6 +36,7 @@ and ``reorder_cache`` need no bookkeeping of their own:
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ class _Continuation:
     needs_mask: bool  # shortened prompt has padding or position gaps: always pass a mask
     positions: torch.Tensor  # (B, L') or (P, B, L'): positions of the shortened prompt as fed
     visual: torch.Tensor  # (B, L') bool: video tokens of the shortened prompt
-    full_last: torch.Tensor  # (B,) or (P, B): position of the unpruned prompt's last token
+    full_positions: torch.Tensor  # (B, L) or (P, B, L): positions of the unpruned prompt
     layouts: list[Layout | None] | None = None  # stage 2: the prompt columns every layer holds
 
     @property
@@ -94,8 +95,38 @@ class _Continuation:
             layouts = [None if l is None else Layout(l.index[:, :-n], l.valid[:, :-n]) for l in self.layouts]
         return _Continuation(
             self.prompt_ids[:, :-n], self.prefill_mask[:, :-n], self.needs_mask, self.positions[..., :-n],
-            self.visual[:, :-n], self.full_last - n, layouts,
+            self.visual[:, :-n], self.full_positions[..., :-n], layouts,
         )
+
+
+def _locate(given: torch.Tensor, full: torch.Tensor, seen: int, q: int) -> int:
+    """How many tokens before ``seen`` a call starts whose first token has position ``given``
+    ((B,) or (P', B)): the smallest r in [0, q) with the unpruned conversation's position at
+    index ``seen - r`` equal to ``given`` (-1 when none is). ``full`` holds the unpruned prompt's
+    positions, (B, L) or (P, B, L); tokens after the prompt continue from its last position.
+    Positions are unique in a conversation (text after a video continues past the video's
+    largest position), so the match is unambiguous. For M-RoPE, 4 planes on both sides compare
+    the sequential text plane; otherwise the M-RoPE planes (one given plane stands for all three:
+    generate()'s text positions plus rope deltas)."""
+    length = full.shape[-1]
+    index = seen - torch.arange(q, device=full.device)  # candidates, r = 0, 1, ...
+    inside = index.clamp(max=length - 1)
+    candidates = full[..., inside] + (index - inside).clamp(min=0)  # (..., B, q)
+    given = given.to(full.device)
+    if full.dim() == 3:
+        given = given if given.dim() == 2 else given[None]
+        if given.shape[0] == full.shape[0] == 4:
+            given, candidates = given[:1], candidates[:1]
+        else:
+            given, candidates = given[-min(3, given.shape[0]):], candidates[-3:]
+    match = (candidates == given[..., None]).reshape(-1, q).all(0).nonzero()
+    if match.numel():
+        return int(match[0])
+    # generate() on Qwen-VL without the vision inputs extrapolates text positions over the whole
+    # history (index + rope delta): read the start from that line instead.
+    last = full[-1, :, -1] if full.dim() == 3 else full[:, -1]  # (B,): an M-RoPE plane, or the 1-D position
+    linear = (last + (seen - length + 1) - given.reshape(-1, given.shape[-1])).unique()
+    return int(linear) if linear.numel() == 1 else -1
 
 
 def _sync(device: torch.device) -> None:
@@ -124,6 +155,7 @@ class AppliedMethod:
         self._caches: "weakref.WeakKeyDictionary[Any, _Continuation]" = weakref.WeakKeyDictionary()
         self._pending: _Continuation | None = None  # a pruned prefill whose cache is not known yet
         self._stepping = False
+        self._passthrough = False
         self.layer_pruner = LayerPruner(model, self.adapter, policy[0], policy[1]) if policy is not None else None
         self._handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
@@ -163,7 +195,43 @@ class AppliedMethod:
         has_features = kwargs.get("pixel_values_videos") is not None or mm.get("video") is not None
         return has_features and ids is not None and bool((ids == self.adapter.video_token_id).any())
 
+    @contextlib.contextmanager
+    def passthrough(self):
+        """Inside this block the hooks leave every call alone (a caller that feeds an already
+        pruned prompt itself, such as :class:`sharpv.streaming.ChunkedPrefill`, uses it)."""
+        self._passthrough = True
+        try:
+            yield self
+        finally:
+            self._passthrough = False
+
+    def adopt(self, cache: Any, prompt_ids: torch.Tensor, positions: torch.Tensor, visual: torch.Tensor,
+              full_positions: torch.Tensor) -> None:
+        """Register a cache filled elsewhere with a pruned prompt, so that later calls on it
+        (``generate()`` with the whole prompt, further turns) are mapped as after a pruned prefill.
+
+        ``prompt_ids`` (1, L): the unpruned prompt the cache stands for; ``positions`` (1, L') or
+        (P, 1, L'): the positions the cache's L' entries were fed with; ``visual`` (1, L') bool:
+        which of them are video tokens; ``full_positions`` (1, L) or (P, 1, L): the unpruned
+        prompt's positions. Only stage-1 caches (no per-layer layouts) can be adopted."""
+        if self.layer_pruner is not None:
+            raise SharpVError("a cache pruned inside the LLM cannot be adopted; apply the method with kv=False")
+        length = visual.shape[1]
+        if _seq_length(cache) != length:
+            raise SharpVError(f"the cache holds {_seq_length(cache)} entries but the pruned prompt has {length}")
+        gaps = bool((positions[..., 1:] - positions[..., :-1] != 1).any()) if length > 1 else False
+        self._caches[cache] = _Continuation(
+            prompt_ids=prompt_ids.detach().clone(),
+            prefill_mask=torch.ones(visual.shape, dtype=torch.long, device=visual.device),
+            needs_mask=gaps,
+            positions=positions,
+            visual=visual.bool(),
+            full_positions=full_positions.clone(),
+        )
+
     def _before_forward(self, module, args, kwargs):
+        if self._passthrough:
+            return None
         if args:
             kwargs = dict(kwargs)
             kwargs.setdefault("input_ids", args[0])
@@ -188,6 +256,8 @@ class AppliedMethod:
         return None
 
     def _after_forward(self, module, args, kwargs, output):
+        if self._passthrough:
+            return None
         if self._stepping:
             self._stepping = False
             self.layer_pruner.end_step()
@@ -300,7 +370,7 @@ class AppliedMethod:
             needs_mask=needs_mask,
             positions=kwargs["position_ids"],
             visual=visual,
-            full_last=full_positions[..., -1].clone(),
+            full_positions=full_positions.clone(),
         )
         if self.layer_pruner is not None:
             self.layer_pruner.begin_prefill(visual, plan.valid)
@@ -382,22 +452,8 @@ class AppliedMethod:
             repeated = seen - (mask.shape[1] - q)
             where = f"attention_mask has {mask.shape[1]} columns"
         elif position_ids is not None:
-            given = position_ids[..., 0].to(cont.full_last.device)
-            expected = cont.full_last + appended + 1
-            if expected.dim() == 2:  # M-RoPE: (3, B), or (4, B) with generate()'s text plane first
-                given = given if given.dim() == 2 else given[None]
-                if given.shape[0] == expected.shape[0] == 4:
-                    given, expected = given[:1], expected[:1]
-                else:  # text tokens after a video have equal M-RoPE planes
-                    given, expected = given[-min(3, given.shape[0]):], expected[-3:]
-            delta = (expected - given).unique()
-            if delta.numel() != 1:
-                raise SharpVError(
-                    "position_ids do not continue the conversation in this cache (they differ between rows or planes); "
-                    "omit them and the runtime supplies them"
-                )
-            repeated = int(delta)
-            where = f"position_ids start at {given.reshape(-1)[0].item()}"
+            repeated = _locate(position_ids[..., 0], cont.full_positions, seen, q)
+            where = f"position_ids start at {position_ids.reshape(-1)[0].item()}"
         else:
             return 0
         if not 0 <= repeated < q:

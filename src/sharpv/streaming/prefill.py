@@ -1,0 +1,162 @@
+"""Incremental prefill: a video prompt enters the cache chunk by chunk.
+
+The LLM consumes the text before the video, then each chunk's kept tokens as soon as stage 1 has
+selected them (:class:`~sharpv.core.streaming.StreamingSelector`, adaptive mode, exact), then the
+text after the video (all of it but its last token: ``generate()`` feeds that one and produces the
+first answer token). Every piece is one ordinary forward call of the model on the growing cache,
+with the model's own feature scattering (Qwen3-VL's deepstack included), explicit positions (the
+kept tokens' original positions, 1-D or M-RoPE, or compact ones) and a 2-D mask. The cache then
+equals the one-shot pruned prefill's cache at float precision, and the applied handle adopts it:
+``model.generate(**inputs, past_key_values=cache)`` continues exactly as after a one-shot pruned
+prefill (the runtime maps the call from the cache's real length).
+
+Stage 2 is not defined for chunks yet: :class:`ChunkedPrefill` needs SharpV with ``kv=False``
+and the adaptive ratio (budget mode needs every frame's scores before it can select).
+
+Usage::
+
+    with sharpv.apply(model, kv=False) as handle:
+        prefill = ChunkedPrefill(handle, inputs)
+        for chunk in chunks:                        # the model's own get_video_features per chunk
+            prefill.push(chunk.encoder_output, chunk.video_grid_thw)
+        cache = prefill.finish()
+        out = model.generate(**inputs_without_pixels, past_key_values=cache)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+
+from sharpv.core.positions import compact_positions
+from sharpv.core.streaming import StreamingSelector
+from sharpv.errors import SharpVError
+from sharpv.methods import SharpV
+
+
+class ChunkedPrefill:
+    """Feed one video prompt (batch of one) into a cache chunk by chunk; see the module docstring."""
+
+    def __init__(self, handle: Any, inputs: dict[str, torch.Tensor]):
+        method = handle.method
+        if not isinstance(method, SharpV) or method.config.kv or method.config.keep_ratio is not None:
+            raise SharpVError(
+                "chunked prefill runs SharpV's adaptive stage 1 only: apply sharpv with kv=False and no keep_ratio"
+            )
+        ids = inputs["input_ids"]
+        if ids.shape[0] != 1:
+            raise SharpVError(f"chunked prefill takes one prompt at a time, got a batch of {ids.shape[0]}")
+        self.handle, self.model, self.adapter = handle, handle.model, handle.adapter
+        self.config = method.config
+        self.ids = ids
+        self.inputs = inputs
+        mask = inputs.get("attention_mask")
+        self.full_positions = self.adapter.full_positions(inputs, ids, mask)
+        self.placeholders = (ids[0] == self.adapter.video_token_id).nonzero().squeeze(1)
+        self.selector = StreamingSelector(
+            spatial_weight=self.config.spatial_weight, ratio_scale=self.config.ratio_scale,
+            min_tokens_per_frame=self.config.min_tokens_per_frame,
+        )
+        self.cache = DynamicCache()
+        self.cursor = 0  # next prompt index to feed
+        self.used = 0  # placeholders accounted for
+        self.fed_positions: list[torch.Tensor] = []
+        self.fed_visual: list[torch.Tensor] = []
+        self.kept_per_frame: list[int] = []
+        self._extra: Any = None  # the encoder output's always-kept tail (LLaVA-OneVision's image_newline)
+
+    # --- pieces -----------------------------------------------------------------------------
+    def push(self, encoder_output: Any, video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
+        """Select and feed one chunk: ``encoder_output`` is the model's own ``get_video_features``
+        output on the chunk's frames (with the chunk's ``video_grid_thw`` for Qwen-VL). Returns the
+        chunk's (T_c, f) keep mask."""
+        kwargs = {"video_grid_thw": video_grid_thw} if video_grid_thw is not None else {}
+        grids = self.adapter.grids(encoder_output, kwargs)
+        if len(grids.grids) != 1:
+            raise SharpVError("chunked prefill takes one video per prompt")
+        grid = grids.grids[0]
+        part = self.selector.push(grid)
+        n = grid.shape[0] * grid.shape[1]
+        if self.used + n > self.placeholders.numel() - grids.extra_tokens:
+            raise SharpVError(
+                f"the chunks bring more video tokens than the prompt has placeholders ({self.placeholders.numel()}); "
+                "build the prompt for the whole video"
+            )
+        keep = part.keep.reshape(-1)
+        self._feed_until(int(self.placeholders[self.used + n - 1]) + 1, keep, encoder_output, grids, n)
+        self.used += n
+        self.kept_per_frame += part.keep.sum(1).tolist()
+        if grids.extra_tokens:
+            self._extra = (encoder_output, grids, n)
+        return part.keep
+
+    def finish(self) -> Any:
+        """Feed the rest of the prompt but its last token and hand the cache to the applied method;
+        returns the cache for ``generate(..., past_key_values=cache)``."""
+        extra = self.placeholders.numel() - self.used
+        if self._extra is not None and extra == self._extra[1].extra_tokens:
+            output, grids, n = self._extra
+            tail = torch.ones(extra, dtype=torch.bool)
+            self._feed_until(int(self.placeholders[-1]) + 1, tail, output, grids, n, tail_only=True)
+            self.used += extra
+        if self.used != self.placeholders.numel():
+            raise SharpVError(
+                f"the chunks brought {self.used} video tokens but the prompt has {self.placeholders.numel()} placeholders"
+            )
+        floor = self.selector.finish()
+        if floor is not None:
+            raise SharpVError("every frame rounded to zero tokens; use min_tokens_per_frame >= 1 for chunked prefill")
+        self._feed_until(self.ids.shape[1] - 1, None, None, None, 0)
+        positions = torch.cat(self.fed_positions, dim=-1)
+        visual = torch.cat(self.fed_visual)[None]
+        self.handle.adopt(self.cache, self.ids[:, :-1], positions, visual, self.full_positions[..., :-1])
+        return self.cache
+
+    # --- feeding ----------------------------------------------------------------------------
+    def _feed_until(self, end: int, keep: torch.Tensor | None, output: Any, grids: Any, n: int, tail_only: bool = False) -> None:
+        """Feed prompt indices [cursor, end): text as it is, this chunk's placeholders where ``keep``."""
+        if end <= self.cursor:
+            return
+        index = torch.arange(self.cursor, end)
+        take = torch.ones(index.numel(), dtype=torch.bool)
+        is_video = self.ids[0, index] == self.adapter.video_token_id
+        if keep is not None:
+            take[is_video] = keep
+        index = index[take]
+        self.cursor = end
+        if index.numel() == 0:
+            return
+        piece_ids = self.ids[:, index]
+        kwargs: dict[str, Any] = {"input_ids": piece_ids, "past_key_values": self.cache, "use_cache": True}
+        if keep is not None and bool(keep.any()):
+            kwargs["mm_encoder_outputs"] = {"video": self._kept_output(output, grids, keep, n, tail_only)}
+        if self.inputs.get("mm_token_type_ids") is not None:
+            kwargs["mm_token_type_ids"] = self.inputs["mm_token_type_ids"][:, index]
+        for key in ("video_grid_thw", "second_per_grid_ts"):
+            if self.inputs.get(key) is not None:
+                kwargs[key] = self.inputs[key]
+        done = sum(p.shape[-1] for p in self.fed_positions)
+        if self.config.positions == "original":
+            positions = self.full_positions[..., index]
+        else:
+            compact = compact_positions(torch.ones(1, done + index.numel(), dtype=torch.long))[:, done:]
+            positions = compact if self.full_positions.dim() == 2 else compact.expand(self.full_positions.shape[0], -1, -1)
+        kwargs["position_ids"] = positions
+        kwargs["attention_mask"] = torch.ones(1, done + index.numel(), dtype=torch.long)
+        with self.handle.passthrough(), torch.no_grad():
+            self.last_logits = self.model(**kwargs).logits
+        self.fed_positions.append(positions)
+        self.fed_visual.append(piece_ids[0] == self.adapter.video_token_id)
+
+    def _kept_output(self, output: Any, grids: Any, keep: torch.Tensor, n: int, tail_only: bool) -> Any:
+        """The chunk's encoder output holding only the kept tokens (for ``tail_only``, only the
+        always-kept tokens after the grid), in the layout the family's model scatters."""
+        full = torch.zeros(n + grids.extra_tokens, dtype=torch.bool)
+        if tail_only:
+            full[n:] = True
+        else:
+            full[:n] = keep
+        return self.adapter.pruned_output(grids, [full], [None])
