@@ -31,11 +31,12 @@ def chunk_outputs(family, inputs, chunk_frames: int):
                 yield model.get_video_features(pixel_values_videos=patches, video_grid_thw=grid, return_dict=True), grid
 
 
+@pytest.mark.parametrize("keep_ratio", [None, 0.3], ids=["adaptive", "budget"])
 @pytest.mark.parametrize("positions", ["original", "compact"])
 @pytest.mark.parametrize("chunk_frames", [2, 6])
-def test_chunked_prefill_equals_one_shot_pruned_prefill(family, positions, chunk_frames):
+def test_chunked_prefill_equals_one_shot_pruned_prefill(family, positions, chunk_frames, keep_ratio):
     inputs = family.inputs(n_frames=8)
-    with sharpv.apply(family.model, kv=False, positions=positions) as handle, torch.no_grad():
+    with sharpv.apply(family.model, kv=False, positions=positions, keep_ratio=keep_ratio) as handle, torch.no_grad():
         want = family.model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
                                      output_logits=True, return_dict_in_generate=True)
         kept = list(handle.stats.videos[0].kept_per_frame)
@@ -55,7 +56,7 @@ def test_chunked_prefill_equals_one_shot_pruned_prefill(family, positions, chunk
 
 def test_chunked_prefill_refuses_what_it_does_not_define(family):
     inputs = family.inputs()
-    for settings in (dict(keep_ratio=0.5, kv=False), dict()):
+    for settings in (dict(keep_ratio=0.5), dict()):
         with sharpv.apply(family.model, **settings) as handle:
-            with pytest.raises(SharpVError, match="kv=False and no keep_ratio"):
+            with pytest.raises(SharpVError, match="stage 1 only"):
                 ChunkedPrefill(handle, inputs)

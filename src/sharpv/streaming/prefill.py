@@ -10,8 +10,13 @@ equals the one-shot pruned prefill's cache at float precision, and the applied h
 ``model.generate(**inputs, past_key_values=cache)`` continues exactly as after a one-shot pruned
 prefill (the runtime maps the call from the cache's real length).
 
-Stage 2 is not defined for chunks yet: :class:`ChunkedPrefill` needs SharpV with ``kv=False``
-and the adaptive ratio (budget mode needs every frame's scores before it can select).
+Budget mode (``keep_ratio``) needs every frame's scores before it can split the total: each
+chunk is scored as it arrives, but its encoder output is held until :meth:`ChunkedPrefill.finish`,
+which selects over all frames and then feeds the pieces. It costs the video's projected features
+(T x f x d values, plus Qwen3-VL's deepstack levels) held at once, against the kept share in
+adaptive mode; the vision tower still runs chunk by chunk.
+
+Stage 2 is not defined for chunks yet: :class:`ChunkedPrefill` needs SharpV with ``kv=False``.
 
 Usage::
 
@@ -32,6 +37,7 @@ import torch
 from transformers import DynamicCache
 
 from sharpv.core.positions import compact_positions
+from sharpv.core.selection import budget_total, select_budget
 from sharpv.core.streaming import StreamingSelector
 from sharpv.errors import SharpVError
 from sharpv.methods import SharpV
@@ -42,10 +48,8 @@ class ChunkedPrefill:
 
     def __init__(self, handle: Any, inputs: dict[str, torch.Tensor]):
         method = handle.method
-        if not isinstance(method, SharpV) or method.config.kv or method.config.keep_ratio is not None:
-            raise SharpVError(
-                "chunked prefill runs SharpV's adaptive stage 1 only: apply sharpv with kv=False and no keep_ratio"
-            )
+        if not isinstance(method, SharpV) or method.config.kv:
+            raise SharpVError("chunked prefill runs SharpV's stage 1 only: apply sharpv with kv=False")
         ids = inputs["input_ids"]
         if ids.shape[0] != 1:
             raise SharpVError(f"chunked prefill takes one prompt at a time, got a batch of {ids.shape[0]}")
@@ -56,13 +60,16 @@ class ChunkedPrefill:
         mask = inputs.get("attention_mask")
         self.full_positions = self.adapter.full_positions(inputs, ids, mask)
         self.placeholders = (ids[0] == self.adapter.video_token_id).nonzero().squeeze(1)
-        self.selector = StreamingSelector(
-            spatial_weight=self.config.spatial_weight, ratio_scale=self.config.ratio_scale,
+        self.budget = self.config.keep_ratio is not None
+        self.selector = StreamingSelector(  # budget mode searches the scale itself: unscaled ratios
+            spatial_weight=self.config.spatial_weight, ratio_scale=1.0 if self.budget else self.config.ratio_scale,
             min_tokens_per_frame=self.config.min_tokens_per_frame,
         )
+        self._held: list[tuple[Any, Any, Any, int]] = []  # budget mode: (output, grids, selection, n) per chunk
         self.cache = DynamicCache()
         self.cursor = 0  # next prompt index to feed
-        self.used = 0  # placeholders accounted for
+        self.used = 0  # placeholders accounted for (received)
+        self.fed = 0  # placeholders fed to the model
         self.fed_positions: list[torch.Tensor] = []
         self.fed_visual: list[torch.Tensor] = []
         self.kept_per_frame: list[int] = []
@@ -72,7 +79,7 @@ class ChunkedPrefill:
     def push(self, encoder_output: Any, video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
         """Select and feed one chunk: ``encoder_output`` is the model's own ``get_video_features``
         output on the chunk's frames (with the chunk's ``video_grid_thw`` for Qwen-VL). Returns the
-        chunk's (T_c, f) keep mask."""
+        chunk's (T_c, f) keep mask (None in budget mode, which selects in :meth:`finish`)."""
         kwargs = {"video_grid_thw": video_grid_thw} if video_grid_thw is not None else {}
         grids = self.adapter.grids(encoder_output, kwargs)
         if len(grids.grids) != 1:
@@ -85,28 +92,50 @@ class ChunkedPrefill:
                 f"the chunks bring more video tokens than the prompt has placeholders ({self.placeholders.numel()}); "
                 "build the prompt for the whole video"
             )
-        keep = part.keep.reshape(-1)
-        self._feed_until(int(self.placeholders[self.used + n - 1]) + 1, keep, encoder_output, grids, n)
-        self.used += n
-        self.kept_per_frame += part.keep.sum(1).tolist()
         if grids.extra_tokens:
             self._extra = (encoder_output, grids, n)
+        self.used += n
+        if self.budget:
+            self._held.append((encoder_output, grids, part, n))
+            return None
+        self._feed_chunk(encoder_output, grids, part.keep, n)
         return part.keep
+
+    def _feed_chunk(self, encoder_output: Any, grids: Any, keep: torch.Tensor, n: int) -> None:
+        self._feed_until(int(self.placeholders[self.fed + n - 1]) + 1, keep.reshape(-1), encoder_output, grids, n)
+        self.fed += n
+        self.kept_per_frame += keep.sum(1).tolist()
+
+    def _select_budget(self) -> None:
+        """Budget mode: select over every frame's scores at once, then feed the held chunks."""
+        scores = torch.cat([part.scores for _, _, part, _ in self._held])
+        ratios = torch.cat([part.ratios for _, _, part, _ in self._held])
+        total = budget_total(self.config.keep_ratio, scores.shape[0], scores.shape[1])
+        keep = select_budget(scores, ratios, total, self.config.min_tokens_per_frame)
+        start = 0
+        for output, grids, part, n in self._held:
+            frames = part.keep.shape[0]
+            self._feed_chunk(output, grids, keep[start : start + frames], n)
+            start += frames
+        self._held = []
 
     def finish(self) -> Any:
         """Feed the rest of the prompt but its last token and hand the cache to the applied method;
         returns the cache for ``generate(..., past_key_values=cache)``."""
+        if self.budget:
+            self._select_budget()
         extra = self.placeholders.numel() - self.used
         if self._extra is not None and extra == self._extra[1].extra_tokens:
             output, grids, n = self._extra
             tail = torch.ones(extra, dtype=torch.bool)
             self._feed_until(int(self.placeholders[-1]) + 1, tail, output, grids, n, tail_only=True)
             self.used += extra
+            self.fed += extra
         if self.used != self.placeholders.numel():
             raise SharpVError(
                 f"the chunks brought {self.used} video tokens but the prompt has {self.placeholders.numel()} placeholders"
             )
-        floor = self.selector.finish()
+        floor = None if self.budget else self.selector.finish()
         if floor is not None:
             raise SharpVError("every frame rounded to zero tokens; use min_tokens_per_frame >= 1 for chunked prefill")
         self._feed_until(self.ids.shape[1] - 1, None, None, None, 0)
