@@ -94,7 +94,7 @@ def stage1_by_hand(fam, inputs: dict, config: SharpVConfig | PruningMethod) -> R
 
 
 def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None, *, slice_at: int | None = None,
-               slice_rows: torch.Tensor | None = None):
+               slice_rows: torch.Tensor | None = None, groups: torch.Tensor | None = None):
     """Run the language model layer by layer on the prompt plus ``tokens`` with SDPA masks.
 
     With ``config`` (stage 2 on), the reference decides itself, from its own hidden states, which
@@ -102,6 +102,10 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
     exactly those keys with a 4-D mask. With ``slice_at``, the visual tokens are cut out of the
     sequence before layer ``slice_at`` instead (no mask), or only the rows ``slice_rows`` marks.
     Returns logits for every row and the per-layer sets of hidden keys.
+
+    ``groups`` (n,) long: the chunk of every prompt token (-1 for text), for stage 2 per chunk:
+    each chunk's visual tokens decide on their own (the layer mean over that chunk), and
+    ``layerwise`` drops hide a chunk's entries from the rows after the chunk's last token.
     """
     model = fam.model
     lm = model.model.language_model
@@ -113,6 +117,8 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
     pos = torch.cat([pos, pos[..., -1:] + steps], dim=-1)
     total = n + len(tokens)
     visual = torch.cat([red.visual, torch.zeros(len(tokens), dtype=torch.bool)])
+    if groups is not None:
+        groups = torch.cat([groups, torch.full((len(tokens),), -1, dtype=torch.long)])
     hidden = embeds
     cos, sin = lm.rotary_emb(hidden, pos)
     causal = torch.ones(total, total, dtype=torch.bool).tril()
@@ -130,11 +136,17 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
                 if alive.any():
                     h, e = hidden[0, alive].float(), embeds[0, alive].float()
                     sim = (h * e).sum(-1) / (h.norm(dim=-1) * e.norm(dim=-1)).clamp_min(1e-6)
-                    if config.kv_granularity == "layer":
-                        hit = sim.mean() < config.kv_threshold
-                        drop_now[alive] = bool(hit)
-                    else:
+                    if config.kv_granularity == "token":
                         drop_now[alive] = sim < config.kv_threshold
+                    elif groups is None:
+                        drop_now[alive] = bool(sim.mean() < config.kv_threshold)
+                    else:
+                        alive_groups = groups[alive]
+                        for g in alive_groups.unique().tolist():
+                            members = alive_groups == g
+                            if bool(sim[members].mean() < config.kv_threshold):
+                                cols = alive.nonzero().squeeze(1)[members]
+                                drop_now[cols] = True
             if config is not None and config.kv_mode == "withdraw":
                 withdrawn |= drop_now
                 hidden_set = withdrawn.clone()
@@ -142,7 +154,13 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
             elif config is not None:
                 hidden_set = drop_now
                 mask = causal.clone()
-                mask[n:] &= ~hidden_set[None, :]  # only tokens after the prompt lose those keys
+                if groups is None:
+                    mask[n:] &= ~hidden_set[None, :]  # only tokens after the prompt lose those keys
+                else:  # only tokens after the dropped entries' chunk lose them
+                    for g in groups[drop_now].unique().tolist():
+                        cols = drop_now & (groups == g)
+                        last = int((groups == g).nonzero().max())
+                        mask[last + 1 :] &= ~cols[None, :]
             else:
                 hidden_set = torch.zeros(total, dtype=torch.bool)
                 mask = causal

@@ -184,6 +184,7 @@ class _Prefill:
     shrunk: bool = False
     embeds: torch.Tensor | None = None
     drops: dict[int, torch.Tensor] = field(default_factory=dict)
+    cut_from: int | None = None  # a piece withdrawn whole: computed on, cut from the cache from here
 
 
 @dataclass(frozen=True)
@@ -240,11 +241,15 @@ class LayerPruner:
         self._prefill, self._step = None, None
 
     # --- phases driven by the runtime -------------------------------------------------------
-    def begin_prefill(self, visual: torch.Tensor, valid: torch.Tensor) -> None:
+    def begin_prefill(self, visual: torch.Tensor, valid: torch.Tensor, cached: list[int] | None = None) -> None:
+        """Start a prefill of a prompt whose visual columns are ``visual`` (B, L'). ``cached``:
+        the entries every layer already holds when the prompt is one piece of a chunked prefill
+        (batch of one); the piece's own decisions then apply to its own visual tokens."""
         self.report = PruningReport(self.mode)
         self.policy.start(self.report)
         self._prefill = _Prefill(visual.bool(), valid.bool(), Layout.identity(valid))
         self._layouts: list[Layout | None] = [None] * len(self.layers)
+        self._cached = list(cached) if cached is not None and any(cached) else None
         self._step = None
 
     def end_prefill(self, cache: Any) -> list[Layout | None] | None:
@@ -256,9 +261,16 @@ class LayerPruner:
         for idx, drop in state.drops.items():
             layout, plan = Layout.identity(state.valid).shrink(~drop)
             layer = cache.layers[idx]
-            layer.keys = gather_seq(layer.keys, plan.index, dim=-2, batch_dim=0)
-            layer.values = gather_seq(layer.values, plan.index, dim=-2, batch_dim=0)
+            before = self._cached[idx] if self._cached else 0  # entries of earlier pieces stay
+            for name in ("keys", "values"):
+                tensor = getattr(layer, name)
+                piece = gather_seq(tensor[..., before:, :], plan.index, dim=-2, batch_dim=0)
+                setattr(layer, name, torch.cat([tensor[..., :before, :], piece], dim=-2))
             self._layouts[idx] = layout
+        if state.cut_from is not None:
+            for idx in range(state.cut_from, len(cache.layers)):
+                layer, before = cache.layers[idx], self._cached[idx] if self._cached else 0
+                layer.keys, layer.values = layer.keys[..., :before, :], layer.values[..., :before, :]
         return list(self._layouts)
 
     def begin_step(self, step: DecodeStep) -> None:
@@ -286,25 +298,33 @@ class LayerPruner:
             state.embeds = hidden.detach()
         cur = state.current
         visual = torch.gather(state.visual, 1, cur.index) & cur.valid
-        if bool(visual.any()):
+        if state.cut_from is None and bool(visual.any()):
             embeds = gather_seq(state.embeds, cur.index, dim=-2) if state.shrunk else state.embeds
             drop = self.policy.drop(LayerView(idx, hidden, embeds, visual, cur.valid))
             if drop is not None and idx >= self.min_layer and bool(drop.any()):
                 if self.report.withdraw_layer is None:
                     self.report.withdraw_layer = idx
-                if self.mode == "withdraw":
+                if self.mode == "withdraw" and not bool((cur.valid & ~drop).any()):
+                    # A chunked-prefill piece made only of video tokens leaves whole: no column
+                    # would remain to compute, so it is computed on (nothing after it in the piece
+                    # could see the difference) and cut out of the cache from this layer on.
+                    state.cut_from = idx
+                elif self.mode == "withdraw":
                     state.current, plan = cur.shrink(~drop)
                     state.shrunk = True
                     hidden = take(hidden, plan)
                 else:
                     state.drops[idx] = drop
-        if not state.shrunk:
-            return None
+        cached = self._cached[idx] if self._cached else None
+        if not state.shrunk and (cached is None or cached == self._cached[0]):
+            return None  # the model's own mask is right for this layer
         layout = state.current
-        self._layouts[idx] = layout
+        if state.shrunk:
+            self._layouts[idx] = layout
         kwargs = dict(kwargs)
         kwargs["attention_mask"] = layout_mask(
-            layout, layout, 0, 0, kwargs.get("attention_mask"), state.visual.shape[1], self.mask_kind, hidden.dtype
+            layout, layout, 0, 0, kwargs.get("attention_mask"), state.visual.shape[1], self.mask_kind, hidden.dtype,
+            cached=cached,
         )
         if kwargs.get("position_embeddings") is not None:
             kwargs["position_embeddings"] = tuple(gather_seq(t, layout.index, dim=-2) for t in kwargs["position_embeddings"])

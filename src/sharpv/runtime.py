@@ -206,16 +206,15 @@ class AppliedMethod:
             self._passthrough = False
 
     def adopt(self, cache: Any, prompt_ids: torch.Tensor, positions: torch.Tensor, visual: torch.Tensor,
-              full_positions: torch.Tensor) -> None:
+              full_positions: torch.Tensor, layouts: list[Layout | None] | None = None) -> None:
         """Register a cache filled elsewhere with a pruned prompt, so that later calls on it
         (``generate()`` with the whole prompt, further turns) are mapped as after a pruned prefill.
 
         ``prompt_ids`` (1, L): the unpruned prompt the cache stands for; ``positions`` (1, L') or
         (P, 1, L'): the positions the cache's L' entries were fed with; ``visual`` (1, L') bool:
         which of them are video tokens; ``full_positions`` (1, L) or (P, 1, L): the unpruned
-        prompt's positions. Only stage-1 caches (no per-layer layouts) can be adopted."""
-        if self.layer_pruner is not None:
-            raise SharpVError("a cache pruned inside the LLM cannot be adopted; apply the method with kv=False")
+        prompt's positions; ``layouts``: per layer, the prompt entries it holds when stage 2 left
+        layers of different lengths (None: every layer holds all ``L'``)."""
         length = visual.shape[1]
         if _seq_length(cache) != length:
             raise SharpVError(f"the cache holds {_seq_length(cache)} entries but the pruned prompt has {length}")
@@ -227,6 +226,7 @@ class AppliedMethod:
             positions=positions,
             visual=visual.bool(),
             full_positions=full_positions.clone(),
+            layouts=layouts if layouts is not None and any(l is not None for l in layouts) else None,
         )
 
     def _before_forward(self, module, args, kwargs):

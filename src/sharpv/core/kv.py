@@ -79,8 +79,13 @@ def layout_mask(
     prompt_length: int,
     kind: str,
     dtype: torch.dtype = torch.float32,
+    cached: int | None = None,
 ) -> torch.Tensor | None:
     """Attention mask for one layer that holds ``layout`` plus ``new_tokens`` appended tokens.
+
+    ``cached`` (not None): the prefill of a prompt piece on top of ``cached`` entries this layer already
+    holds (chunked prefill, batch of one without padding): every cached entry is visible and the
+    piece's held columns are causal among themselves.
 
     ``queries`` is the layout of the query rows during prefill (None while decoding, where the
     queries are the last ``query_new`` appended tokens). ``incoming`` is the mask the model built
@@ -89,6 +94,8 @@ def layout_mask(
     """
     b = layout.index.shape[0]
     device = layout.index.device
+    if cached is not None:
+        return _after_cache_mask(layout, cached, kind, dtype)
     if incoming is None and kind != "2d" and bool(layout.valid.all()):
         # No padding anywhere: plain causal attention over the held columns, which the kernel
         # does without a mask (prefill) or needs no mask for (one new token).
@@ -121,3 +128,17 @@ def layout_mask(
         return cols
     out = torch.zeros(cols.shape, dtype=incoming.dtype if incoming is not None else dtype, device=device)
     return out.masked_fill(~cols, torch.finfo(out.dtype).min)
+
+
+def _after_cache_mask(layout: Layout, cached: int, kind: str, dtype: torch.dtype) -> torch.Tensor:
+    if layout.index.shape[0] != 1 or not bool(layout.valid.all()):
+        raise ValueError("a prompt piece after cached entries must be one row without padding")
+    n = layout.length
+    device = layout.index.device
+    if kind == "2d":
+        return torch.ones(1, cached + n, dtype=torch.long, device=device)
+    causal = layout.index[0][:, None] >= layout.index[0][None, :]
+    cols = torch.cat([causal.new_ones(n, cached), causal], dim=-1)[None, None]
+    if kind == "bool":
+        return cols
+    return torch.zeros(cols.shape, dtype=dtype, device=device).masked_fill(~cols, torch.finfo(dtype).min)

@@ -16,7 +16,16 @@ which selects over all frames and then feeds the pieces. It costs the video's pr
 (T x f x d values, plus Qwen3-VL's deepstack levels) held at once, against the kept share in
 adaptive mode; the vision tower still runs chunk by chunk.
 
-Stage 2 is not defined for chunks yet: :class:`ChunkedPrefill` needs SharpV with ``kv=False``.
+Stage 2 with chunks: **each chunk decides for itself.** When a chunk's kept tokens are fed, stage
+2 measures, layer by layer, the similarity of *that chunk's* visual tokens to their own input
+embeddings (the mean over them for ``kv_granularity="layer"``, each token for ``"token"``) and
+withdraws them from the first layer below M (``withdraw``), or drops their entries from the
+layers below M after the piece (``layerwise``). Tokens of earlier chunks that were withdrawn at a
+layer are not there for later chunks, the question or decoding at that layer; text is never
+withdrawn. Every layer then holds its own number of entries, and each piece gets a mask per layer
+for exactly those (all cached entries visible, the piece causal). With a single chunk this is the
+one-shot prefill's rule; with several it is its own rule, tested against a layer-by-layer
+reference that applies the same per-chunk decisions with masks (``tests/reference.py``).
 
 Usage::
 
@@ -36,6 +45,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from sharpv.core.kv import Layout
 from sharpv.core.positions import compact_positions
 from sharpv.core.selection import budget_total, select_budget
 from sharpv.core.streaming import StreamingSelector
@@ -48,8 +58,8 @@ class ChunkedPrefill:
 
     def __init__(self, handle: Any, inputs: dict[str, torch.Tensor]):
         method = handle.method
-        if not isinstance(method, SharpV) or method.config.kv:
-            raise SharpVError("chunked prefill runs SharpV's stage 1 only: apply sharpv with kv=False")
+        if not isinstance(method, SharpV):
+            raise SharpVError(f"chunked prefill runs SharpV; {method.name} is applied")
         ids = inputs["input_ids"]
         if ids.shape[0] != 1:
             raise SharpVError(f"chunked prefill takes one prompt at a time, got a batch of {ids.shape[0]}")
@@ -74,6 +84,8 @@ class ChunkedPrefill:
         self.fed_visual: list[torch.Tensor] = []
         self.kept_per_frame: list[int] = []
         self._extra: Any = None  # the encoder output's always-kept tail (LLaVA-OneVision's image_newline)
+        self.pruner = handle.layer_pruner  # stage 2, per chunk (see the module docstring)
+        self.chunk_reports: list[Any] = []  # stage 2's report for every piece that held video tokens
 
     # --- pieces -----------------------------------------------------------------------------
     def push(self, encoder_output: Any, video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,8 +153,18 @@ class ChunkedPrefill:
         self._feed_until(self.ids.shape[1] - 1, None, None, None, 0)
         positions = torch.cat(self.fed_positions, dim=-1)
         visual = torch.cat(self.fed_visual)[None]
-        self.handle.adopt(self.cache, self.ids[:, :-1], positions, visual, self.full_positions[..., :-1])
+        self.handle.adopt(self.cache, self.ids[:, :-1], positions, visual, self.full_positions[..., :-1], self._layouts())
         return self.cache
+
+    def _layouts(self) -> list[Layout | None] | None:
+        """Every layer's entries as decode masks need them (batch of one: only the count matters)."""
+        if self.pruner is None:
+            return None
+        lengths = [layer.get_seq_length() for layer in self.cache.layers]
+        return [
+            None if n == lengths[0] else Layout(torch.arange(n)[None], torch.ones(1, n, dtype=torch.bool))
+            for n in lengths
+        ]
 
     # --- feeding ----------------------------------------------------------------------------
     def _feed_until(self, end: int, keep: torch.Tensor | None, output: Any, grids: Any, n: int, tail_only: bool = False) -> None:
@@ -175,10 +197,21 @@ class ChunkedPrefill:
             positions = compact if self.full_positions.dim() == 2 else compact.expand(self.full_positions.shape[0], -1, -1)
         kwargs["position_ids"] = positions
         kwargs["attention_mask"] = torch.ones(1, done + index.numel(), dtype=torch.long)
+        visual = piece_ids[0] == self.adapter.video_token_id
+        if self.pruner is not None:
+            lengths = [layer.get_seq_length() for layer in self.cache.layers] if self.cache.layers else []
+            cached = lengths if any(lengths) else None
+            self.pruner.begin_prefill(visual[None], torch.ones_like(visual)[None], cached)
         with self.handle.passthrough(), torch.no_grad():
-            self.last_logits = self.model(**kwargs).logits
+            try:
+                self.last_logits = self.model(**kwargs).logits
+            finally:
+                if self.pruner is not None:
+                    self.pruner.end_prefill(self.cache)
+        if self.pruner is not None and bool(visual.any()):
+            self.chunk_reports.append(self.pruner.report)
         self.fed_positions.append(positions)
-        self.fed_visual.append(piece_ids[0] == self.adapter.video_token_id)
+        self.fed_visual.append(visual)
 
     def _kept_output(self, output: Any, grids: Any, keep: torch.Tensor, n: int, tail_only: bool) -> Any:
         """The chunk's encoder output holding only the kept tokens (for ``tail_only``, only the
