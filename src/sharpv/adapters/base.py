@@ -16,6 +16,35 @@ import torch
 
 from sharpv.core.positions import compact_positions
 
+#: Frames per vision-tower call in :meth:`VideoLLMAdapter.encode_chunked` (rounded down to whole
+#: temporal steps, 8 of two frames, on Qwen). Why 16: the vision tower's transient activations grow
+#: with the frames in one call (attention never spans frames in these families, so linearly),
+#: while the features kept grow only by f tokens of the LLM's width per frame. 16 frames are
+#: already large GEMMs (LLaVA-OneVision's SigLIP-so400m at 384: 16 x 729 = 11,664 patch tokens a
+#: call), so larger chunks buy little speed, and one chunk's activations stay around 0.1-0.3 GB in
+#: bf16 (MLP 11,664 x 4,304 x 2 bytes = 100 MB; eager attention scores 16 x 16 heads x 729^2 x 2
+#: bytes = 272 MB) where 795 frames at once need ~50 times that. 16 is also the shipped model's
+#: default frame count, so the default ``answer`` encodes in one call, exactly as before.
+DEFAULT_CHUNK_FRAMES = 16
+
+
+def concat_fields(outputs: list[Any], skip: tuple[str, ...]) -> dict[str, Any]:
+    """The tensor fields of chunk ``outputs`` (ModelOutputs of one class), each concatenated along
+    dim 0 (tuples / lists of tensors position by position; None stays None), except ``skip``."""
+    fields: dict[str, Any] = {}
+    for name in outputs[0].keys():
+        if name in skip:
+            continue
+        values = [out.get(name) for out in outputs]
+        first = values[0]
+        if isinstance(first, torch.Tensor):
+            fields[name] = torch.cat(values, dim=0)
+        elif isinstance(first, (tuple, list)) and all(isinstance(v, torch.Tensor) or v is None for v in first):
+            fields[name] = type(first)(
+                None if parts[0] is None else torch.cat(list(parts), dim=0) for parts in zip(*values)
+            )
+    return fields
+
 
 @dataclass
 class VideoGrids:
@@ -48,6 +77,25 @@ class VideoLLMAdapter:
     def encode(self, kwargs: dict[str, Any]) -> Any:
         """Run the model's own ``get_video_features`` on the raw video inputs in ``kwargs``."""
         raise NotImplementedError
+
+    def encode_chunked(self, kwargs: dict[str, Any], chunk_frames: int = DEFAULT_CHUNK_FRAMES, *, all_fields: bool = False) -> Any:
+        """:meth:`encode` run over at most ``chunk_frames`` frames at a time: the model's own
+        ``get_video_features`` on each chunk, assembled into one encoder output equal (to float
+        round-off) to the one-shot output, which ``generate(..., mm_encoder_outputs={"video": out})``
+        and the runtime take in place of the pixel values. Peak vision-tower memory is one chunk's.
+
+        The output holds ``pooler_output`` (and Qwen3-VL's ``deepstack_features``): what the LLM
+        and the pruning read. The per-patch fields (``last_hidden_state``, ``hidden_states``) grow
+        with the video and nothing downstream reads them, so they are left out (None) unless
+        ``all_fields``, which concatenates them too.
+        """
+        raise NotImplementedError
+
+    def _on_model(self, x: torch.Tensor) -> torch.Tensor:
+        """A chunk of the inputs on the model's device (pixels in its dtype): the whole video's
+        pixel values may stay on the CPU, only one chunk at a time goes to the accelerator."""
+        device = next(self.model.parameters()).device
+        return x.to(device, self.model.dtype) if x.is_floating_point() else x.to(device)
 
     def encode_images(self, kwargs: dict[str, Any]) -> Any:
         """Run the model's own ``get_image_features`` on the image inputs in ``kwargs`` (images in a

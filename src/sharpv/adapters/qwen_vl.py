@@ -9,6 +9,22 @@ same indices so they stay aligned with the kept tokens.
 
 Positions are the model's own M-RoPE (t, h, w) triples from ``get_rope_index`` (or the
 ``position_ids`` that ``generate()`` prepared, which carry an extra leading text-position plane).
+
+Chunked encoding (:meth:`QwenVLAdapter.encode_chunked`): the vision towers of both families
+(transformers 5.23, ``Qwen2_5_VisionTransformerPretrainedModel`` and ``Qwen3VLVisionModel``) never
+mix temporal steps, so a video can be encoded a few steps at a time:
+
+- patch embedding: a Conv3d whose kernel and stride are ``temporal_patch_size`` (2) frames, on each
+  patch row alone; rows of one temporal step are contiguous in ``pixel_values_videos``;
+- attention: ``cu_seqlens`` has one segment per temporal step (``h*w`` patches, repeated ``t``
+  times); Qwen2.5-VL's window attention splits windows inside each step (its window index is per
+  step and only offset across steps, so its permutation is block-diagonal per step);
+- positions: the vision rotary embedding uses (h, w) only, repeated for every step, and Qwen3-VL's
+  learned position embedding is interpolated per (row, column), also repeated for every step;
+- the patch mergers (and Qwen3-VL's deepstack mergers) act on 2x2 spatial blocks of one step.
+
+Chunks are therefore cut on temporal-step boundaries: ``chunk_frames`` is rounded down to whole
+steps of ``temporal_patch_size`` frames (at least one step).
 """
 
 from __future__ import annotations
@@ -19,7 +35,7 @@ from typing import Any
 
 import torch
 
-from sharpv.adapters.base import VideoGrids, VideoLLMAdapter
+from sharpv.adapters.base import DEFAULT_CHUNK_FRAMES, VideoGrids, VideoLLMAdapter, concat_fields
 from sharpv.errors import SharpVError
 
 
@@ -48,16 +64,68 @@ class QwenVLAdapter(VideoLLMAdapter):
         return [(self.model.model.visual, record)]
 
     def encode(self, kwargs: dict[str, Any]) -> Any:
-        return self.model.get_video_features(
-            pixel_values_videos=kwargs["pixel_values_videos"],
-            video_grid_thw=kwargs["video_grid_thw"],
-            return_dict=True,
-        )
+        grid = kwargs["video_grid_thw"]
+        out = self.model.get_video_features(pixel_values_videos=kwargs["pixel_values_videos"], video_grid_thw=grid, return_dict=True)
+        out.video_grid_thw = grid  # generate() drops `video_grid_thw` next to precomputed features: the output carries it
+        return out
+
+    @property
+    def temporal_patch_size(self) -> int:
+        return int(self.model.config.vision_config.temporal_patch_size)
+
+    def encode_chunked(self, kwargs: dict[str, Any], chunk_frames: int = DEFAULT_CHUNK_FRAMES, *, all_fields: bool = False) -> Any:
+        """:meth:`encode` over ``chunk_frames`` frames at a time (see the base class and the module
+        docstring for why temporal steps are independent). ``chunk_frames`` is rounded down to whole
+        temporal steps (``temporal_patch_size`` = 2 frames; at least one step). Each video's patch
+        rows are split on step boundaries, each chunk goes through the model's own
+        ``get_video_features`` with its own ``video_grid_thw`` (steps, h, w), and the chunks'
+        ``pooler_output`` (and Qwen3-VL's ``deepstack_features``, layer by layer) are concatenated
+        back into one tensor per video. The output carries the full ``video_grid_thw`` as an
+        attribute, which :meth:`grids` reads when ``generate()`` has dropped it from the inputs."""
+        if chunk_frames < 1:
+            raise SharpVError(f"chunk_frames must be at least 1, got {chunk_frames}")
+        steps = max(1, chunk_frames // self.temporal_patch_size)
+        pixels, grid = kwargs["pixel_values_videos"], kwargs["video_grid_thw"]
+        if int(grid.prod(-1).sum()) != pixels.shape[0]:
+            raise SharpVError(f"video_grid_thw covers {int(grid.prod(-1).sum())} patch rows but pixel_values_videos has {pixels.shape[0]}")
+        pooled: list[torch.Tensor] = []
+        deepstack: list[list[torch.Tensor]] | None = None
+        outputs, cls, row = [], None, 0
+        for t, h, w in grid.tolist():
+            parts, layers = [], None
+            for start in range(0, t, steps):
+                n = min(steps, t - start)
+                rows = self._on_model(pixels[row + start * h * w : row + (start + n) * h * w])
+                out = self.model.get_video_features(
+                    pixel_values_videos=rows, video_grid_thw=self._on_model(grid.new_tensor([[n, h, w]])), return_dict=True
+                )
+                cls = cls or type(out)
+                parts.append(out.pooler_output[0])
+                if getattr(out, "deepstack_features", None) is not None:
+                    layers = layers or [[] for _ in out.deepstack_features]
+                    for acc, layer in zip(layers, out.deepstack_features):
+                        acc.append(layer[0])
+                if all_fields:
+                    outputs.append(out)
+                del out, rows
+            row += t * h * w
+            pooled.append(torch.cat(parts) if len(parts) > 1 else parts[0])
+            if layers is not None:
+                deepstack = deepstack or [[] for _ in layers]
+                for acc, layer in zip(deepstack, layers):
+                    acc.append(torch.cat(layer) if len(layer) > 1 else layer[0])
+        fields = concat_fields(outputs, skip=("pooler_output", "deepstack_features")) if all_fields else {}
+        if deepstack is not None:
+            fields["deepstack_features"] = [tuple(layer) for layer in deepstack]
+        result = cls(pooler_output=tuple(pooled), **fields)
+        result.video_grid_thw = grid
+        return result
 
     def _video_grid(self, encoder_output: Any, kwargs: dict[str, Any]) -> torch.Tensor:
         grid = kwargs.get("video_grid_thw")
         sizes = [int(x.shape[0]) for x in encoder_output.pooler_output]
-        candidates = ([grid] if grid is not None else []) + self._last_grids[::-1]
+        carried = getattr(encoder_output, "video_grid_thw", None)  # set by encode / encode_chunked
+        candidates = [g for g in (grid, carried) if g is not None] + self._last_grids[::-1]
         for cand in candidates:
             expanded = self._expanded_grid(cand, sizes, kwargs.get("input_ids"))
             if expanded is not None:

@@ -1,6 +1,9 @@
 """Video input: decoding, frame sampling and model-input preparation."""
 
-from sharpv.video.decode import SampledVideo, VideoReadWarning, check_video, read_video, uniform_indices
-from sharpv.video.processing import TorchVideoInputs, build_inputs, has_torchvision, load_processor
+from sharpv.video.decode import FrameResize, SampledVideo, VideoReadWarning, check_video, read_video, uniform_indices
+from sharpv.video.processing import TorchVideoInputs, build_inputs, has_torchvision, load_processor, read_video_for
 
-__all__ = ["SampledVideo", "VideoReadWarning", "check_video", "TorchVideoInputs", "build_inputs", "has_torchvision", "load_processor", "read_video", "uniform_indices"]
+__all__ = [
+    "FrameResize", "SampledVideo", "VideoReadWarning", "check_video", "TorchVideoInputs", "build_inputs", "has_torchvision",
+    "load_processor", "read_video", "read_video_for", "uniform_indices",
+]

@@ -4,6 +4,13 @@ A video file is sampled from the frames that actually decode, whatever its heade
 frame rate, re-muxed or truncated files often disagree); when the two differ, or the stream is cut
 short or damaged, one :class:`VideoReadWarning` says so with both counts. Only a file that does not
 open as a video, or yields no frame, raises :class:`SharpVError`.
+
+Streaming: ``read_video(path, n, resize=...)`` resizes every kept frame right after it is decoded
+(``resize(frame, count)``: one (H, W, 3) uint8 frame of a clip of ``count`` sampled frames, to the
+model's input size), so only ``n`` small frames are ever held and the full-resolution video never
+exists in memory. :func:`sharpv.video.read_video_for` passes the processor's own resize, whose
+result is bit-identical to resizing the decoded stack afterwards (the resize kernels work frame by
+frame). The returned :class:`SampledVideo` then names the decoded size in ``source_size``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,12 +28,20 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
+#: ``resize(frame, count)``: one decoded (H, W, 3) uint8 RGB frame of a clip of ``count`` sampled
+#: frames -> the frame at the model's input size, (h, w, 3) uint8 (see :func:`read_video`)
+FrameResize = Callable[[np.ndarray, int], np.ndarray]
+
+
 @dataclass
 class SampledVideo:
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB
     indices: list[int]  # source frame index of every sampled frame
     total_frames: int
     source_fps: float  # frames per second of the source (1.0 for image folders)
+    #: (height, width) of the frames as decoded, when they were resized while decoding (``frames`` then
+    #: holds them at the model's input size); None when ``frames`` are at the decoded size
+    source_size: tuple[int, int] | None = None
 
     @property
     def sampled_fps(self) -> float:
@@ -43,23 +59,77 @@ def uniform_indices(total: int, n: int) -> list[int]:
     return np.linspace(0, total - 1, n).round().astype(int).tolist()
 
 
-def _read_image_folder(folder: Path, n: int) -> SampledVideo:
+class _ResizeFailed(Exception):
+    """Carries an error of the caller's resize out of a decode pass, past its handlers of decoding
+    errors (a SharpVError is a ValueError, which a decode pass would take for damaged data)."""
+
+
+class _Resizer:
+    """Applies a :data:`FrameResize` to each decoded frame of a clip of ``count`` sampled frames,
+    remembering the decoded size (all kept frames share it: the first one's).
+
+    The resized frames are written, in decoding order, into one array allocated at the first frame
+    (``frames``), not kept as ``count`` small arrays: small allocations that outlive a frame would be
+    carved out of the heap space each freed full-resolution frame leaves, so that the next frame
+    would have to extend the heap (glibc serves these megabyte buffers from the heap once one was
+    freed), and the resident memory grew by a full-resolution frame per frame on some runs."""
+
+    def __init__(self, resize: FrameResize, count: int):
+        self.resize, self.count = resize, count
+        self.source_size: tuple[int, int] | None = None
+        self.buffer: np.ndarray | None = None
+        self.filled = 0
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        if self.source_size is None:
+            self.source_size = (int(frame.shape[0]), int(frame.shape[1]))
+        try:
+            out = self.resize(frame, self.count)
+        except Exception as exc:
+            raise _ResizeFailed() from exc
+        if self.buffer is None:
+            self.buffer = np.empty((self.count, *out.shape), out.dtype)
+        if self.filled >= self.count or out.shape != self.buffer.shape[1:] or out.dtype != self.buffer.dtype:
+            return np.array(out)  # not expected (sizes follow the first frame); kept as its own array
+        self.buffer[self.filled] = out
+        self.filled += 1
+        return self.buffer[self.filled - 1]
+
+    def frames(self, kept: list[np.ndarray]) -> np.ndarray:
+        """``kept`` (frames this resizer returned, in order) as one (T, h, w, 3) array: the buffer
+        itself when they are exactly its frames, else a stack of them."""
+        if self.buffer is not None and len(kept) == self.filled and all(
+            frame.base is self.buffer and frame.__array_interface__["data"][0] == self.buffer[i].__array_interface__["data"][0]
+            for i, frame in enumerate(kept)
+        ):
+            return self.buffer if self.filled == self.count else self.buffer[: self.filled]
+        return np.stack(kept)
+
+
+def _read_image_folder(folder: Path, n: int, resize: FrameResize | None = None) -> SampledVideo:
     from PIL import Image
 
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise SharpVError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}); pass a video file or a folder of frames")
     idx = uniform_indices(len(files), n)
+    resizer = _Resizer(resize, len(idx)) if resize is not None else None
     frames = []
+    first: tuple[int, int] | None = None  # (width, height) of the first image: every image is read at it
     for i in idx:
         try:
             with Image.open(files[i]) as im:
                 im = im.convert("RGB")
-                if frames and im.size != (frames[0].shape[1], frames[0].shape[0]):
-                    im = im.resize((frames[0].shape[1], frames[0].shape[0]))
-                frames.append(np.asarray(im))
+                if first is not None and im.size != first:
+                    im = im.resize(first)
+                first = first or im.size
+                frame = np.asarray(im)
         except OSError as exc:
             raise SharpVError(f"{files[i]} is not a readable image ({exc})") from None
+        frames.append(resizer(frame) if resizer is not None else frame)
+        del frame
+    if resizer is not None:
+        return SampledVideo(resizer.frames(frames), idx, len(files), 1.0, resizer.source_size)
     return SampledVideo(np.stack(frames), idx, len(files), 1.0)
 
 
@@ -89,9 +159,10 @@ def _count_packets(container, stream) -> int:
     return count
 
 
-def _decode_pass(path: Path, wanted: set[int], stop_after: int | None = None):
+def _decode_pass(path: Path, wanted: set[int], stop_after: int | None = None, transform=None):
     """Decode the first video stream packet by packet, keeping the frames whose index (in the
-    decoder's output order, i.e. display order) is in ``wanted`` as RGB arrays (all at the size of the first one kept). A packet that fails to
+    decoder's output order, i.e. display order) is in ``wanted`` as RGB arrays (all at the size of the first one kept),
+    each passed through ``transform`` (if given) as soon as it is decoded. A packet that fails to
     decode is skipped; an error of the demuxer ends the pass. Returns ``(kept, count, error)``:
     ``count`` frames decoded, ``error`` the name of the first error met (or None)."""
     import av
@@ -111,11 +182,15 @@ def _decode_pass(path: Path, wanted: set[int], stop_after: int | None = None):
                     continue
                 for frame in frames:
                     if count in wanted:
-                        kept.append((count, frame.to_ndarray(format="rgb24", **size)))
+                        rgb = frame.to_ndarray(format="rgb24", **size)
                         size = size or {"width": frame.width, "height": frame.height}
+                        kept.append((count, transform(rgb) if transform is not None else rgb))
+                        del rgb
                     count += 1
                     if stop_after is not None and count >= stop_after:
                         return kept, count, error
+        except _ResizeFailed:
+            raise
         except _decode_errors() as exc:
             error = error or type(exc).__name__
     return kept, count, error
@@ -135,7 +210,7 @@ def _open_video(path: Path):
     return container
 
 
-def _read_video_file(path: Path, n: int) -> SampledVideo:
+def _read_video_file(path: Path, n: int, resize: FrameResize | None = None) -> SampledVideo:
     """Sample ``n`` frames uniformly from the frames of ``path`` that decode.
 
     The container's frame count is not trusted: variable-frame-rate, re-muxed or truncated files
@@ -148,27 +223,41 @@ def _read_video_file(path: Path, n: int) -> SampledVideo:
     When the header's count differs from the decoded count, or decoding met an error (a file cut
     short), one :class:`VideoReadWarning` names both counts. Only a file that cannot be opened or
     yields no frame raises :class:`SharpVError`.
+
+    With ``resize``, each kept frame is resized as soon as it is decoded, for a clip of as many
+    frames as the pass plans to keep; the second pass also runs when the real count changes that
+    number (the model's input size may depend on it, as Qwen3-VL's does).
     """
     with _open_video(path) as container:
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0) or 1.0
         header = int(stream.frames or 0)
         expected = _count_packets(container, stream) or header
-    kept, count, error = _decode_pass(path, set(uniform_indices(expected, n)) if expected else set())
+    plan = uniform_indices(expected, n) if expected else []
+    resizer = _Resizer(resize, len(plan)) if resize is not None and plan else None
+    extra = {"transform": resizer} if resizer is not None else {}  # the plain call keeps the plain signature
+    kept, count, error = _decode_pass(path, set(plan), **extra)
     if count == 0:
         why = f" ({error})" if error else ""
         raise SharpVError(f"{path} has no decodable frame{why}; the file is empty, cut short or not a video")
     pick = uniform_indices(count, n)
     have = {i: frame for i, frame in kept}
-    if not all(i in have for i in pick):
-        kept, _, _ = _decode_pass(path, set(pick), stop_after=pick[-1] + 1)
+    del kept
+    if not all(i in have for i in pick) or (resize is not None and (resizer is None or resizer.count != len(pick))):
+        have = {}  # frees the first pass's frames before the second pass decodes
+        resizer = _Resizer(resize, len(pick)) if resize is not None else None
+        extra = {"transform": resizer} if resizer is not None else {}
+        kept, _, _ = _decode_pass(path, set(pick), stop_after=pick[-1] + 1, **extra)
         have = {i: frame for i, frame in kept}
+        del kept
         pick = [i for i in pick if i in have]  # the same frames decode again; this guards the impossible
     if (header and header != count) or error:
         said = f"the header says {header} frames but {count} decode" if header else f"{count} frames decode"
         broken = f" ({error} in the stream: cut short or damaged)" if error else ""
         warnings.warn(f"{path}: {said}{broken}; sampling from the {count}", VideoReadWarning, stacklevel=3)
-    return SampledVideo(np.stack([have[i] for i in pick]), pick, count, fps)
+    if resizer is not None:
+        return SampledVideo(resizer.frames([have[i] for i in pick]), pick, count, fps, resizer.source_size)
+    return SampledVideo(np.stack([have.pop(i) for i in pick]), pick, count, fps)
 
 
 def _existing(path: str | Path) -> Path:
@@ -191,14 +280,25 @@ def check_video(path: str | Path) -> Path:
     return p
 
 
-def read_video(path: str | Path, num_frames: int) -> SampledVideo:
+def read_video(path: str | Path, num_frames: int, resize: FrameResize | None = None) -> SampledVideo:
     """Decode ``path`` (a video file or a folder of images) and sample ``num_frames`` frames uniformly.
 
     A video file is sampled from the frames that actually decode, whatever its header claims; see
-    :func:`_read_video_file` for how, and for the :class:`VideoReadWarning` when the two differ."""
+    :func:`_read_video_file` for how, and for the :class:`VideoReadWarning` when the two differ.
+
+    ``resize`` (optional): ``resize(frame, count)`` maps each kept (H, W, 3) uint8 frame, right
+    after it is decoded, to the model's input size, ``count`` being the number of frames the
+    sample will have. Only the resized frames are kept, so memory holds ``num_frames`` small frames
+    and never a full-resolution one beyond the frame being decoded; ``source_size`` of the result
+    is the decoded (H, W). The same frames are sampled as without it. Pass a processor's own resize
+    (``TorchVideoInputs.resize_frames``, or use :func:`sharpv.video.read_video_for`) to get model
+    inputs bit-identical to resizing afterwards."""
     if num_frames < 1:
         raise SharpVError(f"the number of frames must be at least 1, got {num_frames}")
     p = _existing(path)
-    if p.is_dir():
-        return _read_image_folder(p, num_frames)
-    return _read_video_file(p, num_frames)
+    try:
+        if p.is_dir():
+            return _read_image_folder(p, num_frames, resize)
+        return _read_video_file(p, num_frames, resize)
+    except _ResizeFailed as failed:  # the resize's own error, e.g. a frame count the model refuses
+        raise failed.__cause__ from None

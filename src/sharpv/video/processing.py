@@ -23,6 +23,16 @@ that its inputs equal the processor's (tests/test_processor_parity.py compares t
   step. transformers 5.x replaces only the ``<|video_pad|>`` of the chat template's
   ``<|vision_start|><|video_pad|><|vision_end|>``, so that outer pair stays around the timestamped
   steps (Qwen's own 4.x processor replaced all three); the stand-in does the same as the 5.x processor.
+
+Streaming input: :meth:`TorchVideoInputs.input_size` says which (h, w) the resize above produces for
+a clip of n frames of H x W (LLaVA-OneVision: the fixed size; Qwen: the family's ``smart_resize``,
+which depends on n for Qwen3-VL and for Qwen2.5-VL with ``cap_pixels_per_frame``), and
+:meth:`TorchVideoInputs.resize_frames` applies that very resize to any subset of the clip's frames.
+The resize kernels (uint8 antialiased, nearest, float-then-round) compute every frame on its own,
+so resizing frame by frame equals resizing the stack bit for bit. :func:`read_video_for` decodes
+with it: each kept frame is resized right after decoding, only small uint8 frames are held, and
+``prepare`` finds them at the input size (its resize is then a no-op), giving the same inputs as
+``read_video`` + ``prepare`` (tests/test_streaming_input.py checks torch.equal).
 """
 
 from __future__ import annotations
@@ -37,7 +47,7 @@ import numpy as np
 import torch
 
 from sharpv.errors import SharpVError
-from sharpv.video.decode import SampledVideo
+from sharpv.video.decode import SampledVideo, read_video
 
 _CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 _CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
@@ -227,8 +237,72 @@ class TorchVideoInputs:
             return x * s["rescale_factor"]
         return x
 
+    def input_size(self, height: int, width: int, frames: int) -> tuple[int, int] | None:
+        """The (h, w) that :meth:`prepare` resizes the frames of a clip of ``frames`` frames of
+        ``height`` x ``width`` to, or None when the checkpoint does not resize (``do_resize`` false).
+
+        LLaVA-OneVision: the configured fixed size. Qwen2.5-VL: its per-frame ``smart_resize`` (the
+        pixel cap depends on ``frames`` only with ``cap_pixels_per_frame``). Qwen3-VL: its
+        ``smart_resize``, whose pixel budget covers the whole clip, so the size depends on
+        ``frames`` (the real frame count, before temporal padding); fewer than its temporal patch
+        size is refused here as in :meth:`prepare`."""
+        s = self.resolved
+        if not s["do_resize"]:
+            return None
+        if self.family == "llava-onevision":
+            size = s["size"]
+            if "height" not in size or "width" not in size:
+                raise SharpVError(f"LLaVA-OneVision video size {size} is not supported without torchvision (height and width)")
+            return int(size["height"]), int(size["width"])
+        p, tp, m = s["patch_size"], s["temporal_patch_size"], s["merge_size"]
+        factor, size, n = p * m, s["size"], frames
+        max_pixels = size["longest_edge"]
+        if self.family == "qwen2.5-vl":
+            if s["cap_pixels_per_frame"]:
+                total = int(s["max_video_tokens"] * factor * factor * 0.9)
+                max_pixels = max(min(max_pixels, total * tp // n), int(size["shortest_edge"] * 1.05))
+            return _qwen2_smart_resize(height, width, factor, size["shortest_edge"], max_pixels)
+        if s["cap_pixels_per_frame"]:
+            cap = s["max_video_tokens"] * factor * factor
+            max_pixels = max(min(cap, size["longest_edge"] // n), int(size["shortest_edge"] * 1.05)) * n
+        return _qwen3_smart_resize(n, height, width, tp, factor, size["shortest_edge"], max_pixels)
+
+    def resize_frames(self, frames: np.ndarray, count: int) -> np.ndarray:
+        """Frames of a clip of ``count`` sampled frames, resized as :meth:`prepare` resizes them:
+        (H, W, 3) or (k, H, W, 3) uint8 RGB in, the same layout at :meth:`input_size` out (the input
+        itself when no resize is needed). Bit-identical to resizing the whole clip at once, so a
+        decoder can call it on each frame as it comes (:func:`read_video_for`)."""
+        single = frames.ndim == 3
+        x = np.ascontiguousarray(frames[None] if single else frames)
+        x = torch.from_numpy(x if x.flags.writeable else x.copy()).permute(0, 3, 1, 2)
+        size = self.input_size(int(x.shape[2]), int(x.shape[3]), count)
+        if size is None or tuple(x.shape[-2:]) == tuple(size):
+            return frames
+        y = _resize(x.contiguous(), size, self.resolved["resample"]).permute(0, 2, 3, 1)
+        y = np.ascontiguousarray(y.numpy())
+        return y[0] if single else y
+
+    def _to_input_size(self, frames: torch.Tensor, video: SampledVideo) -> torch.Tensor:
+        """(T, 3, H, W) uint8 frames at the model's input size. Frames already resized while decoding
+        (``video.source_size`` set) must be at the size their decoded size calls for: they are then
+        used as they are, which gives the same pixels as resizing the decoded frames here."""
+        n, h, w = frames.shape[0], int(frames.shape[2]), int(frames.shape[3])
+        source = tuple(int(v) for v in video.source_size) if video.source_size is not None else (h, w)
+        size = self.input_size(*source, n)
+        if size is None:
+            size = source
+        if (h, w) == tuple(size):
+            return frames
+        if source != (h, w):
+            raise SharpVError(
+                f"the frames were resized to {h} x {w} while decoding, but this model takes {size[0]} x {size[1]} for "
+                f"{n} frames of {source[0]} x {source[1]}; read the video with this processor (read_video_for)"
+            )
+        return _resize(frames, size, self.resolved["resample"])
+
     def prepare(self, prompt: str, video: SampledVideo) -> dict[str, torch.Tensor]:
         frames = torch.from_numpy(np.ascontiguousarray(video.frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
+        frames = self._to_input_size(frames, video)
         if self.family == "llava-onevision":
             return self._llava(prompt, frames)
         return self._qwen(prompt, frames, video)
@@ -239,12 +313,7 @@ class TorchVideoInputs:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     def _llava(self, prompt: str, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        s = self.resolved
-        if s["do_resize"]:
-            size = s["size"]
-            if "height" not in size or "width" not in size:
-                raise SharpVError(f"LLaVA-OneVision video size {size} is not supported without torchvision (height and width)")
-            frames = _resize(frames, (size["height"], size["width"]), s["resample"])
+        # frames are at the input size already (prepare resized them)
         pixels = self._rescale_and_normalise(frames)
         side = math.ceil(int(math.sqrt(int(self.processor_settings["num_image_tokens"]))) / 2)
         token = self._token("video_token", "<video>")
@@ -254,21 +323,7 @@ class TorchVideoInputs:
     def _qwen(self, prompt: str, frames: torch.Tensor, video: SampledVideo) -> dict[str, torch.Tensor]:
         s = self.resolved
         p, tp, m = s["patch_size"], s["temporal_patch_size"], s["merge_size"]
-        n = frames.shape[0]
-        if s["do_resize"]:
-            factor, size = p * m, s["size"]
-            max_pixels = size["longest_edge"]
-            if self.family == "qwen2.5-vl":
-                if s["cap_pixels_per_frame"]:
-                    total = int(s["max_video_tokens"] * factor * factor * 0.9)
-                    max_pixels = max(min(max_pixels, total * tp // n), int(size["shortest_edge"] * 1.05))
-                h, w = _qwen2_smart_resize(frames.shape[2], frames.shape[3], factor, size["shortest_edge"], max_pixels)
-            else:
-                if s["cap_pixels_per_frame"]:
-                    cap = s["max_video_tokens"] * factor * factor
-                    max_pixels = max(min(cap, size["longest_edge"] // n), int(size["shortest_edge"] * 1.05)) * n
-                h, w = _qwen3_smart_resize(n, frames.shape[2], frames.shape[3], tp, factor, size["shortest_edge"], max_pixels)
-            frames = _resize(frames, (h, w), s["resample"])
+        n = frames.shape[0]  # frames are at the input size already (prepare resized them)
         x = self._rescale_and_normalise(frames)
         if pad := -n % tp:  # repeat the last frame to fill the last temporal patch
             x = torch.cat([x, x[-1:].expand(pad, -1, -1, -1)])
@@ -339,12 +394,32 @@ def load_processor(path: str | Path, family: str, backend: str = "auto"):
     return TorchVideoInputs.from_pretrained(path, family)
 
 
+def read_video_for(processor: Any, path: str | Path, num_frames: int) -> SampledVideo:
+    """:func:`read_video` for ``processor``'s model, streaming: with :class:`TorchVideoInputs`, every
+    kept frame is resized to the model's input size right after it is decoded
+    (:meth:`TorchVideoInputs.resize_frames`), so only ``num_frames`` small uint8 frames are held and
+    the full-resolution video never is; ``build_inputs(processor, question, video)`` then gives
+    exactly the inputs ``read_video`` + ``build_inputs`` give (same frames, bit-identical pixels).
+
+    Decision: the model's own transformers processor (torchvision installed) gets the decoded frames
+    as ``read_video`` returns them, not streamed: it resizes with torchvision and recomputes the
+    target size from the frames it is given (for Qwen3-VL that is not idempotent on every size), so
+    frames resized here could give it different inputs."""
+    resize = processor.resize_frames if isinstance(processor, TorchVideoInputs) else None
+    return read_video(path, num_frames, resize=resize)
+
+
 def build_inputs(processor: Any, question: str, video: SampledVideo) -> dict[str, torch.Tensor]:
     """Chat-format ``question`` about ``video`` and return the model inputs (batch of one)."""
     conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": question}]}]
     prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)
     if isinstance(processor, TorchVideoInputs):
         return processor.prepare(prompt, video)
+    if video.source_size is not None and tuple(video.source_size) != tuple(video.frames.shape[1:3]):
+        raise SharpVError(
+            "the frames were resized while decoding (read_video(..., resize=...)); the model's own processor resizes "
+            "them itself: read the video with read_video_for(processor, ...) or without resize"
+        )
     metadata = {
         "fps": video.source_fps,
         "frames_indices": list(video.indices),
