@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sharpv.answer import load_model
 from sharpv.bench import MethodSpec, plan
-from sharpv.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples
+from sharpv.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples, video_groups
 from sharpv.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
 
@@ -67,6 +67,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
         records = evaluate(model, processor, examples, specs, budgets, frames=n_frames,
                            max_new_tokens=max_new_tokens, on_step=step)
     majority = majority_rates(examples)
+    shared = sum(len(g) for g in video_groups(examples) if len(g) > 1)  # questions that share a video's prefill
     cols = eval_columns(records)
     title = f"sharpv eval: {model_path.name if model_dir is None else model_path} on {source}"
     Console(width=max(160, Console().width)).print(rich_table(_flat(records), cols, title=title))
@@ -74,14 +75,17 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "results.json", records)
         env = dict(model=str(model_dir) if model_dir is not None else "shipped synthetic-qa model",
-                   dataset=source, majority_by_type=majority, frames=n_frames, dtype=dtype, device=device, max_new_tokens=max_new_tokens,
+                   dataset=source, majority_by_type=majority, frames=n_frames, questions_sharing_a_video=shared,
+                   dtype=dtype, device=device, max_new_tokens=max_new_tokens,
                    torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
                    command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
         write_json(out / "run.json", env)
         (out / "results.md").write_text(
             f"Model: {env['model']}; dataset: {source}; dtype {dtype}; device {device}. Accuracy with Wilson 95% "
             "intervals; visual kept = share of visual tokens entering the LLM; KV share = KV cache bytes after "
-            "prefill over dense; prefill = mean time of generate()'s first forward.\n\n" + markdown_table(_flat(records), cols)
+            "prefill over dense; prefill = mean prefill time per question (generate()'s first forward; where several "
+            "questions share a video, its pruned prefix is prefilled once per method and that time is spread over "
+            "them).\n\n" + markdown_table(_flat(records), cols)
         )
         dense = records[0]["accuracy"]
         pruned = [r for r in records if r["method_name"] != "dense"]

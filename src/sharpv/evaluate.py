@@ -17,8 +17,16 @@ Datasets:
 Scoring: the generated text and the answer are lower-cased and stripped of punctuation; a
 prediction is right when they are equal, or, with options, when the prediction names the right
 option by letter ("B", "B.", "(B) a phone") or by its text. Intervals are Wilson 95% intervals
-for a binomial proportion. Items are the outer loop (every video is read and processed once),
-methods the inner one; each method is applied and removed around its own ``generate()`` call.
+for a binomial proportion. Videos are the outer loop (every video is read once), methods the inner
+one.
+
+Several questions about one video (JSONL rows naming the same ``video`` file) share its pruned
+prefix: for each method the video is pruned and prefilled once and each question prefills only its
+own tokens on that cache (:func:`sharpv.answer.generate_answers`); every answer, and so every
+accuracy, equals answering the questions one by one (tested). Methods that cannot share a prefix
+(stage 2 in ``layerwise`` mode, FastV: :func:`sharpv.answer.shared_prefix_refusal`) answer each
+question on its own prefill, as do videos with one question. A record's ``prefill_seconds`` is the
+mean prefill time per question: a shared prefix's prefill counts once, spread over its questions.
 """
 
 from __future__ import annotations
@@ -180,7 +188,6 @@ class _Tally:
     kv_dense: int = 0
     prefill: float = 0.0
     in_llm: int = 0  # items where pruning inside the LLM (stage 2, FastV, VTW) removed something
-    predictions: list[dict] = field(default_factory=list)
 
     def record(self, spec: MethodSpec, budget: float | None, dense_prefill: float | None) -> dict:
         n, right = sum(self.count.values()), sum(self.right.values())
@@ -201,42 +208,78 @@ class _Tally:
         }
 
 
+def video_groups(examples: list[Example]) -> list[list[int]]:
+    """Indices of the examples grouped by video file (first appearance order); in-memory videos
+    are never grouped."""
+    groups: dict[Any, list[int]] = {}
+    for i, ex in enumerate(examples):
+        key = ("file", str(Path(ex.video).resolve())) if ex.video is not None and ex.frames is None else ("item", i)
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
 def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec], budgets: list[float | None], *,
              frames: int, max_new_tokens: int = 8, on_step: Callable[[str], None] | None = None,
-             keep_predictions: bool = False) -> list[dict]:
+             keep_predictions: bool = False, reuse_prefix: bool = True) -> list[dict]:
     """One record per planned (method, budget): dense first, then the methods in order.
 
-    ``on_step`` is called once per generate() call (for a progress bar).
+    ``on_step`` is called once per question answered (for a progress bar). ``reuse_prefix``: share
+    each video's pruned prefix between its questions (see the module docstring); False answers
+    every question on its own prefill (the same answers, for checking and timing).
     """
-    from sharpv.answer import generate_answer
+    from sharpv.adapters import adapter_for
+    from sharpv.answer import generate_answer, generate_answers, shared_prefix_length, shared_prefix_refusal
+    from sharpv.errors import SharpVError
 
     runs = plan(specs, budgets)
     methods = [spec.build(budget) for spec, budget in runs]
     tallies = [_Tally() for _ in runs]
-    for ex in examples:
-        inputs = build_inputs(processor, ex.prompt(), ex.load(frames))
-        for (spec, budget), method, tally in zip(runs, methods, tallies):
-            if on_step:
-                on_step(f"{spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}")
-            gen = generate_answer(model, processor, inputs, method, max_new_tokens=max_new_tokens)
-            ok = is_correct(gen.text, ex)
-            s = gen.stats
-            tally.right[ex.type] += int(ok)
-            tally.count[ex.type] += 1
-            tally.kept += s.visual_tokens_kept
-            tally.visual += s.visual_tokens_in
-            tally.kv += s.kv_cache_bytes
-            tally.kv_dense += s.kv_cache_bytes_dense
-            tally.prefill += gen.prefill_seconds
-            tally.in_llm += int(s.kv_withdraw_layer is not None)
-            if keep_predictions:
-                tally.predictions.append({"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok})
+    predictions: list[dict[int, dict]] = [{} for _ in runs]
+    adapter = adapter_for(model) if reuse_prefix else None
+    shareable = [reuse_prefix and shared_prefix_refusal(method, adapter) is None for method in methods]
+    groups = video_groups(examples) if reuse_prefix else [[i] for i in range(len(examples))]
+    for group in groups:
+        video = examples[group[0]].load(frames)
+        inputs = [build_inputs(processor, examples[i].prompt(), video) for i in group]
+        share = len(group) > 1
+        if share:
+            try:
+                shared_prefix_length(inputs, adapter.video_token_id, may_end_on_video=adapter.extra_tokens_per_video > 0)
+            except SharpVError:
+                share = False  # a template that puts the question before the video: one prefill each
+        for r, ((spec, budget), method, tally) in enumerate(zip(runs, methods, tallies)):
+            label = f"{spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}"
+            if share and shareable[r]:
+                shared = generate_answers(model, processor, inputs, method, max_new_tokens=max_new_tokens)
+                gens = shared.generations
+                tally.prefill += shared.prefix_prefill_seconds
+            else:
+                gens = []
+                for x in inputs:
+                    if on_step:
+                        on_step(label)
+                    gens.append(generate_answer(model, processor, x, method, max_new_tokens=max_new_tokens))
+            for i, gen in zip(group, gens):
+                if share and shareable[r] and on_step:
+                    on_step(label)
+                ex = examples[i]
+                ok = is_correct(gen.text, ex)
+                s = gen.stats
+                tally.right[ex.type] += int(ok)
+                tally.count[ex.type] += 1
+                tally.kept += s.visual_tokens_kept
+                tally.visual += s.visual_tokens_in
+                tally.kv += s.kv_cache_bytes
+                tally.kv_dense += s.kv_cache_bytes_dense
+                tally.prefill += gen.prefill_seconds
+                tally.in_llm += int(s.kv_withdraw_layer is not None)
+                predictions[r][i] = {"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok}
     dense_prefill = tallies[0].prefill / max(1, sum(tallies[0].count.values()))
     records = []
-    for (spec, budget), tally in zip(runs, tallies):
+    for r, ((spec, budget), tally) in enumerate(zip(runs, tallies)):
         rec = tally.record(spec, budget, dense_prefill)
         if keep_predictions:
-            rec["predictions"] = tally.predictions
+            rec["predictions"] = [predictions[r][i] for i in range(len(examples))]
         records.append(rec)
     dense_acc = records[0]["accuracy"]
     for rec in records:
