@@ -18,7 +18,8 @@ import torch
 from sharpv.adapters import adapter_class_for
 from sharpv.errors import SharpVError
 from sharpv.methods import PruningMethod, SharpV
-from sharpv.video import SampledVideo, build_inputs, load_processor, read_video
+from sharpv.adapters import DEFAULT_CHUNK_FRAMES, precompute_video_features
+from sharpv.video import SampledVideo, build_inputs, load_processor, read_video_for
 
 DTYPES = {"auto": None, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 #: device types a model can be moved to here (bench narrows this to cpu and cuda)
@@ -466,7 +467,8 @@ def _check_max_new_tokens(max_new_tokens: int) -> None:
 def _video(model: torch.nn.Module, processor: Any, video: "str | Path | SampledVideo", frames: int | None) -> SampledVideo:
     if isinstance(video, SampledVideo):
         return video
-    return read_video(video, frames if frames is not None else default_frames(model, processor))
+    # streaming: every kept frame is resized to the model's input size as it is decoded
+    return read_video_for(processor, video, frames if frames is not None else default_frames(model, processor))
 
 
 def answer_question(
@@ -479,14 +481,20 @@ def answer_question(
     frames: int | None = None,
     max_new_tokens: int = 32,
     do_sample: bool = False,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
 ) -> Answer:
+    """Answer ``question`` about a video (a file, a folder of frames or a
+    :class:`~sharpv.video.SampledVideo`) with ``method`` applied (default :class:`SharpV`).
+
+    Long videos stay in bounded memory: frames are resized as they are decoded, and the vision
+    tower runs ``chunk_frames`` frames at a time (features equal to one-shot encoding)."""
     method = method if method is not None else SharpV()
     if not isinstance(question, str) or not question.strip():
         raise SharpVError("the question is empty; ask something about the video")
     _check_max_new_tokens(max_new_tokens)
     video = _video(model, processor, video_path, frames)
-    gen = generate_answer(model, processor, build_inputs(processor, question, video), method,
-                          max_new_tokens=max_new_tokens, do_sample=do_sample)
+    inputs = precompute_video_features(model, build_inputs(processor, question, video), chunk_frames)
+    gen = generate_answer(model, processor, inputs, method, max_new_tokens=max_new_tokens, do_sample=do_sample)
     return _answer(gen, method, model)
 
 
@@ -517,6 +525,7 @@ def answer_questions(
     frames: int | None = None,
     max_new_tokens: int = 32,
     do_sample: bool = False,
+    chunk_frames: int = DEFAULT_CHUNK_FRAMES,
 ) -> list[QuestionAnswer]:
     """Answer every question in ``questions`` about one video, pruning and prefilling the video once.
 
@@ -548,6 +557,11 @@ def answer_questions(
         check_shared_prefix_method(method)
     sampled = _video(model, processor, video, frames)
     inputs = [build_inputs(processor, question, sampled) for question in questions]
+    # the video is encoded once (chunk by chunk) and its features shared by every question
+    features = precompute_video_features(model, inputs[0], chunk_frames).get("mm_encoder_outputs")
+    if features is not None:
+        inputs = [{**{k: v for k, v in x.items() if k != "pixel_values_videos"}, "mm_encoder_outputs": features}
+                  for x in inputs]
     shared = generate_answers(model, processor, inputs, method, max_new_tokens=max_new_tokens, do_sample=do_sample)
     results = []
     for question, x, gen in zip(questions, inputs, shared.generations):

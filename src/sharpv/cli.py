@@ -68,7 +68,7 @@ def build_method(name: str, keep_ratio: Optional[float], positions: str, setting
 @app.command()
 def answer(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
-    question: str = typer.Argument(..., help="Question about the video."),
+    question: list[str] = typer.Argument(..., metavar="QUESTION", help="One or more questions about the video (several share one pruned video prefill)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the model sharpv ships (trained on its synthetic video QA)."),
     method: str = typer.Option("sharpv", "--method", help="A registered method: dense, sharpv, random, pooling, evs, dycoke, vidcom2, vtw, fastv."),
     keep_ratio: Optional[float] = typer.Option(
@@ -83,16 +83,22 @@ def answer(
     settings: list[str] = typer.Option([], "--set", help="Method-specific setting KEY=VALUE, e.g. --set layer=3 (repeatable)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled uniformly (default: the family's usual count)."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Tokens to generate."),
+    chunk_frames: int = typer.Option(16, "--chunk-frames", help="Frames per vision-tower call (long videos in bounded memory; features equal one-shot encoding)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per question (one per line) instead of text."),
 ) -> None:
-    """Answer QUESTION about VIDEO with a video LLM, densely or with a pruning method."""
-    check_text(question, "QUESTION")
+    """Answer QUESTION about VIDEO with a video LLM, densely or with a pruning method.
+
+    Several questions (sharpv answer VIDEO Q1 Q2 ...) share one pruned video: it is pruned and prefilled once, and each question prefills only its own tokens on that cache."""
+    questions = list(question)
+    for k, q in enumerate(questions, 1):
+        check_text(q, "QUESTION" if len(questions) == 1 else f"QUESTION {k}")
     check_at_least(max_new_tokens, "--max-new-tokens", 1)
     check_at_least(frames, "--frames", 1)
+    check_at_least(chunk_frames, "--chunk-frames", 1)
     check_ratio(keep_ratio, "--keep-ratio")
-    from sharpv.answer import answer_question, check_device, check_dtype, load_model
+    from sharpv.answer import answer_question, answer_questions, check_device, check_dtype, check_shared_prefix_method, load_model
 
     check_dtype(dtype)
     check_device(device)
@@ -105,6 +111,8 @@ def answer(
     if method == "sharpv":
         extra = {**kv_given, **({"kv": False} if no_kv else {}), **extra}
     chosen = build_method(method, keep_ratio, positions, extra, from_set)
+    if len(questions) > 1:
+        check_shared_prefix_method(chosen)  # layerwise stage 2 and FastV: refused before the model loads
     check_model_dir(model)
     if model is None:
         from sharpv.synthetic.model import shipped_model_path
@@ -117,7 +125,15 @@ def answer(
     with err.status("loading model", spinner="dots") as status:
         lm, processor = load_model(model, dtype=dtype, device=device)
         status.update(f"answering with {method}")
-        result = answer_question(lm, processor, video, question, method=chosen, frames=frames, max_new_tokens=max_new_tokens)
+        if len(questions) == 1:
+            result = answer_question(lm, processor, video, questions[0], method=chosen, frames=frames,
+                                     max_new_tokens=max_new_tokens, chunk_frames=chunk_frames)
+        else:
+            results = answer_questions(lm, processor, video, questions, method=chosen, frames=frames,
+                                       max_new_tokens=max_new_tokens, chunk_frames=chunk_frames)
+    if len(questions) > 1:
+        _print_answers(results, as_json)
+        return
     if as_json:
         print(json.dumps(result.to_dict()))
         return
@@ -125,6 +141,27 @@ def answer(
     err.print(
         f"[dim]{result.method}: {result.visual_tokens_kept}/{result.visual_tokens_in} visual tokens over "
         f"{result.frames} frames, prefill {result.prefill_seconds:.3f} s, pruning {result.pruning_seconds * 1e3:.2f} ms[/dim]"
+    )
+
+
+def _print_answers(results: list, as_json: bool) -> None:
+    """Several questions on one video: one JSON object per line, or question/answer pairs (and the
+    shared prefill's cost on stderr)."""
+    if as_json:
+        for result in results:
+            print(json.dumps(result.to_dict()))
+        return
+    for k, result in enumerate(results):
+        if k:
+            print()
+        print(f"Q: {_one_line(result.question)}")
+        print(f"A: {result.answer}")
+    first = results[0]
+    questions = ", ".join(f"{r.question_prefill_seconds:.3f}" for r in results)
+    err.print(
+        f"[dim]{first.method}: {first.visual_tokens_kept}/{first.visual_tokens_in} visual tokens over {first.frames} "
+        f"frames, pruned and prefilled once: video prefill {first.prefix_prefill_seconds:.3f} s, question prefills "
+        f"{questions} s, pruning {first.pruning_seconds * 1e3:.2f} ms[/dim]", soft_wrap=True,
     )
 
 
