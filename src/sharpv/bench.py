@@ -237,7 +237,8 @@ def environment(model, *, dtype: str, device: str, source: str, vision: str, noi
         "sharpv": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
         "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,
         "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(), "device": device, "dtype": dtype,
-        "model": source, "attn_implementation": model.config.get_text_config()._attn_implementation,
+        "model": source,
+        "attn_implementation": model.config.get_text_config()._attn_implementation if model is not None else None,
         "vision": vision, "feature_noise": noise if vision == "precomputed" else None,
     }
     if torch.cuda.is_available() and device.startswith("cuda"):

@@ -71,3 +71,47 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
         write_bench_plots(pruned, out)
         console.print(f"wrote {out}/results.json, results.md, prefill_speedup.png, kv_bytes.png")
     return records
+
+
+def write_long_video_results(result: dict, out: Path) -> None:
+    """results.json (every record, the environment, the settings and the summary), results.md and
+    long_video.png under ``out``."""
+    from sharpv.report import long_video_markdown, plot_long_video
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", result)
+    (out / "results.md").write_text(long_video_markdown(result))
+    plot_long_video(result, out / "long_video.png")
+
+
+def run_long_video_job(*, model_dir: Path | None, shape: str | None, frames: list[int], modes: list[str],
+                       tokens_per_frame: int, chunk_frames: int, dtype: str, device: str, noise: float, warmup: int,
+                       max_seconds: float | None, max_memory_bytes: int | None, out: Path | None,
+                       console: Console) -> dict:
+    """`sharpv bench --long-video`: every (frames, mode) in a fresh process under the caps."""
+    from sharpv.long_video_bench import run_long_video
+    from sharpv.report import LONG_VIDEO_COLUMNS
+
+    with console.status("long-video bench", spinner="dots") as status:
+        def step(label: str) -> None:
+            status.update(label)
+
+        def done(record: dict) -> None:
+            what = "ok" if record["status"] == "ok" else f"{record['status']}: {record['reason']}"
+            ttft = f", TTFT {record['ttft_seconds']:.2f} s" if record.get("ttft_seconds") is not None else ""
+            console.print(f"[dim]{record['frames']} frames, {record['mode']}: {what}{ttft}[/dim]")
+
+        result = run_long_video(model_dir=model_dir, shape=shape, frames=frames, modes=modes,
+                                tokens_per_frame=tokens_per_frame, chunk_frames=chunk_frames, dtype=dtype, device=device,
+                                noise=noise, warmup=warmup, max_seconds=max_seconds, max_memory_bytes=max_memory_bytes,
+                                on_step=step, on_record=done)
+    from sharpv.report import long_video_rows
+
+    Console(width=max(160, Console().width)).print(
+        rich_table(long_video_rows(result["records"]), LONG_VIDEO_COLUMNS,
+                   title=f"sharpv bench --long-video: {result['environment'].get('model')}, {dtype}, {device}")
+    )
+    if out is not None:
+        write_long_video_results(result, out)
+        console.print(f"wrote {out}/results.json, results.md, long_video.png")
+    return result

@@ -181,9 +181,15 @@ def bench(
     new_tokens: int = typer.Option(16, "--new-tokens", help="Tokens decoded to measure decode speed."),
     noise: float = typer.Option(0.3, "--feature-noise", help="Per-frame noise of the synthetic features, relative to the static frame."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md and PNG plots."),
+    long_video: bool = typer.Option(False, "--long-video", help="Long-video mode: peak memory and time to first token against --frames through the real vision tower, dense vs SharpV (one-shot and chunked), each run in a fresh process under --max-seconds / --max-memory-gib."),
+    modes: str = typer.Option("dense,sharpv-oneshot,sharpv-chunked", "--modes", help="--long-video only: dense, sharpv-oneshot, sharpv-chunked, comma-separated."),
+    chunk_frames: int = typer.Option(16, "--chunk-frames", help="--long-video only: frames per vision-tower call (and per chunk of the chunked prefill)."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="--long-video only: time cap per run (after the model is loaded); a run past it is killed and recorded as did not finish."),
+    max_memory_gib: Optional[float] = typer.Option(None, "--max-memory-gib", help="--long-video only: memory cap per run (resident set on CPU, allocations on CUDA), recorded as did not finish."),
 ) -> None:
     """Efficiency of every method at equal budgets against dense: prefill, TTFT, pruning cost,
-    decode speed, KV bytes, peak memory and analytic FLOPs."""
+    decode speed, KV bytes, peak memory and analytic FLOPs. With --long-video: peak memory and
+    time to first token against the frame count (docs/benchmark.md)."""
     from sharpv.answer import check_device, check_dtype
     from sharpv.bench import parse_budgets, parse_ints
     from sharpv.shapes import SHAPES
@@ -205,6 +211,20 @@ def bench(
     if not (math.isfinite(noise) and noise >= 0):
         raise SharpVError(f"--feature-noise must be a finite number >= 0, got {noise}")
     frame_list = parse_ints(frames, "--frames")
+    if long_video:
+        from sharpv.long_video_bench import check_options
+
+        mode_list = check_options(modes, chunk_frames, max_seconds, max_memory_gib)
+        check_output_dir(out, "--out")
+        from sharpv.bench_job import run_long_video_job
+
+        _quiet_transformers()
+        run_long_video_job(
+            model_dir=model, shape=shape, frames=frame_list, modes=mode_list, tokens_per_frame=tokens_per_frame,
+            chunk_frames=chunk_frames, dtype=dtype, device=device, noise=noise, warmup=warmup, max_seconds=max_seconds,
+            max_memory_bytes=int(max_memory_gib * 2**30) if max_memory_gib is not None else None, out=out, console=err,
+        )
+        return
     budget_list = parse_budgets(budgets)
     specs = _method_specs(methods, budget_list)
     check_output_dir(out, "--out")

@@ -94,3 +94,125 @@ def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# --- long-video mode (`sharpv bench --long-video`) ---------------------------------------------
+
+LONG_VIDEO_COLUMNS: list[Column] = [
+    ("frames", "frames", "{}"),
+    ("mode", "mode", "{}"),
+    ("status", "status", "{}"),
+    ("visual_tokens_kept", "visual kept", "{}"),
+    ("kept_share", "kept share", "{:.1%}"),
+    ("vision_seconds", "vision s", "{:.2f}"),
+    ("prefill_seconds", "prefill s", "{:.2f}"),
+    ("ttft_seconds", "TTFT s", "{:.2f}"),
+    ("question_to_first_token_seconds", "question to 1st token s", "{:.3f}"),
+    ("question_share_of_oneshot_ttft", "vs one-shot TTFT", "{:.2%}"),
+    ("kv_cache_bytes", "KV MiB", "{:.1f}"),
+    ("peak_memory_bytes", "peak MiB", "{:.0f}"),
+    ("peak_over_baseline_bytes", "peak over loaded MiB", "{:.0f}"),
+]
+_SCALE.update(peak_over_baseline_bytes=1 / 2**20, baseline_memory_bytes=1 / 2**20)
+
+
+def long_video_rows(records: Sequence[dict]) -> list[dict]:
+    """Records as displayed: a did-not-finish status names its reason (and how far it got)."""
+    rows = []
+    for r in records:
+        row = dict(r)
+        if r["status"] != "ok":
+            where = f", at {r['progress']}" if r.get("progress") and r["progress"] not in ("loaded", "vision", "prefill") else ""
+            row["status"] = f"{r['status']}: {r['reason']}{where}"
+        rows.append(row)
+    return rows
+
+
+def long_video_markdown(result: dict) -> str:
+    """results.md of the long-video mode: the table, peak growth per frame, the two targets."""
+    env, settings, summary = result["environment"], result["settings"], result["summary"]
+    mib = lambda v: "-" if v is None else f"{v / 2**20:.2f}"  # noqa: E731
+    caps = []
+    if settings.get("max_seconds") is not None:
+        caps.append(f"{settings['max_seconds']:g} s")
+    if settings.get("max_memory_bytes") is not None:
+        caps.append(f"{settings['max_memory_bytes'] / 2**30:g} GiB")
+    lines = [
+        f"Model: {env.get('model')}; dtype {settings['dtype']}; device {settings['device']} ({env.get('cpu')}, "
+        f"{env.get('threads')} threads{', ' + env['gpu'] if env.get('gpu') else ''}); torch {env.get('torch')}, "
+        f"transformers {env.get('transformers')}; "
+        f"{str(env['tokens_per_frame']) + ' tokens per frame; ' if env.get('tokens_per_frame') else ''}vision tower on "
+        f"random pixels, {settings['chunk_frames']} frames per call; one run per configuration, each in a fresh "
+        f"process{'; cap per run: ' + ' and '.join(caps) if caps else ''}.",
+        "",
+        markdown_table(long_video_rows(result["records"]), LONG_VIDEO_COLUMNS),
+        "Peak memory growth per frame: least-squares slope over the frame counts that finished, and the "
+        "marginal growth between the two largest of them (costs fixed per chunk are paid by then):",
+        "",
+        "| mode | frames finished | peak MiB/frame (slope) | peak MiB/frame (marginal) | KV MiB/frame |",
+        "|---|---|---|---|---|",
+    ]
+    for mode, m in summary["modes"].items():
+        lines.append(f"| {mode} | {', '.join(map(str, m['frames_finished'])) or '-'} | {mib(m['peak_growth_bytes_per_frame'])} | "
+                     f"{mib(m['peak_marginal_growth_bytes_per_frame'])} | {mib(m['kv_cache_growth_bytes_per_frame'])} |")
+    a, b = summary["target_peak_ratio"], summary["target_question_share"]
+    lines += ["", "Targets:", ""]
+    if a["measured"]:
+        lines.append(f"- {a['claim']}: ratio {a['ratio']:.2f} ({'met' if a['met'] else 'not met'}).")
+    else:
+        extra = (f"; extrapolating linearly from {' and '.join(map(str, a['extrapolated_from']))} frames gives "
+                 f"{a['extrapolated_ratio']:.2f} (not a measurement)") if a.get("extrapolated_ratio") is not None else ""
+        lines.append(f"- {a['claim']}: not measured (the two frame counts did not both finish, or were not run){extra}.")
+    shares = ", ".join(f"{v:.2%} at {k} frames" for k, v in b["shares_measured"].items())
+    if b["measured"]:
+        lines.append(f"- {b['claim']}: {b['share']:.2%} ({'met' if b['met'] else 'not met'}).")
+    else:
+        lines.append(f"- {b['claim']}: not measured at that frame count{'; measured: ' + shares if shares else ''}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_long_video(result: dict, path: Path) -> None:
+    """One PNG, three panels against the frame count: peak memory, the part of it above the loaded
+    model, and TTFT (with the chunked path's question-to-first-token time dashed). Runs that hit the
+    time cap are drawn as an x at the cap (a lower bound)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+    records, cap = result["records"], result["settings"].get("max_seconds")
+    fig, (mem, over, ttft) = plt.subplots(1, 3, figsize=(15, 4.4))
+    for mode in dict.fromkeys(r["mode"] for r in records):
+        done = sorted((r["frames"], r) for r in records if r["mode"] == mode and r["status"] == "ok")
+        xs = [f for f, _ in done]
+        line, = mem.plot(xs, [r["peak_memory_bytes"] / 2**20 for _, r in done], marker="o", label=mode)
+        colour = line.get_color()
+        over.plot(xs, [r["peak_over_baseline_bytes"] / 2**20 for _, r in done], marker="o", color=colour, label=mode)
+        ttft.plot(xs, [r["ttft_seconds"] for _, r in done], marker="o", color=colour, label=f"{mode}: TTFT")
+        if mode == "sharpv-chunked":
+            ttft.plot(xs, [r["question_to_first_token_seconds"] for _, r in done], marker="s", linestyle="--",
+                      color=colour, label=f"{mode}: question to first token")
+        capped = [r["frames"] for r in records if r["mode"] == mode and r["status"] != "ok"
+                  and str(r.get("reason", "")).startswith("time cap")]
+        if capped and cap:
+            ttft.scatter(capped, [cap] * len(capped), marker="x", s=60, color=colour)
+    frames = sorted({r["frames"] for r in records})
+    panels = ((mem, "peak memory (process)", "MiB"), (over, "peak above the loaded model", "MiB"),
+              (ttft, "time to first token (x: hit the time cap)", "seconds"))
+    for ax, title, ylabel in panels:
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(frames))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("frames")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    ttft.set_yscale("log")
+    env = result["environment"]
+    fig.suptitle(f"long video: {env.get('model')}, {result['settings']['dtype']}, {result['settings']['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -110,7 +110,9 @@ def synthetic_inputs(model: torch.nn.Module, frames: int, tokens_per_frame: int,
     """Model inputs for one video of ``frames`` frames.
 
     ``vision="precomputed"`` passes ``mm_encoder_outputs`` (synthetic features, the vision tower is
-    skipped); ``"real"`` passes pixels (random) that the vision tower encodes.
+    skipped); ``"real"`` passes pixels (random) that the vision tower encodes; ``"none"`` only the
+    prompt (ids, mask and, for Qwen-VL, the video grid): the caller brings the pixels
+    (:func:`synthetic_pixels`, frame range by frame range).
     """
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -166,6 +168,49 @@ def synthetic_inputs(model: torch.nn.Module, frames: int, tokens_per_frame: int,
             patches = steps * (side * merge) ** 2
             dim_in = 3 * vc.temporal_patch_size * vc.patch_size**2
             inputs["pixel_values_videos"] = torch.randn(patches, dim_in, generator=g).to(device, dtype)
-    else:
-        raise ValueError(f"vision must be precomputed or real, got {vision!r}")
+    elif vision != "none":
+        raise ValueError(f"vision must be precomputed, real or none, got {vision!r}")
     return inputs
+
+
+def synthetic_pixels(model: torch.nn.Module, start: int, stop: int, tokens_per_frame: int, *, noise: float = 0.3,
+                     seed: int = 0) -> dict[str, Any]:
+    """Pixel inputs of frames ``[start, stop)`` of one synthetic video, in the model's own layout:
+    ``pixel_values_videos`` (1, T, 3, S, S) for LLaVA-OneVision; patch rows and ``video_grid_thw``
+    of the temporal steps ``[start // 2, stop // 2)`` for Qwen-VL (``start`` and ``stop`` even).
+
+    Every frame is a function of (``seed``, its index) alone, so a video made chunk by chunk equals
+    the video made at once. A frame is a static random image, plus per-frame noise of relative size
+    ``noise``, plus a block that moves every frame (about 1/16 of the frame): temporal redundancy,
+    as in :func:`synthetic_features`, but before the vision tower.
+    """
+    config = model.config
+    device, dtype = model.device, model.dtype
+
+    def frame(index: int, shape: tuple[int, ...]) -> torch.Tensor:
+        x = torch.randn(shape, generator=torch.Generator().manual_seed(seed + 7))  # the static image
+        g = torch.Generator().manual_seed(seed * 1_000_003 + 11 + index)
+        x += noise * torch.randn(shape, generator=g)
+        if len(shape) == 3:  # (3, S, S): a square of a quarter of each side
+            block = max(1, shape[1] // 4)
+            at = (index * block) % shape[1]
+            region = (slice(None), slice(at, at + block), slice(at, at + block))
+        else:  # (patch rows, dim): 1/16 of the rows
+            block = max(1, shape[0] // 16)
+            at = (index * block) % shape[0]
+            region = (slice(at, at + block),)
+        x[region] = torch.randn(x[region].shape, generator=g)
+        return x
+
+    if config.model_type == "llava_onevision":
+        size = config.vision_config.image_size
+        frames = [frame(t, (3, size, size)).to(dtype) for t in range(start, stop)]  # never all in float32
+        return {"pixel_values_videos": torch.stack(frames)[None].to(device)}
+    vc = config.vision_config
+    merge = vc.spatial_merge_size
+    side = math.isqrt(tokens_per_frame) * merge
+    dim_in = 3 * vc.temporal_patch_size * vc.patch_size**2
+    steps = range(start // 2, max(start // 2 + 1, stop // 2))
+    rows = torch.cat([frame(t, (side * side, dim_in)).to(dtype) for t in steps])
+    return {"pixel_values_videos": rows.to(device),
+            "video_grid_thw": torch.tensor([[len(steps), side, side]], device=device)}
