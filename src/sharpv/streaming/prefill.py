@@ -204,7 +204,7 @@ class ChunkedPrefill:
             self.pruner.begin_prefill(visual[None], torch.ones_like(visual)[None], cached)
         with self.handle.passthrough(), torch.no_grad():
             try:
-                self.last_logits = self.model(**kwargs).logits
+                self.model(**kwargs, logits_to_keep=1)  # only the cache matters; full-vocabulary logits per piece would not
             finally:
                 if self.pruner is not None:
                     self.pruner.end_prefill(self.cache)
