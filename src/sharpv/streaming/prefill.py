@@ -39,7 +39,6 @@ Usage::
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
