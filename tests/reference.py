@@ -94,7 +94,8 @@ def stage1_by_hand(fam, inputs: dict, config: SharpVConfig | PruningMethod) -> R
 
 
 def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None, *, slice_at: int | None = None,
-               slice_rows: torch.Tensor | None = None, groups: torch.Tensor | None = None):
+               slice_rows: torch.Tensor | None = None, groups: torch.Tensor | None = None,
+               visible: torch.Tensor | None = None):
     """Run the language model layer by layer on the prompt plus ``tokens`` with SDPA masks.
 
     With ``config`` (stage 2 on), the reference decides itself, from its own hidden states, which
@@ -106,6 +107,10 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
     ``groups`` (n,) long: the chunk of every prompt token (-1 for text), for stage 2 per chunk:
     each chunk's visual tokens decide on their own (the layer mean over that chunk), and
     ``layerwise`` drops hide a chunk's entries from the rows after the chunk's last token.
+
+    ``visible`` (n, n) bool, stage 2 off: which prompt keys each prompt row may see besides the
+    causal rule (KV eviction: rows fed after an entry was evicted do not see it); the new tokens
+    see what the last prompt row sees.
     """
     model = fam.model
     lm = model.model.language_model
@@ -164,6 +169,11 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
             else:
                 hidden_set = torch.zeros(total, dtype=torch.bool)
                 mask = causal
+                if visible is not None:
+                    allowed = torch.ones(total, total, dtype=torch.bool)
+                    allowed[:n, :n] = visible
+                    allowed[n:, :n] = visible[-1]
+                    mask = causal & allowed
             mask = mask | torch.eye(total, dtype=torch.bool)  # withdrawn rows stay finite
             hidden_keys.append(hidden_set)
             if slice_at is not None and i == slice_at:

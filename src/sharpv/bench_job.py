@@ -87,7 +87,7 @@ def write_long_video_results(result: dict, out: Path) -> None:
 def run_long_video_job(*, model_dir: Path | None, shape: str | None, frames: list[int], modes: list[str],
                        tokens_per_frame: int, chunk_frames: int, dtype: str, device: str, noise: float, warmup: int,
                        max_seconds: float | None, max_memory_bytes: int | None, out: Path | None,
-                       console: Console) -> dict:
+                       console: Console, vision_layers: int | None = None) -> dict:
     """`sharpv bench --long-video`: every (frames, mode) in a fresh process under the caps."""
     from sharpv.long_video_bench import run_long_video
     from sharpv.report import LONG_VIDEO_COLUMNS
@@ -104,7 +104,7 @@ def run_long_video_job(*, model_dir: Path | None, shape: str | None, frames: lis
         result = run_long_video(model_dir=model_dir, shape=shape, frames=frames, modes=modes,
                                 tokens_per_frame=tokens_per_frame, chunk_frames=chunk_frames, dtype=dtype, device=device,
                                 noise=noise, warmup=warmup, max_seconds=max_seconds, max_memory_bytes=max_memory_bytes,
-                                on_step=step, on_record=done)
+                                vision_layers=vision_layers, on_step=step, on_record=done)
     from sharpv.report import long_video_rows
 
     Console(width=max(160, Console().width)).print(

@@ -186,6 +186,7 @@ def bench(
     chunk_frames: int = typer.Option(16, "--chunk-frames", help="--long-video only: frames per vision-tower call (and per chunk of the chunked prefill)."),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="--long-video only: time cap per run (after the model is loaded); a run past it is killed and recorded as did not finish."),
     max_memory_gib: Optional[float] = typer.Option(None, "--max-memory-gib", help="--long-video only: memory cap per run (resident set on CPU, allocations on CUDA), recorded as did not finish."),
+    vision_layers: Optional[int] = typer.Option(None, "--vision-layers", help="--long-video with --shape only: keep this many encoder layers of the vision tower (default: all). Activations per chunk keep their shape, so memory scaling holds; vision time is not the real model's. For reaching long videos on a CPU."),
 ) -> None:
     """Efficiency of every method at equal budgets against dense: prefill, TTFT, pruning cost,
     decode speed, KV bytes, peak memory and analytic FLOPs. With --long-video: peak memory and
@@ -215,6 +216,10 @@ def bench(
         from sharpv.long_video_bench import check_options
 
         mode_list = check_options(modes, chunk_frames, max_seconds, max_memory_gib)
+        if vision_layers is not None:
+            if shape is None:
+                raise SharpVError("--vision-layers needs --shape (a local model keeps its own vision tower)")
+            check_at_least(vision_layers, "--vision-layers", 1)
         check_output_dir(out, "--out")
         from sharpv.bench_job import run_long_video_job
 
@@ -223,8 +228,11 @@ def bench(
             model_dir=model, shape=shape, frames=frame_list, modes=mode_list, tokens_per_frame=tokens_per_frame,
             chunk_frames=chunk_frames, dtype=dtype, device=device, noise=noise, warmup=warmup, max_seconds=max_seconds,
             max_memory_bytes=int(max_memory_gib * 2**30) if max_memory_gib is not None else None, out=out, console=err,
+            vision_layers=vision_layers,
         )
         return
+    if vision_layers is not None:
+        raise SharpVError("--vision-layers applies to --long-video only")
     budget_list = parse_budgets(budgets)
     specs = _method_specs(methods, budget_list)
     check_output_dir(out, "--out")

@@ -71,6 +71,7 @@ class Job:
     model_dir: str | None
     shape: str | None
     tokens_per_frame: int
+    vision_layers: int | None
     max_seconds: float | None
     max_memory_bytes: int | None
     result_path: str
@@ -141,7 +142,8 @@ def load_worker_model(job: Job):
     else:
         from sharpv.shapes import build_shape_model
 
-        model = build_shape_model(job.shape, job.tokens_per_frame, dtype=dtype, device=job.device)
+        model = build_shape_model(job.shape, job.tokens_per_frame, dtype=dtype, device=job.device,
+                                  vision_layers=job.vision_layers)
     with torch.inference_mode():  # weights loaded lazily (memory-mapped) become resident now, not inside the run
         for tensor in list(model.parameters()) + list(model.buffers()):
             tensor.sum()
@@ -332,13 +334,13 @@ def worker_main(job_path: str) -> int:
     return 0
 
 
-def prepare_main(shape: str, tokens_per_frame: int, dtype: str, out: str) -> int:
+def prepare_main(shape: str, tokens_per_frame: int, dtype: str, out: str, vision_layers: int | None = None) -> int:
     """Build a shape's random-weight model once and save it, so that every worker loads it
     instead of initialising ~1B random weights again."""
     from sharpv.answer import DTYPES
     from sharpv.shapes import build_shape_model
 
-    model = build_shape_model(shape, tokens_per_frame, dtype=DTYPES[dtype])
+    model = build_shape_model(shape, tokens_per_frame, dtype=DTYPES[dtype], vision_layers=vision_layers)
     model.save_pretrained(out)
     return 0
 
@@ -505,7 +507,8 @@ def summarize(records: list[dict], *, targets: tuple[int, int] = (64, 1024), max
 
 def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[int], modes: list[str],
                    tokens_per_frame: int, chunk_frames: int, dtype: str, device: str, noise: float, warmup: int,
-                   max_seconds: float | None, max_memory_bytes: int | None, skip_after_dnf: bool = True,
+                   max_seconds: float | None, max_memory_bytes: int | None, vision_layers: int | None = None,
+                   skip_after_dnf: bool = True,
                    isolate: bool = True, on_step: Callable[[str], None] | None = None,
                    on_record: Callable[[dict], None] | None = None) -> dict:
     """Every (frames, mode) in its own worker process, frame counts ascending; returns
@@ -523,7 +526,8 @@ def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[in
                 on_step(f"building {shape} (random weights) once")
             prepared = work / "model"
             built = subprocess.run(
-                [sys.executable, "-m", "sharpv.long_video_bench", "prepare", shape, str(tokens_per_frame), dtype, str(prepared)],
+                [sys.executable, "-m", "sharpv.long_video_bench", "prepare", shape, str(tokens_per_frame), dtype,
+                 str(prepared), *([str(vision_layers)] if vision_layers is not None else [])],
                 env=_worker_env(), capture_output=True, text=True,
             )
             if built.returncode != 0:
@@ -540,7 +544,7 @@ def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[in
                     job = Job(frames=n, mode=mode, chunk_frames=chunk_frames, dtype=dtype, device=device, noise=noise,
                               warmup=warmup, model_dir=str(prepared or model_dir) if (prepared or model_dir) else None,
                               shape=None if (prepared or model_dir) else shape,
-                              tokens_per_frame=tokens_per_frame, max_seconds=max_seconds,
+                              tokens_per_frame=tokens_per_frame, vision_layers=vision_layers, max_seconds=max_seconds,
                               max_memory_bytes=max_memory_bytes, result_path=str(work / f"result-{n}-{mode}.json"),
                               ready_path=str(work / f"ready-{n}-{mode}.txt"))
                     if isolate:
@@ -565,7 +569,7 @@ def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[in
     settings = {
         "frames": sorted(frames), "modes": list(modes), "chunk_frames": chunk_frames, "dtype": dtype, "device": device,
         "pixel_noise": noise, "warmup": warmup, "max_seconds": max_seconds, "max_memory_bytes": max_memory_bytes,
-        "question_tokens": 20, "prefix_tokens": 14,
+        "question_tokens": 20, "prefix_tokens": 14, "vision_layers": vision_layers,
     }
     return {"environment": env, "settings": settings, "records": records, "summary": summarize(records)}
 
@@ -574,9 +578,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"] and len(argv) == 2:
         return worker_main(argv[1])
-    if argv[:1] == ["prepare"] and len(argv) == 5:
-        return prepare_main(argv[1], int(argv[2]), argv[3], argv[4])
-    print("usage: python -m sharpv.long_video_bench run JOB.json | prepare SHAPE TOKENS_PER_FRAME DTYPE DIR", file=sys.stderr)
+    if argv[:1] == ["prepare"] and len(argv) in (5, 6):
+        return prepare_main(argv[1], int(argv[2]), argv[3], argv[4], int(argv[5]) if len(argv) == 6 else None)
+    print("usage: python -m sharpv.long_video_bench run JOB.json | prepare SHAPE TOKENS_PER_FRAME DTYPE DIR [VISION_LAYERS]",
+          file=sys.stderr)
     return 2
 
 

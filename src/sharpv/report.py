@@ -128,6 +128,14 @@ def long_video_rows(records: Sequence[dict]) -> list[dict]:
     return rows
 
 
+def _vision_depth(settings: dict) -> str:
+    layers = settings.get("vision_layers")
+    if layers is None:
+        return ""
+    return (f"vision tower cut to {layers} encoder layer{'s' if layers != 1 else ''} (--vision-layers: memory per "
+            f"chunk keeps its shape, vision seconds are not the real model's); ")
+
+
 def long_video_markdown(result: dict) -> str:
     """results.md of the long-video mode: the table, peak growth per frame, the two targets."""
     env, settings, summary = result["environment"], result["settings"], result["summary"]
@@ -141,7 +149,8 @@ def long_video_markdown(result: dict) -> str:
         f"Model: {env.get('model')}; dtype {settings['dtype']}; device {settings['device']} ({env.get('cpu')}, "
         f"{env.get('threads')} threads{', ' + env['gpu'] if env.get('gpu') else ''}); torch {env.get('torch')}, "
         f"transformers {env.get('transformers')}; "
-        f"{str(env['tokens_per_frame']) + ' tokens per frame; ' if env.get('tokens_per_frame') else ''}vision tower on "
+        f"{str(env['tokens_per_frame']) + ' tokens per frame; ' if env.get('tokens_per_frame') else ''}"
+        f"{_vision_depth(settings)}vision tower on "
         f"random pixels, {settings['chunk_frames']} frames per call; one run per configuration, each in a fresh "
         f"process{'; cap per run: ' + ' and '.join(caps) if caps else ''}.",
         "",
@@ -212,7 +221,9 @@ def plot_long_video(result: dict, path: Path) -> None:
         ax.legend(fontsize=7)
     ttft.set_yscale("log")
     env = result["environment"]
-    fig.suptitle(f"long video: {env.get('model')}, {result['settings']['dtype']}, {result['settings']['device']}")
+    layers = result["settings"].get("vision_layers")
+    depth = f", vision tower cut to {layers} layer{'s' if layers != 1 else ''}" if layers is not None else ""
+    fig.suptitle(f"long video: {env.get('model')}{depth}, {result['settings']['dtype']}, {result['settings']['device']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

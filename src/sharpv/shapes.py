@@ -53,9 +53,12 @@ SHAPES: dict[str, Shape] = {
 }
 
 
-def shape_config(name: str, tokens_per_frame: int = 196):
+def shape_config(name: str, tokens_per_frame: int = 196, vision_layers: int | None = None):
     """The transformers config of shape ``name``; the vision input size is set so that every
-    frame (LLaVA-OneVision) or temporal step (Qwen2.5-VL) yields ``tokens_per_frame`` tokens."""
+    frame (LLaVA-OneVision) or temporal step (Qwen2.5-VL) yields ``tokens_per_frame`` tokens.
+    ``vision_layers`` keeps only that many encoder layers of the vision tower (the long-video
+    bench uses it to reach 1024 frames on a CPU: every layer's activations have the full shape,
+    so memory per chunk is unchanged, but vision time is not the real model's)."""
     from transformers import LlavaOnevisionConfig, Qwen2_5_VLConfig
 
     if name not in SHAPES:
@@ -64,9 +67,12 @@ def shape_config(name: str, tokens_per_frame: int = 196):
     if side * side != tokens_per_frame:
         raise ValueError(f"tokens per frame must be a square number (a square frame grid), got {tokens_per_frame}")
     shape = SHAPES[name]
+    if vision_layers is not None and vision_layers < 1:
+        raise ValueError(f"vision_layers must be at least 1, got {vision_layers}")
+    depth = {} if vision_layers is None else {"depth" if shape.family != "llava-onevision" else "num_hidden_layers": vision_layers}
     if shape.family == "llava-onevision":
         # LLaVA-OneVision pools the patch grid 2x2 (rounding up): side s needs 2s - 1 or 2s patches.
-        vision = dict(SIGLIP_SO400M, image_size=14 * (2 * side - 1) if side > 1 else 14)
+        vision = dict(SIGLIP_SO400M, image_size=14 * (2 * side - 1) if side > 1 else 14, **depth)
         return LlavaOnevisionConfig(
             text_config=dict(shape.text, model_type="qwen2", rope_theta=1e6),
             vision_config=vision,
@@ -75,17 +81,19 @@ def shape_config(name: str, tokens_per_frame: int = 196):
         )
     text = dict(shape.text, rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]})
     return Qwen2_5_VLConfig(
-        text_config=text, vision_config=dict(QWEN25_VISION, out_hidden_size=shape.text["hidden_size"]),
+        text_config=text, vision_config=dict(QWEN25_VISION, out_hidden_size=shape.text["hidden_size"], **depth),
         image_token_id=151655, video_token_id=151656, vision_start_token_id=151652, vision_end_token_id=151653,
     )
 
 
 def build_shape_model(name: str, tokens_per_frame: int = 196, dtype: torch.dtype = torch.bfloat16,
-                      device: str = "cpu", attn_implementation: str = "sdpa", seed: int = 0):
-    """A random-weight model with the architecture of shape ``name``."""
+                      device: str = "cpu", attn_implementation: str = "sdpa", seed: int = 0,
+                      vision_layers: int | None = None):
+    """A random-weight model with the architecture of shape ``name`` (``vision_layers``: see
+    :func:`shape_config`)."""
     from transformers import AutoModelForImageTextToText
 
-    config = shape_config(name, tokens_per_frame)
+    config = shape_config(name, tokens_per_frame, vision_layers)
     config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn_implementation)

@@ -56,19 +56,16 @@ class ChunkedPrefill:
     """Feed one video prompt (batch of one) into a cache chunk by chunk; see the module docstring."""
 
     def __init__(self, handle: Any, inputs: dict[str, torch.Tensor]):
+        self._start(handle)
+        self._set_prompt(inputs)
+
+    def _start(self, handle: Any) -> None:
+        """Everything but the prompt: the method's settings and an empty cache."""
         method = handle.method
         if not isinstance(method, SharpV):
             raise SharpVError(f"chunked prefill runs SharpV; {method.name} is applied")
-        ids = inputs["input_ids"]
-        if ids.shape[0] != 1:
-            raise SharpVError(f"chunked prefill takes one prompt at a time, got a batch of {ids.shape[0]}")
         self.handle, self.model, self.adapter = handle, handle.model, handle.adapter
         self.config = method.config
-        self.ids = ids
-        self.inputs = inputs
-        mask = inputs.get("attention_mask")
-        self.full_positions = self.adapter.full_positions(inputs, ids, mask)
-        self.placeholders = (ids[0] == self.adapter.video_token_id).nonzero().squeeze(1)
         self.budget = self.config.keep_ratio is not None
         self.selector = StreamingSelector(  # budget mode searches the scale itself: unscaled ratios
             spatial_weight=self.config.spatial_weight, ratio_scale=1.0 if self.budget else self.config.ratio_scale,
@@ -82,9 +79,21 @@ class ChunkedPrefill:
         self.fed_positions: list[torch.Tensor] = []
         self.fed_visual: list[torch.Tensor] = []
         self.kept_per_frame: list[int] = []
+        self.last_selection: Any = None  # stage 1's ChunkSelection of the latest chunk
         self._extra: Any = None  # the encoder output's always-kept tail (LLaVA-OneVision's image_newline)
         self.pruner = handle.layer_pruner  # stage 2, per chunk (see the module docstring)
         self.chunk_reports: list[Any] = []  # stage 2's report for every piece that held video tokens
+
+    def _set_prompt(self, inputs: dict[str, torch.Tensor]) -> None:
+        """The (unpruned) prompt the pieces are cut from. A prompt may be replaced by a longer one
+        whose fed part is the same (the live session grows it as frames arrive)."""
+        ids = inputs["input_ids"]
+        if ids.shape[0] != 1:
+            raise SharpVError(f"chunked prefill takes one prompt at a time, got a batch of {ids.shape[0]}")
+        self.ids = ids
+        self.inputs = inputs
+        self.full_positions = self.adapter.full_positions(inputs, ids, inputs.get("attention_mask"))
+        self.placeholders = (ids[0] == self.adapter.video_token_id).nonzero().squeeze(1)
 
     # --- pieces -----------------------------------------------------------------------------
     def push(self, encoder_output: Any, video_grid_thw: torch.Tensor | None = None) -> torch.Tensor:
@@ -97,6 +106,7 @@ class ChunkedPrefill:
             raise SharpVError("chunked prefill takes one video per prompt")
         grid = grids.grids[0]
         part = self.selector.push(grid)
+        self.last_selection = part
         n = grid.shape[0] * grid.shape[1]
         if self.used + n > self.placeholders.numel() - grids.extra_tokens:
             raise SharpVError(
