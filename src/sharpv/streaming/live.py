@@ -19,9 +19,14 @@ Decisions:
   frames, so what was fed stays valid as the video grows.
 - **Time** comes from ``fps``, the rate of the frames you push: frame i is at ``i / fps`` seconds
   (Qwen2.5-VL's temporal positions, Qwen3-VL's timestamps).
-- **Each chunk is processed as a clip of its own** by the model's processor. A processor whose
-  frame size depends on the clip length (Qwen3-VL's pixel budget covers the whole clip) must give
-  every chunk the same size; a chunk that comes out at another size is refused.
+- **The frame size is pinned at the first chunk.** Qwen3-VL's processor sizes frames from a pixel
+  budget over the whole clip, which a stream does not have: the size it picks for the first chunk
+  (``chunk_frames`` frames, or fewer if a question comes first) holds for the whole stream. With
+  :class:`~sharpv.video.TorchVideoInputs` every later chunk is resized to it; the model's own
+  transformers processor is called per chunk, and a chunk it sizes differently is refused with
+  the size to use. Where the budget does not bind (it does not for real checkpoints below ~100
+  frames per chunk), the answer equals the one-shot answer on the same frames exactly; where it
+  does, the one-shot path would have picked another size for the whole clip.
 - **Qwen-VL encodes frames in pairs** (temporal patch 2): at a question, a last frame without its
   partner waits for the next push (``frames_seen`` says how many frames the answer saw).
 - **Adaptive mode only**: budget mode (``keep_ratio``) splits a total over the whole video, which
@@ -185,6 +190,7 @@ class LiveVideo(ChunkedPrefill):
         self._frame_shape: tuple[int, ...] | None = None
         self._video_ids: list[int] = list(self.parts.before)
         self._grid: tuple[int, int] | None = None  # (gh, gw) of the patch grid (Qwen-VL)
+        self._size: tuple[int, int] | None = None  # the frames' input size, pinned at the first chunk
         self._per_frame = 0
         self._scores: list[torch.Tensor] = []  # stage-1 score of every video entry in the cache, in cache order
         self._set_prompt(self._inputs(self._video_ids))
@@ -234,7 +240,14 @@ class LiveVideo(ChunkedPrefill):
         frames, self._pending = np.stack(self._pending[:usable]), self._pending[usable:]
         first = self.frames_seen
         clip = SampledVideo(frames, list(range(first, first + usable)), first + usable, self.fps)
-        pixels = build_inputs(self.processor, "", clip)
+        if isinstance(self.processor, TorchVideoInputs):  # the stream's frame size, pinned at its first chunk
+            if self._size is None:
+                self._size = self.processor.input_size(*frames.shape[1:3], usable) or tuple(frames.shape[1:3])
+            prompt = self.processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": ""}]}])
+            pixels = self.processor.prepare(prompt, clip, size=self._size)
+        else:
+            pixels = build_inputs(self.processor, "", clip)
         kwargs = {key: pixels[key] for key in PIXEL_KEYS if key in pixels}
         grid = kwargs.get("video_grid_thw")
         if grid is not None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -302,3 +302,46 @@ def read_video(path: str | Path, num_frames: int, resize: FrameResize | None = N
         return _read_video_file(p, num_frames, resize)
     except _ResizeFailed as failed:  # the resize's own error, e.g. a frame count the model refuses
         raise failed.__cause__ from None
+
+
+def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[np.ndarray]:
+    """Decode a video file one frame at a time, as a live capture would deliver it: (H, W, 3) uint8
+    RGB frames in display order, only the current one in memory (feed them to
+    :class:`sharpv.streaming.LiveVideo`). With ``fps``, at most that many frames per second of
+    video: the first frame at or after every ``1 / fps`` seconds (by the frames' timestamps, or
+    their index over the stream's rate when a frame has none). A packet that fails to decode is
+    skipped and one :class:`VideoReadWarning` says so at the end."""
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise SharpVError(f"fps must be a number > 0 (or None for every frame), got {fps}")
+    p = _existing(path)
+    if p.is_dir():
+        raise SharpVError(f"{p} is a folder; iter_frames reads a video file (read_video samples folders of frames)")
+    _open_video(p).close()
+    import av
+
+    errors: list[str] = []
+    with av.open(str(p)) as container:
+        stream = container.streams.video[0]
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or 1.0
+        due, index = 0.0, 0
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except _decode_errors() as exc:
+                    errors.append(type(exc).__name__)
+                    continue
+                for frame in frames:
+                    at = float(frame.time) if frame.time is not None else index / rate
+                    index += 1
+                    if fps is not None:
+                        if at + 1e-9 < due:
+                            continue
+                        while due <= at + 1e-9:
+                            due += 1.0 / fps
+                    yield frame.to_ndarray(format="rgb24")
+        except _decode_errors() as exc:
+            errors.append(type(exc).__name__)
+    if errors:
+        warnings.warn(f"{p}: {len(errors)} packet(s) failed to decode ({errors[0]}); their frames were skipped",
+                      VideoReadWarning, stacklevel=2)

@@ -282,13 +282,15 @@ class TorchVideoInputs:
         y = np.ascontiguousarray(y.numpy())
         return y[0] if single else y
 
-    def _to_input_size(self, frames: torch.Tensor, video: SampledVideo) -> torch.Tensor:
-        """(T, 3, H, W) uint8 frames at the model's input size. Frames already resized while decoding
-        (``video.source_size`` set) must be at the size their decoded size calls for: they are then
-        used as they are, which gives the same pixels as resizing the decoded frames here."""
+    def _to_input_size(self, frames: torch.Tensor, video: SampledVideo, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(T, 3, H, W) uint8 frames at the model's input size (or at ``size``, see :meth:`prepare`).
+        Frames already resized while decoding (``video.source_size`` set) must be at the size their
+        decoded size calls for: they are then used as they are, which gives the same pixels as
+        resizing the decoded frames here."""
         n, h, w = frames.shape[0], int(frames.shape[2]), int(frames.shape[3])
         source = tuple(int(v) for v in video.source_size) if video.source_size is not None else (h, w)
-        size = self.input_size(*source, n)
+        if size is None:
+            size = self.input_size(*source, n)
         if size is None:
             size = source
         if (h, w) == tuple(size):
@@ -300,9 +302,12 @@ class TorchVideoInputs:
             )
         return _resize(frames, size, self.resolved["resample"])
 
-    def prepare(self, prompt: str, video: SampledVideo) -> dict[str, torch.Tensor]:
+    def prepare(self, prompt: str, video: SampledVideo, size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """The model inputs of ``prompt`` (one video placeholder) and ``video``. ``size`` (h, w), a
+        multiple of the patch grid, replaces the resize rule: a live stream pins its frame size at its
+        first chunk, since Qwen3-VL's rule depends on the clip length a stream does not have."""
         frames = torch.from_numpy(np.ascontiguousarray(video.frames)).permute(0, 3, 1, 2).contiguous()  # (T, 3, H, W)
-        frames = self._to_input_size(frames, video)
+        frames = self._to_input_size(frames, video, size)
         if self.family == "llava-onevision":
             return self._llava(prompt, frames)
         return self._qwen(prompt, frames, video)
