@@ -42,7 +42,7 @@ from typing import Any, Callable
 
 from sharpv.bench import ADAPTIVE, MethodSpec, plan
 from sharpv.errors import SharpVError
-from sharpv.video import SampledVideo, build_inputs, read_video
+from sharpv.video import SampledVideo, build_inputs, read_video, read_video_for
 
 Z95 = 1.959964
 LETTERS = string.ascii_uppercase
@@ -60,10 +60,14 @@ class Example:
     options: list[str] | None = None
     type: str = "all"
 
-    def load(self, num_frames: int) -> SampledVideo:
+    def load(self, num_frames: int, processor: Any = None) -> SampledVideo:
+        """The example's frames; a file is read streaming (every kept frame resized to the model's
+        input size as it is decoded, :func:`~sharpv.video.read_video_for`) when ``processor`` is given."""
         if self.frames is not None:
             n = len(self.frames)
             return SampledVideo(self.frames, list(range(n)), n, 8.0)
+        if processor is not None:
+            return read_video_for(processor, self.video, num_frames)
         return read_video(self.video, num_frames)
 
     def prompt(self) -> str:
@@ -239,7 +243,7 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
     shareable = [reuse_prefix and shared_prefix_refusal(method, adapter) is None for method in methods]
     groups = video_groups(examples) if reuse_prefix else [[i] for i in range(len(examples))]
     for group in groups:
-        video = examples[group[0]].load(frames)
+        video = examples[group[0]].load(frames, processor)
         inputs = [build_inputs(processor, examples[i].prompt(), video) for i in group]
         share = len(group) > 1
         if share:
