@@ -372,3 +372,25 @@ def test_flex_attention_with_pre_llm_pruning_equals_sdpa(family, tiny_dirs):
     assert runs[0].sequences.tolist() == runs[1].sequences.tolist()
     for a, b in zip(runs[0].logits, runs[1].logits):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("positions", ["original", "compact"])
+def test_a_prompt_ending_on_a_video_token_continues_where_a_longer_prefill_puts_the_text(family, positions):
+    """Tokens generated after a pruned prompt that ends on a video token take the positions a
+    prefill of the prompt plus those tokens gives them (original positions: where the unpruned
+    conversation has them, after the whole video, not after the last kept video token)."""
+    inputs = family.inputs(n_frames=4)
+    ids = inputs["input_ids"]
+    last = int((ids[0] == family.model.config.video_token_id).nonzero().max()) + 1
+    sequence_keys = ("input_ids", "attention_mask", "mm_token_type_ids")
+    cut = {k: (v[:, :last] if k in sequence_keys else v) for k, v in inputs.items()}
+    with sharpv.apply(family.model, kv=False, positions=positions), torch.no_grad():
+        out = family.model.generate(**cut, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False, output_logits=True,
+                                    return_dict_in_generate=True)
+        new = out.sequences[:, last:]
+        longer = {k: (torch.cat([v, new if k == "input_ids" else torch.full_like(new, 1 if k == "attention_mask" else 0)], dim=1)
+                      if k in sequence_keys else v) for k, v in cut.items()}
+        logits = family.model(**longer).logits[0]
+    for step in range(NEW):
+        # the pruned forward returns the shortened sequence: the new tokens' rows are its last
+        torch.testing.assert_close(out.logits[step][0], logits[logits.shape[0] - NEW - 1 + step], atol=1e-5, rtol=1e-4)

@@ -71,6 +71,7 @@ class _Continuation:
     visual: torch.Tensor  # (B, L') bool: video tokens of the shortened prompt
     full_positions: torch.Tensor  # (B, L) or (P, B, L): positions of the unpruned prompt
     layouts: list[Layout | None] | None = None  # stage 2: the prompt columns every layer holds
+    original: bool = True  # fed at the unpruned prompt's positions (False: compact ones)
 
     @property
     def full_length(self) -> int:
@@ -95,8 +96,25 @@ class _Continuation:
             layouts = [None if l is None else Layout(l.index[:, :-n], l.valid[:, :-n]) for l in self.layouts]
         return _Continuation(
             self.prompt_ids[:, :-n], self.prefill_mask[:, :-n], self.needs_mask, self.positions[..., :-n],
-            self.visual[:, :-n], self.full_positions[..., :-n], layouts,
+            self.visual[:, :-n], self.full_positions[..., :-n], layouts, self.original,
         )
+
+    def last_position(self) -> torch.Tensor:
+        """The position tokens after the prompt count from, (B, 1) or (P, B, 1): the last fed
+        token's, except where a prompt at original M-RoPE positions ends on a video token. The
+        next token then comes after the whole unpruned video (each row's largest position over
+        the M-RoPE planes), where the unpruned prompt's next text token is, whichever video
+        tokens were kept. A fourth, leading plane (transformers' text positions: the sequence
+        index, for masks) just continues."""
+        last = self.positions[..., -1:]
+        ends_on_video = self.visual[:, -1]
+        if not self.original or last.dim() != 3 or not bool(ends_on_video.any()):
+            return last
+        rope = slice(1, None) if last.shape[0] == 4 else slice(None)
+        top = self.full_positions[rope].amax(dim=(0, 2)).to(last)  # (B,)
+        out = last.clone()
+        out[rope, ends_on_video, 0] = top[ends_on_video]
+        return out
 
 
 def _locate(given: torch.Tensor, full: torch.Tensor, seen: int, q: int) -> int:
@@ -206,7 +224,7 @@ class AppliedMethod:
             self._passthrough = False
 
     def adopt(self, cache: Any, prompt_ids: torch.Tensor, positions: torch.Tensor, visual: torch.Tensor,
-              full_positions: torch.Tensor, layouts: list[Layout | None] | None = None) -> None:
+              full_positions: torch.Tensor, layouts: list[Layout | None] | None = None, original: bool = True) -> None:
         """Register a cache filled elsewhere with a pruned prompt, so that later calls on it
         (``generate()`` with the whole prompt, further turns) are mapped as after a pruned prefill.
 
@@ -214,7 +232,8 @@ class AppliedMethod:
         (P, 1, L'): the positions the cache's L' entries were fed with; ``visual`` (1, L') bool:
         which of them are video tokens; ``full_positions`` (1, L) or (P, 1, L): the unpruned
         prompt's positions; ``layouts``: per layer, the prompt entries it holds when stage 2 left
-        layers of different lengths (None: every layer holds all ``L'``)."""
+        layers of different lengths (None: every layer holds all ``L'``); ``original``: whether
+        ``positions`` are the unpruned prompt's (False: compact ones)."""
         length = visual.shape[1]
         if _seq_length(cache) != length:
             raise SharpVError(f"the cache holds {_seq_length(cache)} entries but the pruned prompt has {length}")
@@ -227,6 +246,7 @@ class AppliedMethod:
             visual=visual.bool(),
             full_positions=full_positions.clone(),
             layouts=layouts if layouts is not None and any(l is not None for l in layouts) else None,
+            original=original,
         )
 
     def _before_forward(self, module, args, kwargs):
@@ -371,6 +391,7 @@ class AppliedMethod:
             positions=kwargs["position_ids"],
             visual=visual,
             full_positions=full_positions.clone(),
+            original=cfg.positions == "original",
         )
         if self.layer_pruner is not None:
             self.layer_pruner.begin_prefill(visual, plan.valid)
@@ -431,7 +452,7 @@ class AppliedMethod:
             ones = cont.prefill_mask.new_ones(batch, appended + fresh)
             kwargs["attention_mask"] = torch.cat([cont.prefill_mask, ones], dim=1)
         steps = torch.arange(appended + 1, appended + fresh + 1, device=new.device)
-        kwargs["position_ids"] = cont.positions[..., -1:].to(new.device) + steps
+        kwargs["position_ids"] = cont.last_position().to(new.device) + steps
         if cont.layouts is not None:
             self.layer_pruner.begin_step(DecodeStep(cont.layouts, cont.reduced_length, appended + fresh, fresh))
             self._stepping = True

@@ -162,7 +162,8 @@ class ChunkedPrefill:
         self._feed_until(self.ids.shape[1] - 1, None, None, None, 0)
         positions = torch.cat(self.fed_positions, dim=-1)
         visual = torch.cat(self.fed_visual)[None]
-        self.handle.adopt(self.cache, self.ids[:, :-1], positions, visual, self.full_positions[..., :-1], self._layouts())
+        self.handle.adopt(self.cache, self.ids[:, :-1], positions, visual, self.full_positions[..., :-1], self._layouts(),
+                          original=self.config.positions == "original")
         return self.cache
 
     def _layouts(self) -> list[Layout | None] | None:
