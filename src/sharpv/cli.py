@@ -297,6 +297,7 @@ def tiny_model(
     arch: str = typer.Option(..., "--arch", help="llava-onevision, qwen2.5-vl or qwen3-vl."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty directory."),
+    head_dim: int = typer.Option(16, "--head-dim", help="Attention head size of the LLM: 16, or 32 (vLLM's CPU attention kernel needs >= 32)."),
 ) -> None:
     """Write a tiny random-weight model with its processor (for smoke tests, bug reports and CI)."""
     from sharpv.tiny import ARCHES, build_tiny_model
@@ -304,11 +305,13 @@ def tiny_model(
     if arch not in ARCHES:
         raise SharpVError(f"--arch must be one of {', '.join(ARCHES)}, got {arch!r}")
     check_at_least(seed, "--seed", 0)
+    if head_dim not in (16, 32):
+        raise SharpVError(f"--head-dim must be 16 or 32, got {head_dim}")
     check_output_dir(out_dir, "OUT_DIR")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise SharpVError(f"{out_dir} is not empty; pass a new directory or --overwrite (nothing was written)")
     _quiet_transformers()
-    path = build_tiny_model(out_dir, arch, seed=seed)
+    path = build_tiny_model(out_dir, arch, seed=seed, head_dim=head_dim)
     print(path)
 
 

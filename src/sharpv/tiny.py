@@ -135,7 +135,21 @@ def build_llava_onevision(seed: int, words=_WORDS, vision: dict | None = None, t
     return model, parts
 
 
-def _qwen(seed: int, arch: str):
+def _text_heads(head_dim: int) -> dict:
+    """Attention heads of the 64-wide tiny LLM for ``head_dim`` (16: 4 heads, 2 KV heads; 32: 2
+    heads, 1 KV head; vLLM's CPU attention kernel needs head_dim >= 32)."""
+    if head_dim not in (16, 32):
+        raise ValueError(f"head_dim must be 16 or 32, got {head_dim}")
+    heads = 64 // head_dim
+    return dict(num_attention_heads=heads, num_key_value_heads=max(1, heads // 2))
+
+
+def _mrope(head_dim: int) -> list[int]:
+    """M-RoPE sections (temporal, height, width) over head_dim / 2 rotary frequencies."""
+    return [2, 3, 3] if head_dim == 16 else [4, 6, 6]
+
+
+def _qwen(seed: int, arch: str, head_dim: int = 16):
     tok = word_tokenizer(
         ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
     )
@@ -144,7 +158,7 @@ def _qwen(seed: int, arch: str):
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
     ]}
     text = dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
+        hidden_size=64, intermediate_size=128, num_hidden_layers=4, **_text_heads(head_dim),
         vocab_size=len(tok), max_position_embeddings=4096, pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id, bos_token_id=None,
     )
@@ -169,7 +183,7 @@ def _qwen(seed: int, arch: str):
                 temporal_patch_size=2, window_size=32, out_hidden_size=64, fullatt_block_indexes=[1],
                 tokens_per_second=2,
             ),
-            text_config=dict(text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}),
+            text_config=dict(text, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope(head_dim)}),
             **ids,
         )
         torch.manual_seed(seed)
@@ -185,8 +199,8 @@ def _qwen(seed: int, arch: str):
                 temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64, deepstack_visual_indexes=[0, 1],
             ),
             text_config=dict(
-                text, head_dim=16,
-                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3], "mrope_interleaved": True},
+                text, head_dim=head_dim,
+                rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": _mrope(head_dim), "mrope_interleaved": True},
             ),
             **ids,
         )
@@ -199,13 +213,18 @@ def _qwen(seed: int, arch: str):
     return model, parts
 
 
-def build_tiny_model(out_dir: str | Path, arch: str, seed: int = 0) -> Path:
-    """Write a tiny random-weight model of family ``arch`` and its processor to ``out_dir``."""
+def build_tiny_model(out_dir: str | Path, arch: str, seed: int = 0, head_dim: int = 16) -> Path:
+    """Write a tiny random-weight model of family ``arch`` and its processor to ``out_dir``.
+    ``head_dim`` of the LLM's attention: 16 (default) or 32 (what vLLM's CPU kernel needs)."""
     if arch not in ARCHES:
         raise ValueError(f"arch must be one of {', '.join(ARCHES)}, got {arch!r}")
+    heads = _text_heads(head_dim)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model, parts = build_llava_onevision(seed) if arch == "llava-onevision" else _qwen(seed, arch)
+    if arch == "llava-onevision":
+        model, parts = build_llava_onevision(seed, text=heads if head_dim != 16 else None)
+    else:
+        model, parts = _qwen(seed, arch, head_dim)
     model.generation_config.pad_token_id = parts.tokenizer.pad_token_id
     model.generation_config.eos_token_id = parts.tokenizer.eos_token_id
     model.save_pretrained(out)
