@@ -173,3 +173,18 @@ def select_tokens(
         n_frames, f = scores.shape
         keep = select_budget(scores, ratios, budget_total(keep_ratio, n_frames, f), min_tokens_per_frame)
     return Selection(keep=keep, scores=scores, ratios=ratios)
+
+
+def select_count(
+    features: torch.Tensor, total: int, *, spatial_weight: float = 1.0, min_tokens_per_frame: int = 1
+) -> Selection:
+    """Budget mode with an exact token count: exactly ``total`` of the T x f tokens of ``features``
+    (T, f, d), split over frames as :func:`select_tokens` splits a budget. For engines that fix the
+    count themselves before the vision tower runs (vLLM's ``video_pruning_rate``)."""
+    n_frames, f = features.shape[:2]
+    if not 1 <= total <= n_frames * f:
+        raise ValueError(f"total must be between 1 and {n_frames * f} (the video's tokens), got {total}")
+    spatial, temporal = importance(features)
+    scores = combine(spatial, temporal, spatial_weight)
+    ratios = keep_ratios(spatial, temporal, 1.0)
+    return Selection(keep=select_budget(scores, ratios, total, min_tokens_per_frame), scores=scores, ratios=ratios)

@@ -1,0 +1,2 @@
+"""sharpv inside other tools: vLLM (:mod:`sharpv.integrations.vllm`). Nothing here is imported by
+``import sharpv``; each integration imports its tool only when that tool loads it."""

@@ -1,0 +1,118 @@
+"""SharpV stage 1 inside vLLM, as a plugin (``pip install "sharpv[vllm]"``).
+
+vLLM prunes video tokens of Qwen2.5-VL and Qwen3-VL itself (``video_pruning_rate``; methods
+``evs`` and ``vidcom2``): the engine fixes how many tokens a video keeps before its vision tower
+runs (``compute_retained_tokens_count``: ``max(f, int(T * f * (1 - rate)))``) and asks the model
+which ones. SharpV's budget mode can hit any count exactly, so the plugin registers subclasses of
+vLLM's two model classes whose pruning step keeps the tokens SharpV's stage 1 selects (spatial +
+temporal importance, frame ratios from the same dissimilarities, the count vLLM fixed):
+
+- ``SharpVQwen2_5_VLForConditionalGeneration`` (Qwen2.5-VL checkpoints),
+- ``SharpVQwen3VLForConditionalGeneration`` (Qwen3-VL checkpoints).
+
+A checkpoint runs them through ``hf_overrides={"architectures": [name]}`` with a
+``video_pruning_rate``; :func:`llm_kwargs` builds both from a checkpoint directory and a rate and
+refuses, with one line, what the plugin does not support. The method name stays vLLM's (a closed
+list); the architecture decides that SharpV selects. Stage 2 (pruning inside the LLM) is not
+supported: vLLM's paged KV cache has one length for every layer of a request.
+
+vLLM finds the plugin through the ``vllm.general_plugins`` entry point (:func:`register`), in
+every engine process. Tested with vLLM 0.32 only (``TESTED``): with another version the plugin
+registers nothing and says so in one warning line, and the SharpV classes refuse to build.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from sharpv.errors import SharpVError
+
+#: the vLLM releases the plugin and its workarounds were tested with (major, minor)
+TESTED = ((0, 32),)
+
+ARCHITECTURES = {
+    "qwen2_5_vl": "SharpVQwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "SharpVQwen3VLForConditionalGeneration",
+}
+
+logger = logging.getLogger("sharpv.vllm")
+
+
+def _version(text: str) -> tuple[int, int]:
+    parts = text.split("+")[0].split(".")
+    try:
+        return int(parts[0]), int(parts[1])
+    except (IndexError, ValueError):
+        return (-1, -1)
+
+
+def check_vllm_version(version: str | None = None) -> None:
+    """Raise :class:`SharpVError` (one line) unless ``version`` (default: the installed vLLM's)
+    is one the plugin was tested with."""
+    if version is None:
+        import vllm
+
+        version = vllm.__version__
+    if _version(version) not in TESTED:
+        tested = ", ".join(f"{a}.{b}.x" for a, b in TESTED)
+        raise SharpVError(f"sharpv's vLLM plugin is tested with vLLM {tested}, not {version}; "
+                          f"install a tested release (pip install 'sharpv[vllm]')")
+
+
+def register() -> None:
+    """The ``vllm.general_plugins`` entry point: register the SharpV model classes and apply the
+    workarounds for vLLM's own defects (:mod:`sharpv.integrations.vllm.workarounds`). Runs in every
+    vLLM process, whether or not a SharpV model is served, so an untested vLLM gets one warning and
+    nothing else."""
+    try:
+        check_vllm_version()
+    except SharpVError as exc:
+        logger.warning("%s (the SharpV model classes are not registered)", exc)
+        return
+    from vllm import ModelRegistry
+
+    from sharpv.integrations.vllm.workarounds import apply_workarounds
+
+    supported = set(ModelRegistry.get_supported_archs())
+    for name in ARCHITECTURES.values():
+        if name not in supported:
+            ModelRegistry.register_model(name, f"sharpv.integrations.vllm.models:{name}")
+    apply_workarounds()
+
+
+def llm_kwargs(model: str | Path, video_pruning_rate: float, **extra: Any) -> dict[str, Any]:
+    """Keyword arguments for ``vllm.LLM`` that serve checkpoint ``model`` with SharpV stage 1 at
+    ``video_pruning_rate`` (the share of video tokens pruned, in [0, 1)), plus ``extra``. Refuses,
+    with one line (:class:`SharpVError`), a rate outside [0, 1), a checkpoint that is not
+    Qwen2.5-VL or Qwen3-VL, and an untested vLLM::
+
+        llm = LLM(**llm_kwargs("Qwen/Qwen2.5-VL-7B-Instruct", 0.7, max_model_len=32768))
+    """
+    check_rate(video_pruning_rate)
+    architecture = architecture_for(model)
+    check_vllm_version()
+    overrides = dict(extra.pop("hf_overrides", None) or {})
+    overrides["architectures"] = [architecture]
+    return {"model": str(model), "hf_overrides": overrides, "video_pruning_rate": float(video_pruning_rate), **extra}
+
+
+def check_rate(rate: Any) -> float:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= float(rate) < 1.0:
+        raise SharpVError(f"video_pruning_rate must be a number in [0, 1) (the share of video tokens pruned), got {rate!r}")
+    return float(rate)
+
+
+def architecture_for(model: str | Path) -> str:
+    """The SharpV architecture name for checkpoint ``model`` (a local directory with config.json),
+    or :class:`SharpVError` naming what the plugin supports."""
+    config = Path(model) / "config.json"
+    if not config.is_file():
+        raise SharpVError(f"{model} has no config.json; pass a local checkpoint directory (Qwen2.5-VL or Qwen3-VL)")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type not in ARCHITECTURES:
+        raise SharpVError(f"sharpv's vLLM plugin prunes Qwen2.5-VL and Qwen3-VL checkpoints; {model} is {model_type!r} "
+                          "(LLaVA-OneVision has no pruning hook in vLLM: use sharpv with transformers for it)")
+    return ARCHITECTURES[model_type]

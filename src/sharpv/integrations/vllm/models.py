@@ -1,0 +1,104 @@
+"""vLLM's Qwen2.5-VL and Qwen3-VL with SharpV's stage 1 as the video pruning step. Imported only by
+vLLM (the registry loads it lazily by name); see :mod:`sharpv.integrations.vllm`."""
+
+from __future__ import annotations
+
+import torch
+from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration
+from vllm.model_executor.models.qwen3_vl import Qwen3VLForConditionalGeneration
+from vllm.multimodal.video_prune.evs import compute_mrope_for_media, compute_retained_tokens_count
+
+from sharpv.core.selection import select_count
+from sharpv.errors import SharpVError
+from sharpv.integrations.vllm import check_vllm_version
+from sharpv.integrations.vllm.workarounds import without_outer_vision_start
+
+
+def retention_mask(embeds: torch.Tensor, grid_thw, merge: int, rate: float, channels: int) -> torch.Tensor:
+    """SharpV's stage 1 on one video's embeddings (T*h*w, >= channels), flat (T*h*w,) bool, keeping
+    exactly the count vLLM fixed for ``rate``. Only the first ``channels`` channels are scored (the
+    LLM's input; Qwen3-VL appends its deepstack levels after them)."""
+    t, h, w = (int(v) for v in grid_thw)
+    per_frame = (h // merge) * (w // merge)
+    total = compute_retained_tokens_count(per_frame, t, rate)
+    grid = embeds[:, :channels].reshape(t, per_frame, channels).float()
+    return select_count(grid, total).keep.reshape(-1).to(embeds.device)
+
+
+class _SharpVPruning:
+    """What both classes share: the checks at build time and the last selection (for tests)."""
+
+    def _sharpv_setup(self) -> None:
+        check_vllm_version()
+        method = getattr(self, "video_pruning_method", None) or "evs"
+        if method != "evs":
+            raise SharpVError(f"the SharpV architectures select with SharpV; leave video_pruning_method unset (got {method!r})")
+        #: kept tokens per frame (temporal step) of every video the last encoder call pruned
+        self.sharpv_kept_per_frame: list[list[int]] = []
+
+    def _sharpv_mask(self, embeds: torch.Tensor, grid_thw) -> torch.Tensor:
+        channels = self.config.text_config.hidden_size
+        mask = retention_mask(embeds, grid_thw, self.visual.spatial_merge_size, self.video_pruning_rate, channels)
+        t = int(grid_thw[0])
+        self.sharpv_kept_per_frame.append(mask.reshape(t, -1).sum(1).tolist())
+        return mask
+
+
+class SharpVQwen2_5_VLForConditionalGeneration(_SharpVPruning, Qwen2_5_VLForConditionalGeneration):
+    """vLLM's Qwen2.5-VL; with ``video_pruning_rate`` > 0 SharpV's stage 1 picks the kept tokens."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self._sharpv_setup()
+
+    def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
+        """Each video: SharpV's retention mask, then the kept embeddings with their M-RoPE positions
+        appended (the layout vLLM's pruned-video path reads)."""
+        grids = video_input["video_grid_thw"].tolist()
+        seconds = video_input.get("second_per_grid_ts")
+        if seconds is None:
+            raise SharpVError("second_per_grid_ts is missing from the video inputs; pruned Qwen2.5-VL videos need it")
+        merge = self.visual.spatial_merge_size
+        tokens_per_second = self.config.vision_config.tokens_per_second
+        self.sharpv_kept_per_frame = []
+        out = []
+        for embeds, grid, second in zip(video_embeds_split, grids, seconds.long()):
+            mask = self._sharpv_mask(embeds, grid)
+            positions = compute_mrope_for_media(grid, merge, tokens_per_second=tokens_per_second,
+                                                video_second_per_grid=second.item()).to(embeds.device)
+            out.append(torch.cat([embeds[mask], positions[mask]], dim=1))
+        return tuple(out)
+
+
+class SharpVQwen3VLForConditionalGeneration(_SharpVPruning, Qwen3VLForConditionalGeneration):
+    """vLLM's Qwen3-VL; with ``video_pruning_rate`` > 0 SharpV's stage 1 picks the kept tokens."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        self._sharpv_setup()
+
+    def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
+        """Each video: SharpV's retention mask on the main channels (the deepstack levels ride
+        along), then vLLM's own assembly of the kept frames with their timestamp tokens."""
+        if not self.is_multimodal_pruning_enabled:
+            return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
+        grids = video_input["video_grid_thw"].tolist()
+        merge = self.visual.spatial_merge_size
+        self.sharpv_kept_per_frame = []
+        out = []
+        for index, (embeds, grid) in enumerate(zip(video_embeds_split, grids)):
+            mask = self._sharpv_mask(embeds, grid)
+            t, h, w = grid
+            kept = embeds[mask]
+            out.append(self._create_final_video_embeddings(
+                video_embeddings=kept, num_tokens_per_frame=mask.reshape(t, -1).sum(1).long().tolist(),
+                timestamps=video_input.timestamps[index], video_grid_thw=grid, retention_mask=mask,
+            ))
+        return tuple(out)
+
+    def recompute_mrope_positions(self, input_ids, multimodal_embeddings, mrope_positions, num_computed_tokens):
+        """vLLM's recomputation, on prompts that keep the chat template's outer vision pair
+        (:func:`~sharpv.integrations.vllm.workarounds.without_outer_vision_start`)."""
+        config = self.config
+        ids = without_outer_vision_start(input_ids, config.vision_start_token_id, config.video_token_id, config.image_token_id)
+        return super().recompute_mrope_positions(ids, multimodal_embeddings, mrope_positions, num_computed_tokens)

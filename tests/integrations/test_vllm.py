@@ -1,0 +1,127 @@
+"""SharpV inside vLLM (issue 12): the plugin's selection equals sharpv's own, generation
+completes, EVS runs through the same engine as a control, and what the plugin does not support is
+refused in one line. Runs where vLLM is installed (CI: its own virtualenv, see .ci/run);
+elsewhere it is skipped."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+vllm = pytest.importorskip("vllm", reason="vLLM is not installed (CI runs this file in its own virtualenv)")
+
+import sharpv  # noqa: E402
+from sharpv.core.selection import select_count  # noqa: E402
+from sharpv.errors import SharpVError  # noqa: E402
+from sharpv.integrations.vllm import architecture_for, check_vllm_version, llm_kwargs  # noqa: E402
+from sharpv.tiny import build_tiny_model  # noqa: E402
+from sharpv.video import SampledVideo, build_inputs, load_processor  # noqa: E402
+
+from conftest import moving_square_video  # noqa: E402
+
+RATE = 0.5  # 8 frames = 4 temporal steps of 16 tokens: vLLM keeps int(64 * 0.5) = 32, sharpv round(0.5 * 64) = 32
+NEW = 6
+QUESTION = "what color is the square ?"
+FPS = 4.0
+VIDEOS = [moving_square_video(8, seed=s) for s in (0, 3)]
+
+
+@pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl"])
+def checkpoint(request, tmp_path_factory):
+    return request.param, build_tiny_model(tmp_path_factory.mktemp("vllm") / request.param, request.param, seed=1, head_dim=32)
+
+
+def _engine(path, **kwargs):
+    from vllm import LLM
+
+    os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # one process: apply_model reads the model
+    # a fixed KV budget (64 MiB) instead of a share of the machine's memory: several engines in one process
+    return LLM(**kwargs, max_model_len=2048, limit_mm_per_prompt={"video": 1}, enforce_eager=True, dtype="float32",
+               kv_cache_memory_bytes=64 * 2**20, seed=0)
+
+
+def _request(processor, video: SampledVideo) -> dict:
+    conversation = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": QUESTION}]}]
+    prompt = processor.apply_chat_template(conversation, add_generation_prompt=True)  # the chat template's own prompt
+    metadata = {"fps": video.source_fps, "frames_indices": list(video.indices), "total_num_frames": video.total_frames,
+                "duration": video.total_frames / video.source_fps, "video_backend": "opencv", "do_sample_frames": False}
+    return {"prompt": prompt, "multi_modal_data": {"video": (video.frames, metadata)}}
+
+
+def _hf(path, arch):
+    """sharpv's transformers path on the same checkpoint: the kept tokens per frame and the greedy answer."""
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    processor = load_processor(path, arch, backend="transformers")
+    out = []
+    for video in VIDEOS:
+        inputs = build_inputs(processor, QUESTION, video)
+        with sharpv.apply(model, keep_ratio=1 - RATE, kv=False) as handle, torch.no_grad():
+            tokens = model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
+        out.append((handle.stats.videos[0].kept_per_frame, tokens[0, inputs["input_ids"].shape[1]:].tolist()))
+    return out, processor
+
+
+def test_sharpv_in_vllm_keeps_what_sharpv_keeps_and_generates(checkpoint):
+    from vllm import SamplingParams
+
+    arch, path = checkpoint
+    want, processor = _hf(path, arch)
+    llm = _engine(path, **llm_kwargs(path, RATE))
+    params = SamplingParams(max_tokens=NEW, min_tokens=NEW, temperature=0)
+    for video, (kept, tokens) in zip(VIDEOS, want):
+        out = llm.generate(_request(processor, video), params, use_tqdm=False)
+        (got,) = llm.apply_model(lambda model: model.sharpv_kept_per_frame)
+        assert got == [kept], "vLLM kept other tokens per frame than sharpv's transformers path"
+        assert sum(kept) == int(64 * (1 - RATE))
+        assert len(out[0].outputs[0].token_ids) == NEW
+        assert list(out[0].outputs[0].token_ids) == tokens, "greedy answers differ between vLLM and transformers"
+
+
+def test_the_selection_is_sharpvs_on_vllms_own_features(checkpoint):
+    """The mask vLLM applies is SharpV's selection (select_count) on the embeddings vLLM hands it."""
+    from sharpv.integrations.vllm.models import retention_mask
+
+    arch, path = checkpoint
+    g = torch.Generator().manual_seed(0)
+    embeds = torch.randn(4 * 16, 64 * (3 if arch == "qwen3-vl" else 1), generator=g)  # Qwen3-VL: deepstack channels after
+    mask = retention_mask(embeds, (4, 8, 8), 2, RATE, 64)
+    assert torch.equal(mask, select_count(embeds[:, :64].reshape(4, 16, 64), 32).keep.reshape(-1))
+
+
+def test_evs_runs_through_the_same_engine_as_a_control(checkpoint):
+    from vllm import SamplingParams
+
+    arch, path = checkpoint
+    processor = load_processor(path, arch, backend="transformers")
+    video = VIDEOS[0]
+    request = _request(processor, video)
+    if arch == "qwen3-vl":  # vLLM's own recomputation needs the prompt without the outer vision pair (see workarounds)
+        request["prompt"] = request["prompt"].replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
+    dense = _engine(path, model=str(path))
+    full = dense.generate(request, SamplingParams(max_tokens=2, temperature=0), use_tqdm=False)[0]
+    del dense
+    evs = _engine(path, model=str(path), video_pruning_rate=RATE)
+    pruned = evs.generate(request, SamplingParams(max_tokens=NEW, min_tokens=NEW, temperature=0), use_tqdm=False)[0]
+    assert len(full.prompt_token_ids) - len(pruned.prompt_token_ids) == 64 - 32
+    assert len(pruned.outputs[0].token_ids) == NEW
+
+
+def test_what_the_plugin_does_not_support_is_refused_in_one_line(tmp_path, checkpoint):
+    arch, path = checkpoint
+    for rate in (1.0, -0.1, 1.5, "0.5", True):
+        with pytest.raises(SharpVError, match=r"video_pruning_rate must be a number in \[0, 1\)"):
+            llm_kwargs(path, rate)
+    llava = build_tiny_model(tmp_path / "llava", "llava-onevision", head_dim=32)
+    with pytest.raises(SharpVError, match="prunes Qwen2.5-VL and Qwen3-VL checkpoints"):
+        architecture_for(llava)
+    with pytest.raises(SharpVError, match="no config.json"):
+        llm_kwargs(tmp_path, 0.5)
+    with pytest.raises(SharpVError, match="tested with vLLM 0.32.x, not 0.31.2"):
+        check_vllm_version("0.31.2")
+    check_vllm_version()  # the installed one is tested
+    assert llm_kwargs(path, 0.25)["hf_overrides"] == {"architectures": [architecture_for(path)]}
