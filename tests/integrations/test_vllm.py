@@ -125,3 +125,74 @@ def test_what_the_plugin_does_not_support_is_refused_in_one_line(tmp_path, check
         check_vllm_version("0.31.2")
     check_vllm_version()  # the installed one is tested
     assert llm_kwargs(path, 0.25)["hf_overrides"] == {"architectures": [architecture_for(path)]}
+
+
+def _mp4_data_url(frames: np.ndarray, fps: int = 4) -> str:
+    import base64
+    import io
+
+    import av
+
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"qscale": "2"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return "data:video/mp4;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_openai_server_serves_sharpv_like_the_offline_engine(checkpoint, tmp_path):
+    """The serve path: vLLM's OpenAI server started with the plugin's flags answers a chat request
+    with a video exactly as the offline engine's ``chat()`` does (same pruned prompt, same tokens)."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from vllm import SamplingParams
+
+    arch, path = checkpoint
+    kwargs = llm_kwargs(path, RATE)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(path),
+               "--hf-overrides", json.dumps(kwargs["hf_overrides"]), "--video-pruning-rate", str(RATE),
+               "--max-model-len", "2048", "--enforce-eager", "--dtype", "float32", "--seed", "0",
+               "--kv-cache-memory-bytes", str(64 * 2**20), "--port", str(port)]
+    log = open(tmp_path / "server.log", "w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    messages = [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": _mp4_data_url(VIDEOS[0].frames)}},
+                                             {"type": "text", "text": QUESTION}]}]
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5)
+                break
+            except OSError:
+                if server.poll() is not None or time.time() > deadline:
+                    raise AssertionError("the server did not start: " + (tmp_path / "server.log").read_text()[-2000:])
+                time.sleep(2)
+        body = {"model": str(path), "max_tokens": NEW, "min_tokens": NEW, "temperature": 0, "messages": messages}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/chat/completions", json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        served = json.loads(urllib.request.urlopen(request, timeout=300).read())
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        log.close()
+    llm = _engine(path, **kwargs)
+    (offline,) = llm.chat(messages, SamplingParams(max_tokens=NEW, min_tokens=NEW, temperature=0), use_tqdm=False)
+    assert served["usage"]["completion_tokens"] == NEW
+    assert served["usage"]["prompt_tokens"] == len(offline.prompt_token_ids)
+    assert served["choices"][0]["message"]["content"] == offline.outputs[0].text
+    (kept,) = llm.apply_model(lambda model: model.sharpv_kept_per_frame)  # vLLM's loader samples the frames it takes
+    assert sum(kept[0]) == int(len(kept[0]) * 16 * (1 - RATE))
