@@ -22,14 +22,16 @@ from sharpv.video import SampledVideo, build_inputs, load_processor  # noqa: E40
 
 from conftest import moving_square_video  # noqa: E402
 
-RATE = 0.5  # 8 frames = 4 temporal steps of 16 tokens: vLLM keeps int(64 * 0.5) = 32, sharpv round(0.5 * 64) = 32
+# Qwen: 8 frames = 4 temporal steps of 16 tokens, LLaVA-OneVision: 8 frames of 16 tokens; at 0.5 vLLM keeps
+# int(n * 0.5) and sharpv's budget round(0.5 * n): the same count
+RATE = 0.5
 NEW = 6
 QUESTION = "what color is the square ?"
 FPS = 4.0
 VIDEOS = [moving_square_video(8, seed=s) for s in (0, 3)]
 
 
-@pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl"])
+@pytest.fixture(scope="module", params=["qwen2.5-vl", "qwen3-vl", "llava-onevision"])
 def checkpoint(request, tmp_path_factory):
     return request.param, build_tiny_model(tmp_path_factory.mktemp("vllm") / request.param, request.param, seed=1, head_dim=32)
 
@@ -52,7 +54,9 @@ def _request(processor, video: SampledVideo) -> dict:
 
 
 def _hf(path, arch):
-    """sharpv's transformers path on the same checkpoint: the kept tokens per frame and the greedy answer."""
+    """sharpv's transformers path on the same checkpoint: the kept tokens per frame, the video's tokens
+    and the greedy answer. LLaVA-OneVision in vLLM feeds the shortened prompt at contiguous positions:
+    sharpv's compact positions."""
     from transformers import AutoModelForImageTextToText
 
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
@@ -60,9 +64,11 @@ def _hf(path, arch):
     out = []
     for video in VIDEOS:
         inputs = build_inputs(processor, QUESTION, video)
-        with sharpv.apply(model, keep_ratio=1 - RATE, kv=False) as handle, torch.no_grad():
+        positions = "compact" if arch == "llava-onevision" else "original"
+        with sharpv.apply(model, keep_ratio=1 - RATE, kv=False, positions=positions) as handle, torch.no_grad():
             tokens = model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
-        out.append((handle.stats.videos[0].kept_per_frame, tokens[0, inputs["input_ids"].shape[1]:].tolist()))
+        video = handle.stats.videos[0]
+        out.append((video.kept_per_frame, video.tokens_in, tokens[0, inputs["input_ids"].shape[1]:].tolist()))
     return out, processor
 
 
@@ -73,11 +79,11 @@ def test_sharpv_in_vllm_keeps_what_sharpv_keeps_and_generates(checkpoint):
     want, processor = _hf(path, arch)
     llm = _engine(path, **llm_kwargs(path, RATE))
     params = SamplingParams(max_tokens=NEW, min_tokens=NEW, temperature=0)
-    for video, (kept, tokens) in zip(VIDEOS, want):
+    for video, (kept, total, tokens) in zip(VIDEOS, want):
         out = llm.generate(_request(processor, video), params, use_tqdm=False)
         (got,) = llm.apply_model(lambda model: model.sharpv_kept_per_frame)
         assert got == [kept], "vLLM kept other tokens per frame than sharpv's transformers path"
-        assert sum(kept) == int(64 * (1 - RATE))
+        assert sum(kept) == int(total * (1 - RATE))
         assert len(out[0].outputs[0].token_ids) == NEW
         assert list(out[0].outputs[0].token_ids) == tokens, "greedy answers differ between vLLM and transformers"
 
@@ -87,6 +93,8 @@ def test_the_selection_is_sharpvs_on_vllms_own_features(checkpoint):
     from sharpv.integrations.vllm.models import retention_mask
 
     arch, path = checkpoint
+    if arch == "llava-onevision":
+        pytest.skip("LLaVA-OneVision's pruning step is checked against transformers end to end above")
     g = torch.Generator().manual_seed(0)
     embeds = torch.randn(4 * 16, 64 * (3 if arch == "qwen3-vl" else 1), generator=g)  # Qwen3-VL: deepstack channels after
     mask = retention_mask(embeds, (4, 8, 8), 2, RATE, 64)
@@ -97,6 +105,8 @@ def test_evs_runs_through_the_same_engine_as_a_control(checkpoint):
     from vllm import SamplingParams
 
     arch, path = checkpoint
+    if arch == "llava-onevision":
+        pytest.skip("vLLM has no EVS (no video pruning at all) for LLaVA-OneVision")
     processor = load_processor(path, arch, backend="transformers")
     video = VIDEOS[0]
     request = _request(processor, video)
@@ -116,9 +126,11 @@ def test_what_the_plugin_does_not_support_is_refused_in_one_line(tmp_path, check
     for rate in (1.0, -0.1, 1.5, "0.5", True):
         with pytest.raises(SharpVError, match=r"video_pruning_rate must be a number in \[0, 1\)"):
             llm_kwargs(path, rate)
-    llava = build_tiny_model(tmp_path / "llava", "llava-onevision", head_dim=32)
-    with pytest.raises(SharpVError, match="prunes Qwen2.5-VL and Qwen3-VL checkpoints"):
-        architecture_for(llava)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"model_type": "llava_next_video"}')
+    with pytest.raises(SharpVError, match="prunes Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision checkpoints"):
+        architecture_for(other)
     with pytest.raises(SharpVError, match="no config.json"):
         llm_kwargs(tmp_path, 0.5)
     with pytest.raises(SharpVError, match="tested with vLLM 0.32.x, not 0.31.2"):

@@ -4,11 +4,14 @@ vLLM prunes video tokens of Qwen2.5-VL and Qwen3-VL itself (``video_pruning_rate
 ``evs`` and ``vidcom2``): the engine fixes how many tokens a video keeps before its vision tower
 runs (``compute_retained_tokens_count``: ``max(f, int(T * f * (1 - rate)))``) and asks the model
 which ones. SharpV's budget mode can hit any count exactly, so the plugin registers subclasses of
-vLLM's two model classes whose pruning step keeps the tokens SharpV's stage 1 selects (spatial +
-temporal importance, frame ratios from the same dissimilarities, the count vLLM fixed):
+vLLM's model classes whose pruning step keeps the tokens SharpV's stage 1 selects (spatial +
+temporal importance, frame shares from the same dissimilarities, the count vLLM fixed):
 
 - ``SharpVQwen2_5_VLForConditionalGeneration`` (Qwen2.5-VL checkpoints),
-- ``SharpVQwen3VLForConditionalGeneration`` (Qwen3-VL checkpoints).
+- ``SharpVQwen3VLForConditionalGeneration`` (Qwen3-VL checkpoints),
+- ``SharpVLlavaOnevisionForConditionalGeneration`` (LLaVA-OneVision checkpoints: vLLM has no
+  pruning for it, so this class also brings the prompt processing that counts the kept video
+  placeholders, with the same formula; positions are the shortened prompt's, 1-D).
 
 A checkpoint runs them through ``hf_overrides={"architectures": [name]}`` with a
 ``video_pruning_rate``; :func:`llm_kwargs` builds both from a checkpoint directory and a rate and
@@ -36,6 +39,7 @@ TESTED = ((0, 32),)
 ARCHITECTURES = {
     "qwen2_5_vl": "SharpVQwen2_5_VLForConditionalGeneration",
     "qwen3_vl": "SharpVQwen3VLForConditionalGeneration",
+    "llava_onevision": "SharpVLlavaOnevisionForConditionalGeneration",
 }
 
 logger = logging.getLogger("sharpv.vllm")
@@ -113,6 +117,6 @@ def architecture_for(model: str | Path) -> str:
         raise SharpVError(f"{model} has no config.json; pass a local checkpoint directory (Qwen2.5-VL or Qwen3-VL)")
     model_type = json.loads(config.read_text()).get("model_type")
     if model_type not in ARCHITECTURES:
-        raise SharpVError(f"sharpv's vLLM plugin prunes Qwen2.5-VL and Qwen3-VL checkpoints; {model} is {model_type!r} "
-                          "(LLaVA-OneVision has no pruning hook in vLLM: use sharpv with transformers for it)")
+        raise SharpVError(f"sharpv's vLLM plugin prunes Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision checkpoints; {model} is "
+                          f"{model_type!r}")
     return ARCHITECTURES[model_type]

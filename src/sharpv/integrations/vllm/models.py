@@ -1,11 +1,21 @@
-"""vLLM's Qwen2.5-VL and Qwen3-VL with SharpV's stage 1 as the video pruning step. Imported only by
+"""vLLM's Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision with SharpV's stage 1 as the video pruning step. Imported only by
 vLLM (the registry loads it lazily by name); see :mod:`sharpv.integrations.vllm`."""
 
 from __future__ import annotations
 
+import re
+
 import torch
+from vllm.model_executor.models.llava_onevision import (
+    LlavaOnevisionDummyInputsBuilder,
+    LlavaOnevisionForConditionalGeneration,
+    LlavaOnevisionMultiModalProcessor,
+    LlavaOnevisionProcessingInfo,
+)
 from vllm.model_executor.models.qwen2_5_vl import Qwen2_5_VLForConditionalGeneration
 from vllm.model_executor.models.qwen3_vl import Qwen3VLForConditionalGeneration
+from vllm.model_executor.models.utils import WeightsMapper
+from vllm.multimodal import MULTIMODAL_REGISTRY
 from vllm.multimodal.video_prune.evs import compute_mrope_for_media, compute_retained_tokens_count
 
 from sharpv.core.selection import select_count
@@ -102,3 +112,57 @@ class SharpVQwen3VLForConditionalGeneration(_SharpVPruning, Qwen3VLForConditiona
         config = self.config
         ids = without_outer_vision_start(input_ids, config.vision_start_token_id, config.video_token_id, config.image_token_id)
         return super().recompute_mrope_positions(ids, multimodal_embeddings, mrope_positions, num_computed_tokens)
+
+
+
+class SharpVLlavaOnevisionProcessingInfo(LlavaOnevisionProcessingInfo):
+    """LLaVA-OneVision's prompt processing, counting the kept video tokens: vLLM prunes no
+    LLaVA-OneVision video itself, so with ``video_pruning_rate`` > 0 this is what shrinks the
+    prompt's video placeholders, by the count vLLM's own pruning uses (plus the newline)."""
+
+    def get_num_video_tokens(self, *, image_width: int, image_height: int, num_frames: int) -> int:
+        rate = self.ctx.get_mm_config().video_pruning_rate
+        if not rate:
+            return super().get_num_video_tokens(image_width=image_width, image_height=image_height, num_frames=num_frames)
+        per_frame = self._get_num_frame_tokens(image_width=image_width, image_height=image_height)
+        return compute_retained_tokens_count(per_frame, num_frames, rate) + 1  # the newline stays
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    LlavaOnevisionMultiModalProcessor, info=SharpVLlavaOnevisionProcessingInfo, dummy_inputs=LlavaOnevisionDummyInputsBuilder,
+)
+class SharpVLlavaOnevisionForConditionalGeneration(_SharpVPruning, LlavaOnevisionForConditionalGeneration):
+    """vLLM's LLaVA-OneVision; with ``video_pruning_rate`` > 0 SharpV's stage 1 keeps vLLM's count of
+    each video's tokens (the image_newline after them always stays). Positions are the shortened
+    prompt's (1-D, contiguous): sharpv's ``positions="compact"``."""
+
+    #: vLLM's names, plus checkpoints saved by transformers 5.x, whose SigLIP tower drops the
+    #: ``vision_model.`` level (vLLM 0.32 loads only the older layout of the hub checkpoints)
+    hf_to_vllm_mapper = LlavaOnevisionForConditionalGeneration.hf_to_vllm_mapper | WeightsMapper(
+        orig_to_new_regex={re.compile(r"^((?:model\.)?vision_tower\.)(?!vision_model\.)"): r"\1vision_model."}
+    )
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        config = vllm_config.model_config.multimodal_config
+        self.video_pruning_rate = config.video_pruning_rate if config is not None else None
+        self.video_pruning_method = config.video_pruning_method if config is not None else None
+        self._sharpv_setup()
+
+    def _process_video_pixels(self, inputs):
+        out = super()._process_video_pixels(inputs)
+        if not self.video_pruning_rate:
+            return out
+        pixels = inputs["pixel_values_videos"]
+        frames = [pixels.shape[1]] * pixels.shape[0] if isinstance(pixels, torch.Tensor) else [len(v) for v in pixels]
+        self.sharpv_kept_per_frame = []
+        pruned = []
+        for video, t in zip(out, frames):
+            video = video.reshape(-1, video.shape[-1])  # (T * f + 1, d): the frames' tokens, then the newline
+            body, newline = video[:-1], video[-1:]
+            per_frame = body.shape[0] // t
+            total = compute_retained_tokens_count(per_frame, t, self.video_pruning_rate)
+            mask = select_count(body.reshape(t, per_frame, -1).float(), total).keep
+            self.sharpv_kept_per_frame.append(mask.sum(1).tolist())
+            pruned.append(torch.cat([body[mask.reshape(-1).to(body.device)], newline]))
+        return pruned
