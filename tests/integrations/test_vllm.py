@@ -208,3 +208,29 @@ def test_openai_server_serves_sharpv_like_the_offline_engine(checkpoint, tmp_pat
     assert served["choices"][0]["message"]["content"] == offline.outputs[0].text
     (kept,) = llm.apply_model(lambda model: model.sharpv_kept_per_frame)  # vLLM's loader samples the frames it takes
     assert sum(kept[0]) == int(len(kept[0]) * 16 * (1 - RATE))
+
+
+def test_a_sharpv_architecture_on_another_family_stops_with_one_line(checkpoint):
+    """``--hf-overrides`` naming the wrong SharpV class (by hand, not through llm_kwargs) stops before
+    anything is built, with one line naming the mismatch: vLLM 0.32 checks the config type first;
+    the SharpV classes check the checkpoint's model_type again before vLLM's constructor runs."""
+    from sharpv.integrations.vllm import ARCHITECTURES
+
+    arch, path = checkpoint
+    wrong = next(name for name in ARCHITECTURES.values() if name != architecture_for(path))
+    with pytest.raises(Exception, match=r"Invalid type of HuggingFace config|serves '\w+' checkpoints, this one is") as caught:
+        _engine(path, model=str(path), hf_overrides={"architectures": [wrong]}, video_pruning_rate=RATE)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_classes_check_the_checkpoint_family_themselves(checkpoint):
+    from types import SimpleNamespace
+
+    from sharpv.integrations.vllm import models
+
+    arch, path = checkpoint
+    config = SimpleNamespace(model_config=SimpleNamespace(hf_config=SimpleNamespace(model_type="llava_next_video")))
+    for cls in (models.SharpVQwen2_5_VLForConditionalGeneration, models.SharpVQwen3VLForConditionalGeneration,
+                models.SharpVLlavaOnevisionForConditionalGeneration):
+        with pytest.raises(SharpVError, match=f"{cls.__name__} serves '{cls.sharpv_model_type}' checkpoints, this one is 'llava_next_video'"):
+            cls(vllm_config=config)

@@ -36,7 +36,20 @@ def retention_mask(embeds: torch.Tensor, grid_thw, merge: int, rate: float, chan
 
 
 class _SharpVPruning:
-    """What both classes share: the checks at build time and the last selection (for tests)."""
+    """What the classes share: the checks at build time and the last selection (for tests)."""
+
+    #: the checkpoint ``model_type`` the class serves
+    sharpv_model_type = ""
+
+    @classmethod
+    def _sharpv_check_checkpoint(cls, vllm_config) -> None:
+        """Before vLLM's own constructor runs: a checkpoint of another family gets one line, not a
+        failure deep inside the model's construction."""
+        check_vllm_version()
+        found = getattr(vllm_config.model_config.hf_config, "model_type", None)
+        if found != cls.sharpv_model_type:
+            raise SharpVError(f"{cls.__name__} serves {cls.sharpv_model_type!r} checkpoints, this one is {found!r}; "
+                              "take the architecture from sharpv.integrations.vllm.llm_kwargs(model, rate)")
 
     def _sharpv_setup(self) -> None:
         check_vllm_version()
@@ -57,7 +70,10 @@ class _SharpVPruning:
 class SharpVQwen2_5_VLForConditionalGeneration(_SharpVPruning, Qwen2_5_VLForConditionalGeneration):
     """vLLM's Qwen2.5-VL; with ``video_pruning_rate`` > 0 SharpV's stage 1 picks the kept tokens."""
 
+    sharpv_model_type = "qwen2_5_vl"
+
     def __init__(self, *, vllm_config, prefix: str = ""):
+        self._sharpv_check_checkpoint(vllm_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._sharpv_setup()
 
@@ -83,7 +99,10 @@ class SharpVQwen2_5_VLForConditionalGeneration(_SharpVPruning, Qwen2_5_VLForCond
 class SharpVQwen3VLForConditionalGeneration(_SharpVPruning, Qwen3VLForConditionalGeneration):
     """vLLM's Qwen3-VL; with ``video_pruning_rate`` > 0 SharpV's stage 1 picks the kept tokens."""
 
+    sharpv_model_type = "qwen3_vl"
+
     def __init__(self, *, vllm_config, prefix: str = ""):
+        self._sharpv_check_checkpoint(vllm_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         self._sharpv_setup()
 
@@ -136,6 +155,8 @@ class SharpVLlavaOnevisionForConditionalGeneration(_SharpVPruning, LlavaOnevisio
     each video's tokens (the image_newline after them always stays). Positions are the shortened
     prompt's (1-D, contiguous): sharpv's ``positions="compact"``."""
 
+    sharpv_model_type = "llava_onevision"
+
     #: vLLM's names, plus checkpoints saved by transformers 5.x, whose SigLIP tower drops the
     #: ``vision_model.`` level (vLLM 0.32 loads only the older layout of the hub checkpoints)
     hf_to_vllm_mapper = LlavaOnevisionForConditionalGeneration.hf_to_vllm_mapper | WeightsMapper(
@@ -143,6 +164,7 @@ class SharpVLlavaOnevisionForConditionalGeneration(_SharpVPruning, LlavaOnevisio
     )
 
     def __init__(self, *, vllm_config, prefix: str = ""):
+        self._sharpv_check_checkpoint(vllm_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
         config = vllm_config.model_config.multimodal_config
         self.video_pruning_rate = config.video_pruning_rate if config is not None else None
