@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sharpv.bench import MethodSpec, parse_budgets, plan, prefill_flops
+from sharpv.harness.bench import MethodSpec, parse_budgets, plan, prefill_flops
 from sharpv.cli import main
 from sharpv.methods import METHODS
 from sharpv.shapes import SHAPES, shape_config

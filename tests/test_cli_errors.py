@@ -171,15 +171,15 @@ def cases():
 def no_model_loading(monkeypatch):
     """Anything that would load, build or write a model fails the test: bad values come first."""
     import sharpv.answer
-    import sharpv.bench_job
-    import sharpv.eval_job
+    import sharpv.harness.bench_job
+    import sharpv.harness.eval_job
     import sharpv.tiny
 
     def refuse(*_, **__):
         raise AssertionError("a model was loaded or built before the bad value was reported")
 
-    for module, name in ((sharpv.answer, "load_model"), (sharpv.eval_job, "load_model"), (sharpv.bench_job, "load_model"),
-                         (sharpv.bench_job, "build_shape_model"), (sharpv.tiny, "build_tiny_model")):
+    for module, name in ((sharpv.answer, "load_model"), (sharpv.harness.eval_job, "load_model"), (sharpv.harness.bench_job, "load_model"),
+                         (sharpv.harness.bench_job, "build_shape_model"), (sharpv.tiny, "build_tiny_model")):
         monkeypatch.setattr(module, name, refuse)
 
 

@@ -8,10 +8,10 @@ import pytest
 from safetensors import safe_open
 
 from sharpv.answer import load_model
-from sharpv.bench import MethodSpec
+from sharpv.harness.bench import MethodSpec
 from sharpv.cli import main
 from sharpv.errors import SharpVError
-from sharpv.evaluate import Example, evaluate, is_correct, load_jsonl, majority_rates, synthetic_examples, wilson
+from sharpv.harness.evaluate import Example, evaluate, is_correct, load_jsonl, majority_rates, synthetic_examples, wilson
 from sharpv.synthetic import QUESTION_TYPES, generate
 from sharpv.synthetic.model import FRAMES, shipped_model_path
 

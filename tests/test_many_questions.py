@@ -245,8 +245,8 @@ def several_per_video(tmp_path_factory):
 
 def test_eval_reuses_the_pruned_prefix_per_video_with_the_same_results(several_per_video):
     from sharpv.answer import load_model
-    from sharpv.bench import MethodSpec
-    from sharpv.evaluate import evaluate, load_jsonl, video_groups
+    from sharpv.harness.bench import MethodSpec
+    from sharpv.harness.evaluate import evaluate, load_jsonl, video_groups
     from sharpv.synthetic.model import FRAMES, shipped_model_path
 
     examples = load_jsonl(several_per_video)

@@ -192,7 +192,7 @@ def bench(
     decode speed, KV bytes, peak memory and analytic FLOPs. With --long-video: peak memory and
     time to first token against the frame count (docs/benchmark.md)."""
     from sharpv.answer import check_device, check_dtype
-    from sharpv.bench import parse_budgets, parse_ints
+    from sharpv.harness.bench import parse_budgets, parse_ints
     from sharpv.shapes import SHAPES
 
     if (model is None) == (shape is None):
@@ -213,7 +213,7 @@ def bench(
         raise SharpVError(f"--feature-noise must be a finite number >= 0, got {noise}")
     frame_list = parse_ints(frames, "--frames")
     if long_video:
-        from sharpv.long_video_bench import check_options
+        from sharpv.harness.long_video import check_options
 
         mode_list = check_options(modes, chunk_frames, max_seconds, max_memory_gib)
         if vision_layers is not None:
@@ -221,7 +221,7 @@ def bench(
                 raise SharpVError("--vision-layers needs --shape (a local model keeps its own vision tower)")
             check_at_least(vision_layers, "--vision-layers", 1)
         check_output_dir(out, "--out")
-        from sharpv.bench_job import run_long_video_job
+        from sharpv.harness.bench_job import run_long_video_job
 
         _quiet_transformers()
         run_long_video_job(
@@ -236,7 +236,7 @@ def bench(
     budget_list = parse_budgets(budgets)
     specs = _method_specs(methods, budget_list)
     check_output_dir(out, "--out")
-    from sharpv.bench_job import run_bench_job
+    from sharpv.harness.bench_job import run_bench_job
 
     _quiet_transformers()
 
@@ -261,7 +261,7 @@ def _method_specs(methods: str, budgets: list) -> list:
     method is built at every budget it will run at, so a bad setting fails now, not mid-run."""
     from dataclasses import fields
 
-    from sharpv.bench import MethodSpec, plan
+    from sharpv.harness.bench import MethodSpec, plan
     from sharpv.methods import METHODS, create
 
     names = ",".join(METHODS) if methods.strip() == "all" else methods
@@ -377,7 +377,7 @@ def eval_(
     """Accuracy of every method x budget against dense on a video QA set, with 95% intervals,
     visual tokens kept and prefill time."""
     from sharpv.answer import check_device, check_dtype
-    from sharpv.bench import parse_budgets
+    from sharpv.harness.bench import parse_budgets
     from sharpv.synthetic.model import HELDOUT_SEED, HELDOUT_SIZE
 
     if data is not None and (seed is not None or n is not None):
@@ -400,14 +400,14 @@ def eval_(
     budget_list = parse_budgets(budgets)
     specs = _method_specs(methods, budget_list)
     if data is not None:
-        from sharpv.evaluate import load_jsonl
+        from sharpv.harness.evaluate import load_jsonl
 
         load_jsonl(data)  # every line checked (and every video found) before the model loads; cheap
     if threads is not None:
         import torch
 
         torch.set_num_threads(threads)
-    from sharpv.eval_job import run_eval_job
+    from sharpv.harness.eval_job import run_eval_job
 
     _quiet_transformers()
 

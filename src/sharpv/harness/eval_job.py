@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from sharpv.answer import load_model
-from sharpv.bench import MethodSpec, plan
-from sharpv.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples, video_groups
-from sharpv.report import budget_share, markdown_table, plot_lines, rich_table, write_json
+from sharpv.harness.bench import MethodSpec, plan
+from sharpv.harness.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples, video_groups
+from sharpv.harness.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
 
 def eval_columns(records: list[dict]) -> list[tuple[str, str, str]]:

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from sharpv.bench_job import write_long_video_results
+from sharpv.harness.bench_job import write_long_video_results
 from sharpv.cli import main
-from sharpv.long_video_bench import DID_NOT_FINISH, MODES, RECORD_FIELDS, run_long_video
+from sharpv.harness.long_video import DID_NOT_FINISH, MODES, RECORD_FIELDS, run_long_video
 
 MEASURED = ("visual_tokens_in", "visual_tokens_kept", "kept_share", "sequence_length", "vision_seconds", "pruning_seconds",
             "prefill_seconds", "ttft_seconds", "question_to_first_token_seconds", "first_token", "kv_cache_bytes",

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from sharpv.bench import ADAPTIVE, MethodSpec, plan
+from sharpv.harness.bench import ADAPTIVE, MethodSpec, plan
 from sharpv.errors import SharpVError
 from sharpv.video import SampledVideo, build_inputs, read_video, read_video_for
 

@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sharpv.answer import DTYPES, load_model
-from sharpv.bench import MethodSpec, environment, plan, run_bench
-from sharpv.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
+from sharpv.harness.bench import MethodSpec, environment, plan, run_bench
+from sharpv.harness.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
 from sharpv.shapes import build_shape_model, synthetic_inputs
 
 
@@ -76,7 +76,7 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
 def write_long_video_results(result: dict, out: Path) -> None:
     """results.json (every record, the environment, the settings and the summary), results.md and
     long_video.png under ``out``."""
-    from sharpv.report import long_video_markdown, plot_long_video
+    from sharpv.harness.report import long_video_markdown, plot_long_video
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "results.json", result)
@@ -89,8 +89,8 @@ def run_long_video_job(*, model_dir: Path | None, shape: str | None, frames: lis
                        max_seconds: float | None, max_memory_bytes: int | None, out: Path | None,
                        console: Console, vision_layers: int | None = None) -> dict:
     """`sharpv bench --long-video`: every (frames, mode) in a fresh process under the caps."""
-    from sharpv.long_video_bench import run_long_video
-    from sharpv.report import LONG_VIDEO_COLUMNS
+    from sharpv.harness.long_video import run_long_video
+    from sharpv.harness.report import LONG_VIDEO_COLUMNS
 
     with console.status("long-video bench", spinner="dots") as status:
         def step(label: str) -> None:
@@ -105,7 +105,7 @@ def run_long_video_job(*, model_dir: Path | None, shape: str | None, frames: lis
                                 tokens_per_frame=tokens_per_frame, chunk_frames=chunk_frames, dtype=dtype, device=device,
                                 noise=noise, warmup=warmup, max_seconds=max_seconds, max_memory_bytes=max_memory_bytes,
                                 vision_layers=vision_layers, on_step=step, on_record=done)
-    from sharpv.report import long_video_rows
+    from sharpv.harness.report import long_video_rows
 
     Console(width=max(160, Console().width)).print(
         rich_table(long_video_rows(result["records"]), LONG_VIDEO_COLUMNS,

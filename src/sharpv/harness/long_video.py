@@ -19,7 +19,7 @@ prompt token's forward; for the one-shot modes everything happens after the ques
 TTFT), peak memory (peak resident set on CPU, reset after the model is loaded and warmed up; max
 allocated on CUDA) and the memory that was already in use at that reset.
 
-Each (frames, mode) runs in its own ``python -m sharpv.long_video_bench`` process so that peaks do
+Each (frames, mode) runs in its own ``python -m sharpv.harness.long_video`` process so that peaks do
 not mix. A run past ``max_seconds`` (counted once the model is loaded) or past ``max_memory``
 (resident set, watched from outside on CPU; a CUDA allocation limit inside) is killed and recorded
 as "did not finish"; larger frame counts of that mode are then not started.
@@ -271,7 +271,7 @@ def run_job(job: Job) -> dict:
     """Load the model, warm up, reset the peak, run once, measure (in this process)."""
     import torch
 
-    from sharpv.bench import PeakMemory, environment
+    from sharpv.harness.bench import PeakMemory, environment
 
     started = time.perf_counter()
     model = load_worker_model(job)
@@ -396,7 +396,7 @@ def launch(job: Job, work: Path, *, max_seconds: float | None, max_memory_bytes:
     peak_seen = 0
     reason: str | None = None
     with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "sharpv.long_video_bench", "run", str(job_path)],
+        proc = subprocess.Popen([sys.executable, "-m", "sharpv.harness.long_video", "run", str(job_path)],
                                 stdout=log, stderr=subprocess.STDOUT, env=_worker_env(), start_new_session=True)
         try:
             while proc.poll() is None:
@@ -526,7 +526,7 @@ def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[in
                 on_step(f"building {shape} (random weights) once")
             prepared = work / "model"
             built = subprocess.run(
-                [sys.executable, "-m", "sharpv.long_video_bench", "prepare", shape, str(tokens_per_frame), dtype,
+                [sys.executable, "-m", "sharpv.harness.long_video", "prepare", shape, str(tokens_per_frame), dtype,
                  str(prepared), *([str(vision_layers)] if vision_layers is not None else [])],
                 env=_worker_env(), capture_output=True, text=True,
             )
@@ -562,7 +562,7 @@ def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[in
         shutil.rmtree(work, ignore_errors=True)
     add_ratios(records)
     if env is None:
-        from sharpv.bench import environment
+        from sharpv.harness.bench import environment
 
         env = environment(None, dtype=dtype, device=device, source="", vision="real", noise=noise)
     env["model"] = f"shape {shape} (random weights)" if shape else str(model_dir)
@@ -580,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(argv[1])
     if argv[:1] == ["prepare"] and len(argv) in (5, 6):
         return prepare_main(argv[1], int(argv[2]), argv[3], argv[4], int(argv[5]) if len(argv) == 6 else None)
-    print("usage: python -m sharpv.long_video_bench run JOB.json | prepare SHAPE TOKENS_PER_FRAME DTYPE DIR [VISION_LAYERS]",
+    print("usage: python -m sharpv.harness.long_video run JOB.json | prepare SHAPE TOKENS_PER_FRAME DTYPE DIR [VISION_LAYERS]",
           file=sys.stderr)
     return 2
 
