@@ -24,58 +24,57 @@ from sharpv.integrations.vllm import check_vllm_version
 from sharpv.integrations.vllm.workarounds import without_outer_vision_start
 
 
-def retention_mask(embeds: torch.Tensor, grid_thw, merge: int, rate: float, channels: int) -> torch.Tensor:
-    """SharpV's stage 1 on one video's embeddings (T*h*w, >= channels), flat (T*h*w,) bool, keeping
-    exactly the count vLLM fixed for ``rate``. Only the first ``channels`` channels are scored (the
-    LLM's input; Qwen3-VL appends its deepstack levels after them)."""
-    t, h, w = (int(v) for v in grid_thw)
-    per_frame = (h // merge) * (w // merge)
-    total = compute_retained_tokens_count(per_frame, t, rate)
-    grid = embeds[:, :channels].reshape(t, per_frame, channels).float()
-    return select_count(grid, total).keep.reshape(-1).to(embeds.device)
+def retention_mask(embeds: torch.Tensor, frames: int, per_frame: int, rate: float, channels: int) -> torch.Tensor:
+    """SharpV's stage 1 on one video's embeddings (frames * per_frame, >= channels): a (frames,
+    per_frame) bool mask keeping exactly the count vLLM fixes for ``rate``. Only the first
+    ``channels`` channels are scored (the LLM's input; Qwen3-VL appends its deepstack levels)."""
+    total = compute_retained_tokens_count(per_frame, frames, rate)
+    grid = embeds[:, :channels].reshape(frames, per_frame, channels).float()
+    return select_count(grid, total).keep.to(embeds.device)
 
 
 class _SharpVPruning:
-    """What the classes share: the checks at build time and the last selection (for tests)."""
+    """What the classes share: the checks at build time, the selection, and the last selection's
+    kept tokens per frame (for tests)."""
 
     #: the checkpoint ``model_type`` the class serves
     sharpv_model_type = ""
 
-    @classmethod
-    def _sharpv_check_checkpoint(cls, vllm_config) -> None:
-        """Before vLLM's own constructor runs: a checkpoint of another family gets one line, not a
-        failure deep inside the model's construction."""
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        # before vLLM's own constructor: a checkpoint of another family gets one line, not a
+        # failure deep inside the model's construction
         check_vllm_version()
         found = getattr(vllm_config.model_config.hf_config, "model_type", None)
-        if found != cls.sharpv_model_type:
-            raise SharpVError(f"{cls.__name__} serves {cls.sharpv_model_type!r} checkpoints, this one is {found!r}; "
+        if found != self.sharpv_model_type:
+            raise SharpVError(f"{type(self).__name__} serves {self.sharpv_model_type!r} checkpoints, this one is {found!r}; "
                               "take the architecture from sharpv.integrations.vllm.llm_kwargs(model, rate)")
-
-    def _sharpv_setup(self) -> None:
-        check_vllm_version()
-        method = getattr(self, "video_pruning_method", None) or "evs"
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        config = vllm_config.model_config.multimodal_config
+        method = getattr(config, "video_pruning_method", None) or "evs"
         if method != "evs":
             raise SharpVError(f"the SharpV architectures select with SharpV; leave video_pruning_method unset (got {method!r})")
+        #: the share of video tokens pruned (None or 0: no pruning)
+        self.sharpv_rate = getattr(config, "video_pruning_rate", None)
         #: kept tokens per frame (temporal step) of every video the last encoder call pruned
         self.sharpv_kept_per_frame: list[list[int]] = []
 
-    def _sharpv_mask(self, embeds: torch.Tensor, grid_thw) -> torch.Tensor:
-        channels = self.config.text_config.hidden_size
-        mask = retention_mask(embeds, grid_thw, self.visual.spatial_merge_size, self.video_pruning_rate, channels)
-        t = int(grid_thw[0])
-        self.sharpv_kept_per_frame.append(mask.reshape(t, -1).sum(1).tolist())
+    def _sharpv_mask(self, embeds: torch.Tensor, frames: int, per_frame: int) -> torch.Tensor:
+        """The (frames, per_frame) keep mask of one video, recorded in ``sharpv_kept_per_frame``."""
+        mask = retention_mask(embeds, frames, per_frame, self.sharpv_rate, self.config.text_config.hidden_size)
+        self.sharpv_kept_per_frame.append(mask.sum(1).tolist())
         return mask
+
+    def _sharpv_qwen_mask(self, embeds: torch.Tensor, grid_thw) -> torch.Tensor:
+        """Qwen-VL: the flat mask of a video of grid (t, h, w) patches (merged 2x2 into tokens)."""
+        t, h, w = (int(v) for v in grid_thw)
+        merge = self.visual.spatial_merge_size
+        return self._sharpv_mask(embeds, t, (h // merge) * (w // merge)).reshape(-1)
 
 
 class SharpVQwen2_5_VLForConditionalGeneration(_SharpVPruning, Qwen2_5_VLForConditionalGeneration):
     """vLLM's Qwen2.5-VL; with ``video_pruning_rate`` > 0 SharpV's stage 1 picks the kept tokens."""
 
     sharpv_model_type = "qwen2_5_vl"
-
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        self._sharpv_check_checkpoint(vllm_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self._sharpv_setup()
 
     def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
         """Each video: SharpV's retention mask, then the kept embeddings with their M-RoPE positions
@@ -89,7 +88,7 @@ class SharpVQwen2_5_VLForConditionalGeneration(_SharpVPruning, Qwen2_5_VLForCond
         self.sharpv_kept_per_frame = []
         out = []
         for embeds, grid, second in zip(video_embeds_split, grids, seconds.long()):
-            mask = self._sharpv_mask(embeds, grid)
+            mask = self._sharpv_qwen_mask(embeds, grid)
             positions = compute_mrope_for_media(grid, merge, tokens_per_second=tokens_per_second,
                                                 video_second_per_grid=second.item()).to(embeds.device)
             out.append(torch.cat([embeds[mask], positions[mask]], dim=1))
@@ -101,26 +100,18 @@ class SharpVQwen3VLForConditionalGeneration(_SharpVPruning, Qwen3VLForConditiona
 
     sharpv_model_type = "qwen3_vl"
 
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        self._sharpv_check_checkpoint(vllm_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self._sharpv_setup()
-
     def _postprocess_video_embeds_evs(self, video_embeds_split, video_input):
         """Each video: SharpV's retention mask on the main channels (the deepstack levels ride
         along), then vLLM's own assembly of the kept frames with their timestamp tokens."""
         if not self.is_multimodal_pruning_enabled:
             return super()._postprocess_video_embeds_evs(video_embeds_split, video_input)
         grids = video_input["video_grid_thw"].tolist()
-        merge = self.visual.spatial_merge_size
         self.sharpv_kept_per_frame = []
         out = []
         for index, (embeds, grid) in enumerate(zip(video_embeds_split, grids)):
-            mask = self._sharpv_mask(embeds, grid)
-            t, h, w = grid
-            kept = embeds[mask]
+            mask = self._sharpv_qwen_mask(embeds, grid)
             out.append(self._create_final_video_embeddings(
-                video_embeddings=kept, num_tokens_per_frame=mask.reshape(t, -1).sum(1).long().tolist(),
+                video_embeddings=embeds[mask], num_tokens_per_frame=self.sharpv_kept_per_frame[-1],
                 timestamps=video_input.timestamps[index], video_grid_thw=grid, retention_mask=mask,
             ))
         return tuple(out)
@@ -163,17 +154,9 @@ class SharpVLlavaOnevisionForConditionalGeneration(_SharpVPruning, LlavaOnevisio
         orig_to_new_regex={re.compile(r"^((?:model\.)?vision_tower\.)(?!vision_model\.)"): r"\1vision_model."}
     )
 
-    def __init__(self, *, vllm_config, prefix: str = ""):
-        self._sharpv_check_checkpoint(vllm_config)
-        super().__init__(vllm_config=vllm_config, prefix=prefix)
-        config = vllm_config.model_config.multimodal_config
-        self.video_pruning_rate = config.video_pruning_rate if config is not None else None
-        self.video_pruning_method = config.video_pruning_method if config is not None else None
-        self._sharpv_setup()
-
     def _process_video_pixels(self, inputs):
         out = super()._process_video_pixels(inputs)
-        if not self.video_pruning_rate:
+        if not self.sharpv_rate:
             return out
         pixels = inputs["pixel_values_videos"]
         frames = [pixels.shape[1]] * pixels.shape[0] if isinstance(pixels, torch.Tensor) else [len(v) for v in pixels]
@@ -182,9 +165,6 @@ class SharpVLlavaOnevisionForConditionalGeneration(_SharpVPruning, LlavaOnevisio
         for video, t in zip(out, frames):
             video = video.reshape(-1, video.shape[-1])  # (T * f + 1, d): the frames' tokens, then the newline
             body, newline = video[:-1], video[-1:]
-            per_frame = body.shape[0] // t
-            total = compute_retained_tokens_count(per_frame, t, self.video_pruning_rate)
-            mask = select_count(body.reshape(t, per_frame, -1).float(), total).keep
-            self.sharpv_kept_per_frame.append(mask.sum(1).tolist())
-            pruned.append(torch.cat([body[mask.reshape(-1).to(body.device)], newline]))
+            mask = self._sharpv_mask(body, t, body.shape[0] // t)
+            pruned.append(torch.cat([body[mask.reshape(-1)], newline]))
         return pruned
