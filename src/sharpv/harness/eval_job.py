@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import sys
 from pathlib import Path
@@ -65,7 +66,8 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
             progress.advance(task)
 
         records = evaluate(model, processor, examples, specs, budgets, frames=n_frames,
-                           max_new_tokens=max_new_tokens, on_step=step)
+                           max_new_tokens=max_new_tokens, on_step=step, keep_predictions=out is not None)
+    predictions = [dict(p, method=r["method"], budget=r["budget"]) for r in records for p in r.pop("predictions", [])]
     majority = majority_rates(examples)
     shared = sum(len(g) for g in video_groups(examples) if len(g) > 1)  # questions that share a video's prefill
     cols = eval_columns(records)
@@ -74,6 +76,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "results.json", records)
+        (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
         env = dict(model=str(model_dir) if model_dir is not None else "shipped synthetic-qa model",
                    dataset=source, majority_by_type=majority, frames=n_frames, questions_sharing_a_video=shared,
                    dtype=dtype, device=device, max_new_tokens=max_new_tokens,
@@ -94,5 +97,5 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
                        title=f"accuracy against visual tokens kept (dashed: dense {dense:.3f})",
                        xlabel="share of visual tokens kept (budget; adaptive at its mean share)",
                        ylabel="accuracy", panel=None, reference=dense)
-        console.print(f"wrote {out}/results.json, results.md, run.json, accuracy_vs_kept_share.png")
+        console.print(f"wrote {out}/results.json, results.md, run.json, predictions.jsonl, accuracy_vs_kept_share.png")
     return records
