@@ -1,5 +1,5 @@
-"""The ``sharpv`` command line: ``answer``, ``eval``, ``bench``, ``tiny-model``, ``sample-video``
-and ``export-synthetic``.
+"""The ``sharpv`` command line: ``answer``, ``eval``, ``bench``, ``tiny-model``, ``sample-video``,
+``export-synthetic`` and ``lmms-eval-task``.
 
 Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback. Every
 command checks all its values (numbers, choices, devices, paths) before it loads a model or writes
@@ -32,6 +32,9 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+
+#: the lmms-eval task `sharpv export-synthetic` writes next to its data
+SYNTHETIC_TASK = "sharpv_synthetic"
 
 #: settings every method has, which `answer` takes only from their own flags (not from --set)
 FLAG_SETTINGS = {"keep_ratio": "--keep-ratio", "positions": "--positions"}
@@ -346,7 +349,9 @@ def export_synthetic(
     frames: int = typer.Option(16, "--frames", help="Frames per clip (>= 3)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing data.jsonl."),
 ) -> None:
-    """Write a synthetic QA set as mp4 files plus a JSONL file (`sharpv eval --data` reads it; so can other tools)."""
+    """Write a synthetic QA set as mp4 files plus a JSONL file (`sharpv eval --data` reads it) and an
+    lmms-eval task folder on it (`lmms-eval --include_path OUT_DIR --tasks sharpv_synthetic --model sharpv`)."""
+    from sharpv.integrations.lmms_eval.task import task_files, write_task
     from sharpv.synthetic import generate
     from sharpv.synthetic.dataset import export_jsonl
 
@@ -354,9 +359,30 @@ def export_synthetic(
     check_at_least(seed, "--seed", 0)
     check_at_least(frames, "--frames", 3)
     check_output_dir(out_dir, "OUT_DIR")
-    if (out_dir / "data.jsonl").exists() and not overwrite:
-        raise SharpVError(f"{out_dir / 'data.jsonl'} exists; pass another folder or --overwrite (nothing was written)")
-    print(export_jsonl(generate(seed, n, frames=frames), out_dir))
+    for name in ("data.jsonl", *task_files(SYNTHETIC_TASK)):
+        if (out_dir / name).exists() and not overwrite:
+            raise SharpVError(f"{out_dir / name} exists; pass another folder or --overwrite (nothing was written)")
+    data = export_jsonl(generate(seed, n, frames=frames), out_dir)
+    print(data)
+    print(write_task(data, out_dir, SYNTHETIC_TASK, overwrite=True))
+
+
+@app.command("lmms-eval-task")
+def lmms_eval_task(
+    data: Path = typer.Argument(..., help="A JSONL dataset in `sharpv eval --data`'s layout."),
+    out_dir: Path = typer.Argument(..., help="Folder for the task: NAME.yaml, NAME_utils.py, NAME.jsonl."),
+    name: str = typer.Option("sharpv_custom", "--name", help="Task name (lower-case letters, digits, _)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the task's files if they exist."),
+) -> None:
+    """Write an lmms-eval task folder for a JSONL dataset: `lmms-eval --include_path OUT_DIR --tasks NAME
+    --model sharpv ...` then asks and scores exactly what `sharpv eval --data DATA` does, offline."""
+    from sharpv.integrations.lmms_eval.task import check_task_name, write_task
+
+    check_task_name(name)
+    if not data.is_file():
+        raise SharpVError(f"DATA {data} is not a file; pass a JSONL dataset (see `sharpv eval --help`)")
+    check_output_dir(out_dir, "OUT_DIR")
+    print(write_task(data, out_dir, name, overwrite=overwrite))
 
 
 @app.command("eval")
@@ -372,7 +398,7 @@ def eval_(
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's; 1 is fastest for the small shipped model)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md, run.json and accuracy_vs_kept_share.png."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md, run.json, predictions.jsonl (every answer) and accuracy_vs_kept_share.png."),
 ) -> None:
     """Accuracy of every method x budget against dense on a video QA set, with 95% intervals,
     visual tokens kept and prefill time."""
