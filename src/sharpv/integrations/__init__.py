@@ -1,2 +1,3 @@
-"""sharpv inside other tools: vLLM (:mod:`sharpv.integrations.vllm`). Nothing here is imported by
-``import sharpv``; each integration imports its tool only when that tool loads it."""
+"""sharpv inside other tools: vLLM (:mod:`sharpv.integrations.vllm`) and lmms-eval
+(:mod:`sharpv.integrations.lmms_eval`). Nothing here is imported by ``import sharpv``; each
+integration imports its tool only when that tool loads it."""
