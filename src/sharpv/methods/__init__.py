@@ -1,7 +1,33 @@
 """The method registry: every pruning method under one interface and one budget semantics.
 
 ``create("fastv", keep_ratio=0.3)`` builds a configured method; ``with method(model): ...``
-applies it reversibly. ``METHODS`` maps registry names to classes, in a stable order.
+applies it reversibly. ``METHODS`` maps registry names to classes, in a stable order: the built-ins,
+then methods added with :func:`register_method` or by installed packages through the
+``sharpv.methods`` entry point group (:mod:`sharpv.methods.registry`).
+
+Your own method::
+
+    from dataclasses import dataclass
+    import torch
+    from sharpv.methods import MethodConfig, PruningMethod, VisualSelection, register_method
+    from sharpv.core.selection import budget_total
+
+    @register_method
+    class FirstTokens(PruningMethod):
+        # keeps the video's first tokens, as many as the budget allows
+        name = "first_tokens"
+        config_class = MethodConfig
+
+        def select_visual(self, grid, spatial):
+            t, f = grid.shape[:2]
+            keep = torch.zeros(t * f, dtype=torch.bool)
+            keep[: budget_total(self.config.keep_ratio, t, f)] = True  # exactly the shared budget
+            return VisualSelection(keep.view(t, f))
+
+``sharpv answer --method first_tokens``, ``--methods first_tokens`` in ``bench`` and ``eval``, and
+lmms-eval's ``--model_args method=first_tokens`` then work, as long as the module that registers it
+is imported: in a package, point an entry point at the class (``[project.entry-points."sharpv.methods"]
+first_tokens = "my_pkg.methods:FirstTokens"``) and sharpv loads it when the registry is first read.
 """
 
 from __future__ import annotations
@@ -20,9 +46,17 @@ from sharpv.methods.sharpv import SharpV, SharpVConfig
 from sharpv.methods.vidcom2 import VidCom2, VidCom2Config
 from sharpv.methods.vtw import VTW, VTWConfig
 
-METHODS: dict[str, type[PruningMethod]] = {
-    cls.name: cls for cls in (Dense, SharpV, RandomTokens, Pooling, EVS, DyCoke, VidCom2, VTW, FastV)
-}
+from sharpv.methods.registry import MethodPluginWarning, MethodRegistry
+
+METHODS = MethodRegistry([Dense, SharpV, RandomTokens, Pooling, EVS, DyCoke, VidCom2, VTW, FastV])
+
+
+def register_method(cls: type[PruningMethod] | None = None, *, replace: bool = False):
+    """Class decorator (``@register_method`` or ``@register_method(replace=True)``) adding a method
+    to the registry under its ``name``; also callable as ``register_method(cls)``."""
+    if cls is None:
+        return lambda c: METHODS.register(c, replace=replace)
+    return METHODS.register(cls, replace=replace)
 
 
 def method_names() -> list[str]:
@@ -40,7 +74,7 @@ def create(name: str, keep_ratio: Any = "default", **settings: Any) -> PruningMe
 
 
 __all__ = [
-    "METHODS", "Dense", "DenseConfig", "DyCoke", "DyCokeConfig", "EVS", "FastV", "FastVConfig", "MethodConfig",
+    "METHODS", "MethodPluginWarning", "MethodRegistry", "register_method", "Dense", "DenseConfig", "DyCoke", "DyCokeConfig", "EVS", "FastV", "FastVConfig", "MethodConfig",
     "Pooling", "PruningMethod", "RandomConfig", "RandomTokens", "SharpV", "SharpVConfig", "VTW", "VTWConfig",
     "VidCom2", "VidCom2Config", "VisualSelection", "create", "method_names",
 ]

@@ -69,6 +69,9 @@ class PruningMethod:
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = MethodConfig
+    #: whether ``keep_ratio=None`` means an adaptive mode (the kept share depends on the video):
+    #: ``bench`` and ``eval`` run such methods at the budget "adaptive" too
+    adaptive: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **overrides: Any):
         if config is not None and overrides:

@@ -107,6 +107,7 @@ class SharpV(PruningMethod):
     """
 
     name = "sharpv"
+    adaptive = True
     config_class = SharpVConfig
 
     def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
