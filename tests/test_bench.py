@@ -28,8 +28,13 @@ def test_bench_writes_every_field_and_file(tmp_path, capsys, tiny_dirs, arch, vi
     env, records = payload["environment"], payload["records"]
     for key in ("torch", "transformers", "cpu", "dtype", "threads", "device", "vision"):
         assert key in env
-    # dense once per frame count, every other method at 0.25, adaptive only for sharpv
+    # dense once per frame count, every other method at 0.25, adaptive only for sharpv, then the
+    # ideal rows (one per visual-token count the methods handed the LLM; tests/test_ideal_and_evidence.py)
+    ideal = [r for r in records if r["method"] == "ideal"]
+    records = [r for r in records if r["method"] != "ideal"]
     assert len(records) == 2 * (1 + (len(METHODS) - 1) + 1)
+    assert {(r["frames"], r["visual_tokens_kept"]) for r in ideal} >= {(r["frames"], r["visual_tokens_kept"]) for r in records
+                                                                        if r["visual_tokens_kept"] < r["visual_tokens_in"]}
     by = {(r["method"], r["budget"], r["frames"]): r for r in records}
     for r in records:
         for key in KEYS:
@@ -47,7 +52,7 @@ def test_bench_writes_every_field_and_file(tmp_path, capsys, tiny_dirs, arch, vi
     assert by[("fastv", 0.25, 8)]["kv_withdraw_layer"] == 2
     assert by[("sharpv", None, 8)]["budget"] is None
     md = (out / "results.md").read_text()
-    assert md.count("\n| 8 |") == len(records) // 2
+    assert md.count("\n| 8 |") == len(records) // 2 + sum(r["frames"] == 8 for r in ideal)
     for png in ("prefill_speedup.png", "kv_bytes.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "prefill s" in captured.out  # the terminal table

@@ -30,7 +30,6 @@ from sharpv.methods import METHODS, PruningMethod, create
 
 ADAPTIVE = "adaptive"
 #: methods that have an adaptive (content-dependent total) mode
-ADAPTIVE_METHODS = ("sharpv",)
 
 
 @dataclass(frozen=True)
@@ -207,6 +206,9 @@ def measure(model, method, inputs, *, repeats: int, warmup: int, new_tokens: int
         "visual_tokens_in": stats.visual_tokens_in,
         "visual_tokens_kept": stats.visual_tokens_kept,
         "kept_share": stats.visual_tokens_kept / max(1, stats.visual_tokens_in),
+        # the mean share of the video's visual tokens each LLM layer computes (= kept_share unless the
+        # method also prunes inside the LLM): the "equivalent retention" FlashVID and HoliTom report
+        "equivalent_retention": getattr(stats, "equivalent_retention", None),
         "sequence_length": stats.sequence_length_out,
         "prefill_seconds": prefill,
         "vision_seconds": vision,
@@ -219,6 +221,58 @@ def measure(model, method, inputs, *, repeats: int, warmup: int, new_tokens: int
         "peak_memory_bytes": max(r.peak_memory_bytes for r in runs),
         "prefill_flops": prefill_flops(text_config, lengths, extra),
     }
+
+
+def ideal_inputs(model, inputs: dict, kept: int, n_visual: int) -> dict:
+    """The keyword arguments the model's language model receives when a pre-LLM method keeps
+    ``kept`` of the ``n_visual`` visual tokens of ``inputs`` (captured from one such run; which
+    tokens does not change the cost), without a cache."""
+    lm = model.model.language_model
+    captured: dict[str, Any] = {}
+
+    def grab(module, args, kwargs):
+        captured.update(kwargs)
+        if args:
+            captured["input_ids"] = args[0]
+
+    with torch.inference_mode(), create("random", keep_ratio=kept / n_visual, seed=0)(model) as handle:
+        hook = lm.register_forward_pre_hook(grab, with_kwargs=True)  # after the method's hooks: the reduced sequence
+        try:
+            model(**inputs, use_cache=False, logits_to_keep=1)
+        finally:
+            hook.remove()
+        if handle.stats.visual_tokens_kept != kept:
+            raise RuntimeError(f"ideal row: wanted {kept} visual tokens, the capture kept {handle.stats.visual_tokens_kept}")
+    return {k: v for k, v in captured.items() if k not in ("past_key_values", "use_cache", "cache_position")}
+
+
+def ideal_prefill(model, feed: dict) -> torch.Tensor:
+    """The language model and the last token's logits on ``feed`` (:func:`ideal_inputs`), with no
+    hook of sharpv's: the unmodified model's prefill on a sequence that only ever had those tokens."""
+    out = model.model.language_model(**feed, use_cache=True)
+    return model.lm_head(out.last_hidden_state[:, -1:])
+
+
+def measure_ideal(model, inputs: dict, kept: int, n_visual: int, *, repeats: int, warmup: int) -> dict:
+    """The "ideal" prefill at ``kept`` of ``n_visual`` visual tokens (median of ``repeats``): the
+    unmodified language model on exactly the sequence a pre-LLM method that kept ``kept`` tokens
+    feeds it. No scoring, no selection, no rebuilding of the inputs, no merge of the video features
+    into the prompt: the limit any pre-LLM method can reach at that budget."""
+    feed = ideal_inputs(model, inputs, kept, n_visual)
+    device = model.device
+    times = []
+    for i in range(warmup + repeats):
+        with torch.inference_mode():
+            _sync(device)
+            start = time.perf_counter()
+            ideal_prefill(model, feed)
+            _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    length = next(v for k, v in feed.items() if k in ("inputs_embeds", "input_ids") and v is not None).shape[1]
+    return {"visual_tokens_in": n_visual, "visual_tokens_kept": kept, "kept_share": kept / n_visual,
+            "equivalent_retention": kept / n_visual, "sequence_length": int(length),
+            "prefill_seconds": float(statistics.median(times))}
 
 
 def environment(model, *, dtype: str, device: str, source: str, vision: str, noise: float) -> dict:
@@ -253,7 +307,7 @@ def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[M
         if spec.name == "dense":
             continue
         for budget in budgets:
-            if budget is None and spec.name not in ADAPTIVE_METHODS:
+            if budget is None and not METHODS[spec.name].adaptive:
                 continue
             runs.append((spec, budget))
     return runs
@@ -261,8 +315,9 @@ def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[M
 
 def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[MethodSpec], budgets: list[float | None],
               frames: list[int], repeats: int, warmup: int, new_tokens: int,
-              on_step: Callable[[str], None] | None = None) -> list[dict]:
-    """Run the plan for every frame count; returns one record per method x budget x frames."""
+              on_step: Callable[[str], None] | None = None, ideal: bool = True) -> list[dict]:
+    """Run the plan for every frame count; returns one record per method x budget x frames, then
+    (``ideal``) the "ideal" rows of :func:`measure_ideal` for that frame count."""
     records = []
     runs = plan(methods, budgets)
     for n_frames in frames:
@@ -283,4 +338,40 @@ def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[Method
             tps, dtps = result["decode_tokens_per_second"], dense["decode_tokens_per_second"]
             record["decode_speedup"] = tps / dtps if tps and dtps else None
             records.append(record)
+        if ideal:
+            records.extend(_ideal_rows(model, inputs, records, n_frames, dense, repeats=repeats, warmup=warmup,
+                                       on_step=on_step))
     return records
+
+
+def _ideal_rows(model, inputs: dict, records: list[dict], n_frames: int, dense: dict, *, repeats: int, warmup: int,
+                on_step: Callable[[str], None] | None) -> list[dict]:
+    """One "ideal" row per visual-token count a method of this frame count handed the LLM (or, for
+    methods that prune inside it, per budget), and every record's ``prefill_vs_ideal``: its prefill
+    over the ideal prefill at the same count (1.02: within 2% of the limit)."""
+    from sharpv.core.selection import budget_total
+
+    mine = [r for r in records if r["frames"] == n_frames and r["method_name"] != "dense"]
+    wanted: dict[int, float | None] = {}
+    for r in mine:
+        n = r["visual_tokens_in"]
+        if r["visual_tokens_kept"] < n:
+            count = r["visual_tokens_kept"]
+        elif r["budget"] is not None:
+            count = budget_total(r["budget"], 1, n)
+        else:
+            continue
+        r["_ideal_tokens"] = count
+        wanted.setdefault(count, r["budget"])
+    rows, by_count = [], {}
+    for count, budget in sorted(wanted.items()):
+        if on_step:
+            on_step(f"{n_frames} frames: ideal @ {count} visual tokens")
+        result = measure_ideal(model, inputs, count, dense["visual_tokens_in"], repeats=repeats, warmup=warmup)
+        by_count[count] = result["prefill_seconds"]
+        rows.append({"method": "ideal", "method_name": "ideal", "budget": budget, "frames": n_frames, **result,
+                     "prefill_speedup": dense["prefill_seconds"] / result["prefill_seconds"]})
+    for r in mine:
+        count = r.pop("_ideal_tokens", None)
+        r["prefill_vs_ideal"] = r["prefill_seconds"] / by_count[count] if count is not None else None
+    return rows

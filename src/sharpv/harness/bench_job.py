@@ -16,7 +16,7 @@ from sharpv.shapes import build_shape_model, synthetic_inputs
 def write_bench_plots(records: list[dict], out: Path) -> None:
     """Prefill speedup and KV bytes against the budget (adaptive runs at the share they kept)."""
     plot_lines(records, budget_share, "prefill_speedup", out / "prefill_speedup.png", title="LLM prefill speedup over dense",
-               xlabel="budget: share of visual tokens kept", ylabel="dense / method", reference=1.0)
+               xlabel="budget: share of visual tokens kept", ylabel="dense / method (log scale)", reference=1.0, logy=True)
     plot_lines(records, budget_share, "kv_ratio", out / "kv_bytes.png", title="KV cache bytes after prefill",
                xlabel="budget: share of visual tokens kept", ylabel="method / dense", reference=1.0)
 

@@ -13,8 +13,10 @@ BENCH_COLUMNS: list[Column] = [
     ("method", "method", "{}"),
     ("budget", "budget", "{}"),
     ("visual_tokens_kept", "visual kept", "{}"),
+    ("equivalent_retention", "visual/layer", "{:.3f}"),
     ("prefill_seconds", "prefill s", "{:.3f}"),
     ("prefill_speedup", "speedup", "{:.2f}x"),
+    ("prefill_vs_ideal", "vs ideal", "{:.2f}x"),
     ("ttft_seconds", "TTFT s", "{:.3f}"),
     ("pruning_seconds", "pruning ms", "{:.2f}"),
     ("decode_tokens_per_second", "decode tok/s", "{:.1f}"),
@@ -63,11 +65,17 @@ def budget_share(record: dict) -> float:
     return record["budget"] if record.get("budget") is not None else record["kept_share"]
 
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8")
+LINESTYLES = ("-", "--", "-.", ":")
+
+
 def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str, path: Path, *, title: str,
                xlabel: str, ylabel: str, group: str = "method", panel: str | None = "frames",
-               reference: float | None = None) -> None:
+               reference: float | None = None, logy: bool = False) -> None:
     """One PNG: ``y`` against ``x`` (a key or a function of a record), a line per ``group``, a
-    panel per ``panel`` value."""
+    panel per ``panel`` value. One title (panels are labelled by their value only); every line has
+    its own marker and dash, and lines drawn earlier are wider, so one that lies exactly on another
+    still shows around it; ``logy`` for values that span orders of magnitude."""
     xof = x if callable(x) else (lambda r: r[x])
     import matplotlib
 
@@ -75,24 +83,31 @@ def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str
     import matplotlib.pyplot as plt
 
     panels = sorted({r[panel] for r in records}) if panel else [None]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False, sharey=True)
+    groups = list(dict.fromkeys(r[group] for r in records))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False, sharey=True)
     for ax, value in zip(axes[0], panels):
         subset = [r for r in records if panel is None or r[panel] == value]
-        for name in dict.fromkeys(r[group] for r in subset):
+        for i, name in enumerate(groups):
             points = sorted((xof(r), r[y]) for r in subset if r[group] == name and r.get(y) is not None)
             if points:
                 xs, ys = zip(*points)
-                ax.plot(xs, ys, marker="o", label=name)
+                width = 1.2 + 2.4 * (len(groups) - 1 - i) / max(1, len(groups) - 1)
+                ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                        linewidth=width, markersize=3 + width, label=name, alpha=0.85)
         if reference is not None:
             ax.axhline(reference, color="grey", linewidth=0.8, linestyle="--")
+        if logy:
+            ax.set_yscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_title(f"{panel} = {value}" if panel else title)
-        ax.grid(True, alpha=0.3)
+        if panel:
+            ax.set_title(f"{panel} = {value}", fontsize=10)
+        ax.grid(True, alpha=0.3, which="both")
     axes[0][0].set_ylabel(ylabel)
-    axes[0][-1].legend(fontsize=8)
+    handles, labels = axes[0][-1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
