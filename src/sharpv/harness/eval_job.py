@@ -23,8 +23,11 @@ def eval_columns(records: list[dict]) -> list[tuple[str, str, str]]:
             ("accuracy", "accuracy", "{:.3f}"), ("ci95_text", "95% CI", "{}")]
     if len(types) > 1:
         cols += [(f"type:{t}", t, "{:.3f}") for t in types]
-    cols += [("kept_share", "visual kept", "{:.3f}"), ("kv_share", "KV share", "{:.3f}"),
-             ("prefill_ms", "prefill ms", "{:.1f}"), ("prefill_speedup", "speedup", "{:.2f}x")]
+    cols += [("kept_share", "visual kept", "{:.3f}"), ("equivalent_retention", "visual/layer", "{:.3f}"),
+             ("kv_share", "KV share", "{:.3f}")]
+    if any(r.get("evidence_recall") is not None for r in records):
+        cols += [("evidence_recall", "evidence kept", "{:.3f}"), ("evidence_frame_recall", "evidence frames", "{:.3f}")]
+    cols += [("prefill_ms", "prefill ms", "{:.1f}"), ("prefill_speedup", "speedup", "{:.2f}x")]
     return cols
 
 

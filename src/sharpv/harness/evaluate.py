@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from sharpv.harness.bench import ADAPTIVE, MethodSpec, plan
 from sharpv.errors import SharpVError
 from sharpv.video import SampledVideo, build_inputs, read_video, read_video_for
@@ -59,6 +61,7 @@ class Example:
     frames: Any = None  # (T, H, W, 3) uint8 array, for in-memory videos
     options: list[str] | None = None
     type: str = "all"
+    item: Any = None  # the synthetic QAItem, when the example is one (it knows where the evidence is)
 
     def load(self, num_frames: int, processor: Any = None) -> SampledVideo:
         """The example's frames; a file is read streaming (every kept frame resized to the model's
@@ -81,8 +84,25 @@ def synthetic_examples(seed: int, n: int, frames: int = 16) -> list[Example]:
     """The synthetic QA set of ``seed`` (see :mod:`sharpv.synthetic`), frames rendered in memory."""
     from sharpv.synthetic import generate
 
-    return [Example(it.id, it.question, it.answer, frames=it.frames(), type=it.qtype)
+    return [Example(it.id, it.question, it.answer, frames=it.frames(), type=it.qtype, item=it)
             for it in generate(seed, n, frames=frames)]
+
+
+def evidence_for(example: Example, stats: Any) -> np.ndarray | None:
+    """(T, f) bool evidence cells of a synthetic example laid out like the video in ``stats`` (one
+    video, square token grid; a temporal step of two frames, as Qwen's, shows what either frame
+    shows), or None when the example is not synthetic or the layout does not map."""
+    if example.item is None or len(getattr(stats, "videos", [])) != 1:
+        return None
+    from sharpv.synthetic.evidence import evidence_cells
+
+    video = stats.videos[0]
+    side = int(round(video.tokens_per_frame ** 0.5))
+    frames = example.item.scene.frames
+    if side * side != video.tokens_per_frame or example.item.size % side or frames % video.frames:
+        return None
+    cells = evidence_cells(example.item, (side, side))
+    return cells.reshape(video.frames, frames // video.frames, -1).any(1)
 
 
 def load_jsonl(path: Path) -> list[Example]:
@@ -192,6 +212,29 @@ class _Tally:
     kv_dense: int = 0
     prefill: float = 0.0
     in_llm: int = 0  # items where pruning inside the LLM (stage 2, FastV, VTW) removed something
+    retention: float = 0.0  # sum over items of the mean share of visual tokens per LLM layer
+    # evidence recall (synthetic examples): per type [cells kept, cells, frames hit, frames shown]
+    evidence: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0]))
+
+    def add_evidence(self, qtype: str, example: Example, stats: Any) -> None:
+        from sharpv.synthetic.evidence import evidence_recall
+
+        cells = evidence_for(example, stats)
+        keep = getattr(stats.videos[0], "keep", None) if cells is not None else None
+        if keep is None:
+            return
+        for i, v in enumerate(evidence_recall(cells, keep.cpu().numpy())):
+            self.evidence[qtype][i] += v
+
+    def evidence_fields(self) -> dict:
+        if not self.evidence:
+            return {"evidence_recall": None, "evidence_recall_by_type": None, "evidence_frame_recall": None}
+        total = [sum(v[i] for v in self.evidence.values()) for i in range(4)]
+        return {
+            "evidence_recall": total[0] / total[1] if total[1] else None,
+            "evidence_recall_by_type": {t: v[0] / v[1] if v[1] else None for t, v in sorted(self.evidence.items())},
+            "evidence_frame_recall": total[2] / total[3] if total[3] else None,
+        }
 
     def record(self, spec: MethodSpec, budget: float | None, dense_prefill: float | None) -> dict:
         n, right = sum(self.count.values()), sum(self.right.values())
@@ -207,8 +250,10 @@ class _Tally:
             "visual_tokens_kept": self.kept / n, "visual_tokens_in": self.visual / n,
             "kv_share": self.kv / self.kv_dense if self.kv_dense else None,
             "in_llm_pruned_share": self.in_llm / n,
+            "equivalent_retention": self.retention / n,
             "prefill_seconds": prefill,
             "prefill_speedup": dense_prefill / prefill if dense_prefill and prefill else None,
+            **self.evidence_fields(),
         }
 
 
@@ -277,6 +322,8 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
                 tally.kv_dense += s.kv_cache_bytes_dense
                 tally.prefill += gen.prefill_seconds
                 tally.in_llm += int(s.kv_withdraw_layer is not None)
+                tally.retention += getattr(s, "equivalent_retention", s.kept_share)
+                tally.add_evidence(ex.type, ex, s)
                 predictions[r][i] = {"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok}
     dense_prefill = tallies[0].prefill / max(1, sum(tallies[0].count.values()))
     records = []
