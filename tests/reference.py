@@ -189,3 +189,70 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
                 hidden[0, rows_visual] = hidden[0, rows_visual] + red.deepstack[i]
         logits = model.lm_head(lm.norm(hidden))
     return logits, hidden_keys, keep_rows
+
+
+def run_ranked(fam, eager, red: Reduced, tokens: list[int], layers: list[int], counts: list[int]):
+    """Attention-ranked withdrawal at several layers (FastV: one, PyramidDrop: several), by hand.
+
+    The language model runs layer by layer on the prompt plus ``tokens`` (SDPA, causal, no mask).
+    Before each boundary layer K in ``layers`` the same hidden states also go through the ``eager``
+    family's layer K-1 (same weights, eager attention with an explicit causal mask), whose own
+    attention weights give the scores: the last prompt token's row, averaged over heads. Of the
+    visual tokens still present, the ``counts[s]`` with the highest scores stay (ties: the earlier
+    column) and the others are cut out of the sequence from layer K on.
+
+    Returns the logits for every row still present and, per layer, the prompt-and-token columns
+    (bool over the original ``n + len(tokens)`` columns) that layer computes.
+    """
+    model = fam.model
+    lm = model.model.language_model
+    eager_lm = eager.model.model.language_model
+    n = red.ids.shape[1]
+    ids_new = torch.tensor([tokens], dtype=torch.long)
+    embeds = torch.cat([red.embeds, model.get_input_embeddings()(ids_new)], dim=1)
+    pos = red.positions
+    steps = torch.arange(1, len(tokens) + 1).view(*([1] * (pos.dim() - 1)), -1)
+    pos = torch.cat([pos, pos[..., -1:] + steps], dim=-1)
+    total = n + len(tokens)
+    visual = torch.cat([red.visual, torch.zeros(len(tokens), dtype=torch.bool)])
+    cos_all, sin_all = lm.rotary_emb(embeds, pos)
+    present = torch.ones(total, dtype=torch.bool)
+    hidden = embeds
+    computed = []
+    captured = {}
+    prev_hidden, prev_pe = hidden, None  # what the layer before a boundary received
+
+    def grab(module, args, kwargs, output):
+        captured["weights"] = output[1]
+
+    with torch.no_grad():
+        for i, layer in enumerate(lm.layers):
+            if i in layers:
+                # the eager twin of layer i-1, on the hidden states layer i-1 received
+                cols = present.nonzero().squeeze(1)  # unchanged since layer i-1 ran
+                m = cols.numel()
+                causal = torch.full((m, m), float("-inf")).triu(1)[None, None]
+                handle = eager_lm.layers[i - 1].self_attn.register_forward_hook(grab, with_kwargs=True)
+                try:
+                    eager_lm.layers[i - 1](prev_hidden, attention_mask=causal, position_embeddings=prev_pe, use_cache=False)
+                finally:
+                    handle.remove()
+                last = int(present[:n].sum()) - 1  # the last prompt token's row
+                scores = captured["weights"][0, :, last, :].mean(0)
+                vis_rows = visual[cols].nonzero().squeeze(1)
+                order = torch.sort(scores[vis_rows], descending=True, stable=True).indices
+                dropped_rows = vis_rows[order[counts[layers.index(i)]:]]
+                keep_rows = torch.ones(m, dtype=torch.bool)
+                keep_rows[dropped_rows] = False
+                hidden = hidden[:, keep_rows]
+                present[cols[dropped_rows]] = False
+            cos, sin = cos_all[..., present, :], sin_all[..., present, :]
+            computed.append(present.clone())
+            prev_hidden, prev_pe = hidden, (cos, sin)
+            hidden = layer(hidden, attention_mask=None, position_embeddings=(cos, sin), use_cache=False)
+            if red.deepstack is not None and i < len(red.deepstack):
+                vis_cols = visual.nonzero().squeeze(1)
+                rows_visual = visual[present]
+                hidden[0, rows_visual] = hidden[0, rows_visual] + red.deepstack[i][present[vis_cols]]
+        logits = model.lm_head(lm.norm(hidden))
+    return logits, computed

@@ -22,11 +22,12 @@ from sharpv.methods import METHODS, PruningMethod, create
 from conftest import Family
 from reference import run_layers, stage1_by_hand
 
-PRE_LLM = ["random", "pooling", "evs", "dycoke", "vidcom2"]
+PRE_LLM = ["random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip", "fastvid", "flashvid", "holitom"]
 
 
 def test_registry_lists_every_method_with_a_docstring_and_config():
-    assert list(METHODS) == ["dense", "sharpv", "random", "pooling", "evs", "dycoke", "vidcom2", "vtw", "fastv"]
+    assert list(METHODS) == ["dense", "sharpv", "random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip",
+                             "fastvid", "flashvid", "holitom", "vtw", "fastv", "pyramiddrop"]
     for name, cls in METHODS.items():
         assert cls.name == name and len((cls.__doc__ or "").split()) > 15
         assert create(name).config.to_dict()["positions"] == "original"
@@ -48,7 +49,8 @@ GRIDS = [(1, 1, 1, (1, 1)), (1, 4, 3, (2, 2)), (3, 6, 2, (2, 3)), (8, 16, 4, (4,
 def _pre_llm_variants():
     """Every registered method that selects before the LLM, with its budget-relevant variants."""
     names = [name for name, cls in METHODS.items() if cls.select_visual is not PruningMethod.select_visual]
-    assert names == ["sharpv", "random", "pooling", "evs", "dycoke", "vidcom2"]  # a new method joins the test
+    assert names == ["sharpv", "random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip", "fastvid",
+                     "flashvid", "holitom"]  # a new method joins the test
     extra = {"sharpv": [{"min_tokens_per_frame": 0}, {"min_tokens_per_frame": 3}], "random": [{"counts": "sharpv"}],
              "vidcom2": [{"min_tokens_per_frame": 0}]}
     return [(name, settings) for name in names for settings in [{}] + extra.get(name, [])]
@@ -255,12 +257,18 @@ def test_fastv_keeps_its_budget_and_matches_a_reference_from_eager_attention(fam
     assert handle.stats.extra_seconds > 0
 
 
-@pytest.mark.parametrize("name", ["pooling", "dycoke", "fastv"])
+def _hooks(model) -> int:
+    return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("name", [n for n in METHODS if n != "dense"])
 def test_methods_are_reversible(family, name):
     inputs = family.inputs()
+    hooks = _hooks(family.model)
     with torch.no_grad():
         before = family.model(**inputs).logits
         with create(name, keep_ratio=0.3)(family.model):
+            assert _hooks(family.model) > hooks
             family.model(**inputs)
         after = family.model(**inputs).logits
-    assert torch.equal(before, after)
+    assert torch.equal(before, after) and _hooks(family.model) == hooks

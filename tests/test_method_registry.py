@@ -84,7 +84,7 @@ def test_a_registered_method_runs_through_bench(registered, capsys, tmp_path, ti
                  "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     records = json.loads((out / "results.json").read_text())["records"]
-    assert [(r["method"], r["budget"]) for r in records] == [("dense", None), ("last_frames", 0.5)]  # no adaptive mode
+    assert [(r["method"], r["budget"]) for r in records] == [("dense", None), ("last_frames", 0.5), ("ideal", 0.5)]  # no adaptive mode
     assert records[1]["visual_tokens_kept"] == records[1]["visual_tokens_in"] // 2
 
 
@@ -181,7 +181,7 @@ def test_an_installed_package_adds_a_method_through_the_entry_point(tmp_path, ti
     assert kept == sorted(kept, reverse=True) and kept[-1] == 0  # filled from the first frame on
     listed = subprocess.run([sys.executable, "-c", "import sharpv; print(','.join(sharpv.METHODS))"],
                             capture_output=True, text=True, timeout=120, env=env)
-    assert listed.stdout.strip().endswith(",fastv,first_tokens")
+    assert listed.stdout.strip().endswith(",fastv,pyramiddrop,first_tokens")
 
 
 def test_a_broken_plugin_is_one_warning_line_and_sharpv_goes_on(tmp_path, tiny_dirs, clip):

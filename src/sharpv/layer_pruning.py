@@ -3,8 +3,8 @@ cache, driven by a policy that decides, layer by layer, which visual tokens go.
 
 Policies: :class:`SimilarityPolicy` (SharpV stage 2: hidden states against their own input
 embeddings, no attention weights), :class:`FixedLayerPolicy` (VTW: all visual tokens at layer K)
-and :class:`AttentionPolicy` (FastV: the visual tokens the last prompt token attends to least, at
-layer K, from scores computed from layer K-1's queries and keys).
+and :class:`AttentionPolicy` (FastV at one layer K, PyramidDrop at several: the visual tokens the
+last prompt token attends to least, from scores computed from layer K-1's queries and keys).
 
 - ``withdraw``: dropped tokens leave the hidden states, so that layer and every later one neither
   computes nor caches them (prefill compute, KV memory and decode cost shrink).
@@ -13,12 +13,18 @@ layer K, from scores computed from layer K-1's queries and keys).
 
 Layers then hold caches of different lengths; every layer's attention mask (when one is
 materialised: padding, eager attention) is rebuilt for exactly the columns it holds.
+
+The pruner also counts, for every decoder layer, the visual tokens that layer computes during the
+prefill (:attr:`PruningReport.visual_tokens_per_layer`, the basis of "equivalent retention").
 """
 
 from __future__ import annotations
 
+import itertools
+import numbers
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +69,10 @@ class PruningReport:
     withdraw_layer: int | None = None  # first layer that dropped anything
     layer_similarity: list[float] = field(default_factory=list)
     extra_seconds: float = 0.0  # policy work beyond the model's own (e.g. FastV's scores)
+    # per decoder layer, in order: the counted visual tokens (``begin_prefill``'s ``counted``, by
+    # default every visual column) that layer computes, after its own withdrawal, summed over the
+    # batch. Layerwise drops do not lower it (the layer still computes those tokens).
+    visual_tokens_per_layer: list[int] = field(default_factory=list)
 
 
 class LayerPolicy:
@@ -104,32 +114,54 @@ class FixedLayerPolicy(LayerPolicy):
 
     def __init__(self, layer: int):
         self.layer = self.min_layer = layer
+        self.layers = (layer,)
 
     def drop(self, view: LayerView) -> torch.Tensor | None:
         return view.visual if view.index == self.layer else None
 
 
 class AttentionPolicy(LayerPolicy):
-    """FastV: at layer K keep the ``keep_ratio`` share of each row's visual tokens that the last
-    prompt token attends to most, averaged over heads, in layer K-1's attention (at least one
-    token per row: :func:`~sharpv.core.selection.budget_total`).
+    """Attention-ranked withdrawal at one layer (FastV) or several (PyramidDrop).
 
-    The scores are computed from layer K-1's own queries and keys (a pre-hook on its attention
-    module recomputes q for the last token and k for all tokens, with the module's own projections,
-    norms and rotary embedding); attention itself keeps running in SDPA. Their cost is reported as
-    ``extra_seconds``.
+    ``layer``: K, or the increasing boundary layers K_1 < K_2 < ...; ``keep_ratio``: the share of
+    each row's visual tokens kept from K on, or one cumulative share per boundary (non-increasing).
+    At boundary K_s a row keeps, of the visual tokens it still holds, the ``budget_total(share_s, 1,
+    n)`` (at least one) that the last prompt token attends to most, averaged over heads, in layer
+    K_s - 1's attention; ``n`` is the number of visual tokens the row had entering the LLM, so the
+    count after every boundary is exact relative to the input, not compounded from rounded counts.
+
+    The scores are computed from layer K_s - 1's own queries and keys (a pre-hook on its attention
+    module recomputes q for the last token and k for all tokens still present, with the module's
+    own projections, norms and rotary embedding); attention itself keeps running in SDPA. Their
+    cost is reported as ``extra_seconds``.
     """
 
-    def __init__(self, layer: int, keep_ratio: float):
-        if layer < 1:
-            raise ValueError(f"FastV's layer K must be >= 1, got {layer}")
-        self.layer = self.min_layer = layer
-        self.keep_ratio = keep_ratio
+    def __init__(self, layer: int | Sequence[int], keep_ratio: float | Sequence[float]):
+        layers = (layer,) if isinstance(layer, numbers.Integral) else tuple(layer)
+        shares = (keep_ratio,) if isinstance(keep_ratio, numbers.Real) else tuple(keep_ratio)
+        if not layers or len(layers) != len(shares):
+            raise ValueError(f"one keep share per boundary layer: got layers {layers} and shares {shares}")
+        if any(isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1 for k in layers):
+            raise ValueError(f"attention-ranked layers must be integers >= 1 (scores come from the layer before), got {layers}")
+        if any(b <= a for a, b in itertools.pairwise(layers)):
+            raise ValueError(f"boundary layers must increase strictly, got {layers}")
+        if any(not 0.0 < float(r) <= 1.0 for r in shares) or any(b > a for a, b in itertools.pairwise(shares)):
+            raise ValueError(f"keep shares must lie in (0, 1] and not increase, got {shares}")
+        self.layers = tuple(int(k) for k in layers)
+        self.shares = tuple(float(r) for r in shares)
+        self.layer = self.min_layer = self.layers[0]
+        self.keep_ratio = self.shares[-1]
         self._scores: torch.Tensor | None = None
+        self._entering: torch.Tensor | None = None  # (B,) visual tokens per row entering the LLM
+
+    def start(self, report: PruningReport) -> None:
+        super().start(report)
+        self._scores, self._entering = None, None
 
     def bind(self, pruner: "LayerPruner") -> None:
-        attn = pruner.layers[self.layer - 1].self_attn
-        pruner.extra_handles.append(attn.register_forward_pre_hook(self._score_hook(pruner), with_kwargs=True))
+        for k in self.layers:
+            attn = pruner.layers[k - 1].self_attn
+            pruner.extra_handles.append(attn.register_forward_pre_hook(self._score_hook(pruner), with_kwargs=True))
 
     def _score_hook(self, pruner: "LayerPruner"):
         def hook(module, args, kwargs):
@@ -143,14 +175,24 @@ class AttentionPolicy(LayerPolicy):
 
         return hook
 
+    def keep_counts(self, entering: int) -> list[int]:
+        """Visual tokens a row that entered the LLM with ``entering`` of them holds from each
+        boundary on (the exact per-stage counts)."""
+        return [min(entering, budget_total(r, 1, entering)) if entering else 0 for r in self.shares]
+
     def drop(self, view: LayerView) -> torch.Tensor | None:
-        if view.index != self.layer or self._scores is None:
+        if self._entering is None:  # the first layer a prefill shows the policy: nothing dropped yet
+            self._entering = view.visual.sum(-1)
+        if view.index not in self.layers or self._scores is None:
             return None
+        stage = self.layers.index(view.index)
         scores, self._scores = self._scores, None
         drop = torch.zeros_like(view.visual)
         for row in range(view.visual.shape[0]):
             cols = view.visual[row].nonzero().squeeze(1)
-            keep_n = budget_total(self.keep_ratio, 1, cols.numel()) if cols.numel() else 0
+            if not cols.numel():
+                continue
+            keep_n = min(cols.numel(), self.keep_counts(int(self._entering[row]))[stage])
             order = torch.sort(scores[row, cols], descending=True, stable=True).indices
             drop[row, cols[order[keep_n:]]] = True
         return drop
@@ -185,6 +227,8 @@ class _Prefill:
     embeds: torch.Tensor | None = None
     drops: dict[int, torch.Tensor] = field(default_factory=dict)
     cut_from: int | None = None  # a piece withdrawn whole: computed on, cut from the cache from here
+    counted: torch.Tensor | None = None  # (B, L') bool: columns counted in visual_tokens_per_layer
+    computed: list[torch.Tensor] = field(default_factory=list)  # per layer: counted columns it computes
 
 
 @dataclass(frozen=True)
@@ -210,13 +254,14 @@ class LayerPruner:
         self.policy, self.mode = policy, mode
         self.layers = adapter.decoder_layers()
         self.min_layer = policy.min_layer
+        named = tuple(getattr(policy, "layers", ()))  # the layers a policy drops at, when it names them
         if mode == "withdraw":
             floor = adapter.min_withdraw_layer()
-            if isinstance(policy, (FixedLayerPolicy, AttentionPolicy)) and policy.layer < floor:
+            if named and min(named) < floor:
                 raise SharpVError(f"this model's visual tokens cannot leave before layer {floor}; pick a layer >= {floor}")
             self.min_layer = max(self.min_layer, floor)
-        if isinstance(policy, (FixedLayerPolicy, AttentionPolicy)) and policy.layer >= len(self.layers):
-            raise SharpVError(f"layer {policy.layer} does not exist: the model has {len(self.layers)} layers")
+        if named and max(named) >= len(self.layers):
+            raise SharpVError(f"layer {max(named)} does not exist: the model has {len(self.layers)} layers")
         self.mask_kind = mask_kind(model)
         self.report: PruningReport | None = None
         self._prefill: _Prefill | None = None
@@ -241,13 +286,18 @@ class LayerPruner:
         self._prefill, self._step = None, None
 
     # --- phases driven by the runtime -------------------------------------------------------
-    def begin_prefill(self, visual: torch.Tensor, valid: torch.Tensor, cached: list[int] | None = None) -> None:
+    def begin_prefill(self, visual: torch.Tensor, valid: torch.Tensor, cached: list[int] | None = None,
+                      counted: torch.Tensor | None = None) -> None:
         """Start a prefill of a prompt whose visual columns are ``visual`` (B, L'). ``cached``:
         the entries every layer already holds when the prompt is one piece of a chunked prefill
-        (batch of one); the piece's own decisions then apply to its own visual tokens."""
+        (batch of one); the piece's own decisions then apply to its own visual tokens.
+        ``counted`` (B, L') bool: the columns :attr:`PruningReport.visual_tokens_per_layer` counts
+        (default: ``visual``; the runtime leaves out always-kept extra tokens such as LLaVA-OneVision's
+        newline after each video, which are not part of the video's T x f grid)."""
         self.report = PruningReport(self.mode)
         self.policy.start(self.report)
         self._prefill = _Prefill(visual.bool(), valid.bool(), Layout.identity(valid))
+        self._prefill.counted = (counted if counted is not None else visual).bool() & valid.bool()
         self._layouts: list[Layout | None] = [None] * len(self.layers)
         self._cached = list(cached) if cached is not None and any(cached) else None
         self._step = None
@@ -256,6 +306,8 @@ class LayerPruner:
         """Finish the prefill: cut layerwise drops out of ``cache`` and return every layer's
         layout (None when the prefill did not run or left no cache)."""
         state, self._prefill = self._prefill, None
+        if state is not None and state.computed and self.report is not None:
+            self.report.visual_tokens_per_layer = torch.stack(state.computed).tolist()
         if state is None or cache is None:
             return None
         for idx, drop in state.drops.items():
@@ -315,6 +367,9 @@ class LayerPruner:
                     hidden = take(hidden, plan)
                 else:
                     state.drops[idx] = drop
+        # what this layer computes: the counted columns still in its hidden states (one host sync
+        # for all layers, in end_prefill)
+        state.computed.append((torch.gather(state.counted, 1, state.current.index) & state.current.valid).sum())
         cached = self._cached[idx] if self._cached else None
         if not state.shrunk and (cached is None or cached == self._cached[0]):
             return None  # the model's own mask is right for this layer

@@ -293,6 +293,7 @@ class AppliedMethod:
             self.stats.kv_withdraw_layer = report.withdraw_layer
             self.stats.layer_similarity = list(report.layer_similarity)
             self.stats.extra_seconds = report.extra_seconds
+            self.stats.visual_tokens_per_layer = list(report.visual_tokens_per_layer)
         if cache is None:
             return None
         cont.layouts = layouts if layouts is not None and any(l is not None for l in layouts) else None
@@ -332,7 +333,7 @@ class AppliedMethod:
         _sync(input_ids.device)
         start = time.perf_counter()
         grids = adapter.grids(mm["video"], kwargs)
-        keeps, transforms, videos = [], [], []
+        keeps, grid_marks, transforms, videos = [], [], [], []
         for number, (grid, spatial) in enumerate(zip(grids.grids, grids.spatial), 1):
             sel = method.select_visual(grid, spatial)
             keep = sel.keep.to(grid.device) if sel is not None else torch.ones(grid.shape[:2], dtype=torch.bool, device=grid.device)
@@ -342,8 +343,9 @@ class AppliedMethod:
                     "a video must keep at least one token: raise keep_ratio"
                 )
             keeps.append(torch.cat([keep.reshape(-1), keep.new_ones(grids.extra_tokens)]))
+            grid_marks.append(torch.cat([keep.new_ones(keep.numel()), keep.new_zeros(grids.extra_tokens)]))
             transforms.append(sel.transform if sel is not None else None)
-            videos.append(VideoStats(grid.shape[0], grid.shape[1], keep.sum(1).tolist()))
+            videos.append(VideoStats(grid.shape[0], grid.shape[1], keep.sum(1).tolist(), keep=keep.detach().to("cpu", torch.bool)))
 
         placeholders = input_ids == adapter.video_token_id
         placeholder_keep = torch.cat(keeps).to(input_ids.device)
@@ -354,6 +356,8 @@ class AppliedMethod:
             )
         seq_keep = torch.ones_like(placeholders)
         seq_keep[placeholders] = placeholder_keep  # row-major, the order the model scatters features
+        seq_grid = torch.zeros_like(placeholders)  # placeholders of the videos' T x f grids (no extra tokens)
+        seq_grid[placeholders] = torch.cat(grid_marks).to(input_ids.device)
         if attention_mask is not None:
             seq_keep &= attention_mask.bool()
         plan = shorten(seq_keep)
@@ -384,6 +388,7 @@ class AppliedMethod:
         seconds = time.perf_counter() - start
 
         visual = (kwargs["input_ids"] == adapter.video_token_id) & plan.valid
+        counted = take(seq_grid, plan, fill=False) & visual  # the grid tokens entering the LLM
         self._pending = _Continuation(
             prompt_ids=input_ids.detach().clone(),
             prefill_mask=new_mask,
@@ -394,7 +399,7 @@ class AppliedMethod:
             original=cfg.positions == "original",
         )
         if self.layer_pruner is not None:
-            self.layer_pruner.begin_prefill(visual, plan.valid)
+            self.layer_pruner.begin_prefill(visual, plan.valid, counted=counted)
         self.stats = PruningStats(
             method=method.name,
             mode=getattr(cfg, "mode", "budget" if cfg.keep_ratio is not None else "adaptive"),
@@ -403,6 +408,9 @@ class AppliedMethod:
             pruning_seconds=seconds,
             sequence_length_in=input_ids.shape[1],
             sequence_length_out=plan.length,
+            # without in-LLM pruning every layer computes the tokens stage 1 kept; with it, the
+            # pruner's per-layer counts replace this once the prefill has run
+            visual_tokens_per_layer=[int(counted.sum())] * len(adapter.decoder_layers()),
         )
         return kwargs
 

@@ -57,7 +57,7 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
         progress.advance(task)
     env = environment(model, dtype=dtype, device=device, source=source, vision=vision, noise=noise)
     env.update(tokens_per_frame=tokens_per_frame, repeats=repeats, warmup=warmup, new_tokens=new_tokens)
-    Console(width=max(160, Console().width)).print(
+    Console(width=max(200, Console().width)).print(
         rich_table(records, BENCH_COLUMNS, title=f"sharpv bench: {source}, {dtype}, {device}, vision {vision}")
     )
     if out is not None:
@@ -107,7 +107,7 @@ def run_long_video_job(*, model_dir: Path | None, shape: str | None, frames: lis
                                 vision_layers=vision_layers, on_step=step, on_record=done)
     from sharpv.harness.report import long_video_rows
 
-    Console(width=max(160, Console().width)).print(
+    Console(width=max(200, Console().width)).print(
         rich_table(long_video_rows(result["records"]), LONG_VIDEO_COLUMNS,
                    title=f"sharpv bench --long-video: {result['environment'].get('model')}, {dtype}, {device}")
     )

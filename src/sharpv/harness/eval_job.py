@@ -75,7 +75,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
     shared = sum(len(g) for g in video_groups(examples) if len(g) > 1)  # questions that share a video's prefill
     cols = eval_columns(records)
     title = f"sharpv eval: {model_path.name if model_dir is None else model_path} on {source}"
-    Console(width=max(160, Console().width)).print(rich_table(_flat(records), cols, title=title))
+    Console(width=max(200, Console().width)).print(rich_table(_flat(records), cols, title=title))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "results.json", records)

@@ -37,18 +37,25 @@ from typing import Any
 from sharpv.errors import SharpVError
 from sharpv.methods.base import MethodConfig, PruningMethod, VisualSelection
 from sharpv.methods.dense import Dense, DenseConfig
+from sharpv.methods.divprune import DivPrune, DivPruneConfig
 from sharpv.methods.dycoke import DyCoke, DyCokeConfig
 from sharpv.methods.evs import EVS
 from sharpv.methods.fastv import FastV, FastVConfig
+from sharpv.methods.fastvid import FastVID, FastVIDConfig
+from sharpv.methods.flashvid import FlashVID, FlashVIDConfig
+from sharpv.methods.holitom import HoliTom, HoliTomConfig
 from sharpv.methods.pooling import Pooling
+from sharpv.methods.pyramiddrop import PyramidDrop, PyramidDropConfig
 from sharpv.methods.random_tokens import RandomConfig, RandomTokens
 from sharpv.methods.sharpv import SharpV, SharpVConfig
 from sharpv.methods.vidcom2 import VidCom2, VidCom2Config
+from sharpv.methods.visionzip import VisionZip, VisionZipConfig
 from sharpv.methods.vtw import VTW, VTWConfig
 
 from sharpv.methods.registry import MethodPluginWarning, MethodRegistry
 
-METHODS = MethodRegistry([Dense, SharpV, RandomTokens, Pooling, EVS, DyCoke, VidCom2, VTW, FastV])
+METHODS = MethodRegistry([Dense, SharpV, RandomTokens, Pooling, EVS, DyCoke, VidCom2, DivPrune, VisionZip, FastVID,
+                          FlashVID, HoliTom, VTW, FastV, PyramidDrop])
 
 
 def register_method(cls: type[PruningMethod] | None = None, *, replace: bool = False):
@@ -74,7 +81,9 @@ def create(name: str, keep_ratio: Any = "default", **settings: Any) -> PruningMe
 
 
 __all__ = [
-    "METHODS", "MethodPluginWarning", "MethodRegistry", "register_method", "Dense", "DenseConfig", "DyCoke", "DyCokeConfig", "EVS", "FastV", "FastVConfig", "MethodConfig",
+    "METHODS", "MethodPluginWarning", "MethodRegistry", "register_method", "Dense", "DenseConfig",
+    "DivPrune", "DivPruneConfig", "FastVID", "FastVIDConfig", "FlashVID", "FlashVIDConfig", "HoliTom", "HoliTomConfig",
+    "PyramidDrop", "PyramidDropConfig", "VisionZip", "VisionZipConfig", "DyCoke", "DyCokeConfig", "EVS", "FastV", "FastVConfig", "MethodConfig",
     "Pooling", "PruningMethod", "RandomConfig", "RandomTokens", "SharpV", "SharpVConfig", "VTW", "VTWConfig",
     "VidCom2", "VidCom2Config", "VisualSelection", "create", "method_names",
 ]
