@@ -73,7 +73,7 @@ def answer(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
     question: list[str] = typer.Argument(..., metavar="QUESTION", help="One or more questions about the video (several share one pruned video prefill)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the model sharpv ships (trained on its synthetic video QA)."),
-    method: str = typer.Option("sharpv", "--method", help="A registered method: dense, sharpv, random, pooling, evs, dycoke, vidcom2, vtw, fastv."),
+    method: str = typer.Option("sharpv", "--method", help="A registered method (see docs/methods.md): dense, sharpv, random, pooling, evs, dycoke, vidcom2, divprune, visionzip, fastvid, flashvid, holitom, vtw, fastv, pyramiddrop, or one you registered."),
     keep_ratio: Optional[float] = typer.Option(
         None, "--keep-ratio", help="Budget: share of visual tokens kept (every method counts it the same way). Omit for SharpV's adaptive ratio."
     ),

@@ -41,6 +41,47 @@ def _flat(records: list[dict]) -> list[dict]:
     return out
 
 
+def evidence_table(records: list[dict]) -> str:
+    """Markdown: evidence recall per question type (rows: method x budget), or '' without evidence."""
+    rows = [r for r in records if r.get("evidence_recall_by_type")]
+    if not rows:
+        return ""
+    types = list(rows[0]["evidence_recall_by_type"])
+    flat = [dict(r, **{f"ev:{t}": v for t, v in r["evidence_recall_by_type"].items()}) for r in rows]
+    cols = [("method", "method", "{}"), ("budget", "budget", "{}"), ("evidence_recall", "evidence kept", "{:.3f}"),
+            ("evidence_frame_recall", "evidence frames", "{:.3f}")] + [(f"ev:{t}", t, "{:.3f}") for t in types]
+    return markdown_table(flat, cols)
+
+
+def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
+    """results.md and the plots of an eval run (also for re-rendering a committed results.json)."""
+    cols = eval_columns(records)
+    text = (f"Model: {env['model']}; dataset: {env['dataset']}; dtype {env['dtype']}; device {env['device']}. Accuracy with "
+            "Wilson 95% intervals; visual kept = share of visual tokens entering the LLM; visual/layer = mean share of "
+            "visual tokens per LLM layer (equivalent retention); KV share = KV cache bytes after prefill over dense; "
+            "evidence kept = share of the cells showing the question's objects that entered the LLM (evidence frames: "
+            "share of the frames showing them with at least one such cell kept); prefill = mean prefill time per "
+            "question (generate()'s first forward; where several questions share a video, its pruned prefix is "
+            "prefilled once per method and that time is spread over them).\n\n" + markdown_table(_flat(records), cols))
+    evidence = evidence_table(records)
+    if evidence:
+        text += "\nEvidence kept per question type:\n\n" + evidence
+    (out / "results.md").write_text(text)
+    dense = records[0]["accuracy"]
+    pruned = [r for r in records if r["method_name"] != "dense"]
+    if pruned:
+        plot_lines(pruned, budget_share, "accuracy", out / "accuracy_vs_kept_share.png",
+                   title=f"Accuracy against visual tokens kept (dashed: dense, {dense:.3f})",
+                   xlabel="share of visual tokens entering the LLM (budget; adaptive at its mean share)",
+                   ylabel="accuracy", panel=None, reference=dense)
+    with_evidence = [r for r in pruned if r.get("evidence_recall") is not None]
+    if with_evidence:
+        plot_lines(with_evidence, "evidence_recall", "accuracy", out / "evidence_vs_accuracy.png",
+                   title="Accuracy against evidence kept (one point per budget)",
+                   xlabel="share of the question's object cells entering the LLM", ylabel="accuracy", panel=None,
+                   reference=dense)
+
+
 def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int, frames: int | None,
                  specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str,
                  max_new_tokens: int, out: Path | None, console: Console) -> list[dict]:
@@ -86,19 +127,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
                    torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
                    command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
         write_json(out / "run.json", env)
-        (out / "results.md").write_text(
-            f"Model: {env['model']}; dataset: {source}; dtype {dtype}; device {device}. Accuracy with Wilson 95% "
-            "intervals; visual kept = share of visual tokens entering the LLM; KV share = KV cache bytes after "
-            "prefill over dense; prefill = mean prefill time per question (generate()'s first forward; where several "
-            "questions share a video, its pruned prefix is prefilled once per method and that time is spread over "
-            "them).\n\n" + markdown_table(_flat(records), cols)
-        )
-        dense = records[0]["accuracy"]
-        pruned = [r for r in records if r["method_name"] != "dense"]
-        if pruned:
-            plot_lines(pruned, budget_share, "accuracy", out / "accuracy_vs_kept_share.png",
-                       title=f"accuracy against visual tokens kept (dashed: dense {dense:.3f})",
-                       xlabel="share of visual tokens kept (budget; adaptive at its mean share)",
-                       ylabel="accuracy", panel=None, reference=dense)
-        console.print(f"wrote {out}/results.json, results.md, run.json, predictions.jsonl, accuracy_vs_kept_share.png")
+        write_eval_report(out, records, env)
+        console.print(f"wrote {out}/results.json, results.md, run.json, predictions.jsonl, accuracy_vs_kept_share.png"
+                      + (", evidence_vs_accuracy.png" if (out / "evidence_vs_accuracy.png").exists() else ""))
     return records
