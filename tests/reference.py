@@ -5,6 +5,8 @@ Nothing here goes through sharpv's runtime; only the scoring function of the cor
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 
 import torch
@@ -256,3 +258,30 @@ def run_ranked(fam, eager, red: Reduced, tokens: list[int], layers: list[int], c
                 hidden[0, rows_visual] = hidden[0, rows_visual] + red.deepstack[i][present[vis_cols]]
         logits = model.lm_head(lm.norm(hidden))
     return logits, computed
+
+
+def with_encoder_attention(family, inputs, method):
+    """``method`` for the hand-built reference (which calls ``select_visual(grid, spatial)``), given
+    the vision-encoder attention map the runtime hands it when the video goes through the vision
+    tower (recorded by a keep-all probe reading the same layer; the map itself is checked against
+    the eager encoder's weights in test_vision_attention.py)."""
+    layer = getattr(method, "vision_attention", None)
+    if layer is None:
+        return method
+    seen = []
+
+    class Probe(PruningMethod):
+        name = "probe"
+        vision_attention = layer
+
+        def select_visual(self, grid, spatial, attention=None):
+            seen.append(attention)
+            return None
+
+    with torch.no_grad(), Probe()(family.model):
+        family.model(**inputs)
+    (attention,) = seen
+    select = method.select_visual
+    hand = copy.copy(method)
+    hand.select_visual = lambda grid, spatial: select(grid, spatial, attention=attention.to(grid.device))
+    return hand

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ from sharpv.layer_pruning import AttentionPolicy, LayerView, PruningReport, last
 from sharpv.methods import METHODS, PruningMethod, create
 
 from conftest import Family
-from reference import run_layers, stage1_by_hand
+from reference import run_layers, stage1_by_hand, with_encoder_attention
 
 PRE_LLM = ["random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip", "fastvid", "flashvid", "holitom"]
 
@@ -74,7 +75,7 @@ def test_a_tiny_budget_keeps_one_token_end_to_end(family, name):
     equal to the hand-pruned reference."""
     inputs = family.inputs()
     method = create(name, keep_ratio=0.001, **({"kv": False} if name == "sharpv" else {}))
-    red = stage1_by_hand(family, inputs, method)
+    red = stage1_by_hand(family, inputs, with_encoder_attention(family, inputs, method))
     assert int(red.keep.sum()) == 1
     ref, _, _ = run_layers(family, red, [], None)
     with method(family.model) as handle, torch.no_grad():
@@ -183,7 +184,7 @@ def test_fastv_keeps_the_most_attended_tokens():
 def test_pre_llm_method_prefill_equals_reference_and_budget_is_exact(family, name):
     inputs = family.inputs()
     method = create(name) if name == "dense" else create(name, keep_ratio=0.3)
-    red = stage1_by_hand(family, inputs, method)
+    red = stage1_by_hand(family, inputs, with_encoder_attention(family, inputs, method))
     ref, _, _ = run_layers(family, red, [], None)
     with method(family.model) as handle, torch.no_grad():
         logits = family.model(**inputs).logits
@@ -204,7 +205,7 @@ def test_pre_llm_method_generate_equals_teacher_forced_reference(family, name):
         out = family.model.generate(**inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False,
                                     output_logits=True, return_dict_in_generate=True)
     tokens = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
-    red = stage1_by_hand(family, inputs, method)
+    red = stage1_by_hand(family, inputs, with_encoder_attention(family, inputs, method))
     ref, _, _ = run_layers(family, red, tokens[:-1], None)
     n = red.ids.shape[1]
     for step, got in enumerate(out.logits):

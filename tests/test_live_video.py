@@ -141,17 +141,6 @@ def test_live_stage2_decides_per_chunk_like_chunked_prefill(family):
     assert_same_answer(got, want, inputs["input_ids"].shape[1])
 
 
-class _Fixed:
-    """A method that keeps a given (T, f) mask (for the by-hand reference)."""
-
-    def __init__(self, keep: torch.Tensor):
-        self.keep = keep
-        self.config = SharpVConfig(kv=False)
-
-    def select_visual(self, grid, spatial):
-        return VisualSelection(self.keep)
-
-
 def _one_shot_selection(family, inputs):
     """SharpV's stage 1 on the whole video's features (one-shot): keep (T, f) and scores (T, f)."""
     from reference import is_qwen

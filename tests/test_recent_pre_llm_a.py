@@ -3,9 +3,10 @@ transforms, config validation, and one end-to-end run per method against the han
 
 from __future__ import annotations
 
+
 import pytest
 import torch
-from reference import run_layers, stage1_by_hand
+from reference import run_layers, stage1_by_hand, with_encoder_attention
 
 from sharpv.core.attention_proxy import received_attention
 from sharpv.core.baselines import budget_total
@@ -316,7 +317,7 @@ def test_names_defaults_and_docstrings():
 def test_end_to_end_equals_the_hand_pruned_reference(family, cls):
     inputs = family.inputs()
     method = cls(keep_ratio=0.3)
-    red = stage1_by_hand(family, inputs, method)
+    red = stage1_by_hand(family, inputs, with_encoder_attention(family, inputs, method))
     n_frames, f = red.keep.shape
     assert int(red.keep.sum()) == budget_total(0.3, n_frames, f)
     ref, _, _ = run_layers(family, red, [], None)

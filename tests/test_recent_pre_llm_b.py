@@ -3,9 +3,10 @@ merge transforms, settings, and one end-to-end run per method and family."""
 
 from __future__ import annotations
 
+
 import pytest
 import torch
-from reference import run_layers, stage1_by_hand
+from reference import run_layers, stage1_by_hand, with_encoder_attention
 
 from sharpv.core.attention_proxy import received_attention
 from sharpv.core.dpc_clustering import dpc_knn
@@ -334,14 +335,14 @@ def test_end_to_end_equals_the_hand_pruned_reference(family, cls):
     merged_on_kept = []
     select = method.select_visual
 
-    def spy(grid, spatial):
-        sel = select(grid, spatial)
+    def spy(grid, spatial, attention=None):
+        sel = select(grid, spatial, attention=attention)
         changed = ~torch.isclose(sel.transform(grid), grid).all(-1)
         merged_on_kept.append(int((changed & sel.keep).sum()))
         return sel
 
     method.select_visual = spy
-    red = stage1_by_hand(family, inputs, method)
+    red = stage1_by_hand(family, inputs, with_encoder_attention(family, inputs, method))
     ref, _, _ = run_layers(family, red, [], None)
     with method(family.model) as handle, torch.no_grad():
         logits = family.model(**inputs).logits

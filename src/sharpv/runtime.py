@@ -175,12 +175,19 @@ class AppliedMethod:
         self._stepping = False
         self._passthrough = False
         self.layer_pruner = LayerPruner(model, self.adapter, policy[0], policy[1]) if policy is not None else None
+        # methods ranking tokens by vision-encoder attention: hooks that recompute that layer's map
+        # from its own q and k whenever the vision tower runs (see VisionAttentionRecorder)
+        layer = getattr(method, "vision_attention", None)
+        self.vision_recorder = self.adapter.vision_attention_recorder(layer) if layer is not None else None
+        self._vision_seconds = 0.0
         self._handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             model.register_forward_hook(self._after_forward, with_kwargs=True, always_call=True),
         ]
         for module, hook in self.adapter.observed_modules():
             self._handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+        if self.vision_recorder is not None:
+            self._handles.extend(self.vision_recorder.register())
         _ACTIVE[model] = self
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -292,7 +299,7 @@ class AppliedMethod:
             self.stats.kv_mode = report.mode
             self.stats.kv_withdraw_layer = report.withdraw_layer
             self.stats.layer_similarity = list(report.layer_similarity)
-            self.stats.extra_seconds = report.extra_seconds
+            self.stats.extra_seconds = self._vision_seconds + report.extra_seconds
             self.stats.visual_tokens_per_layer = list(report.visual_tokens_per_layer)
         if cache is None:
             return None
@@ -333,9 +340,14 @@ class AppliedMethod:
         _sync(input_ids.device)
         start = time.perf_counter()
         grids = adapter.grids(mm["video"], kwargs)
+        attention, source, vision_seconds = self._vision_attention(mm["video"], grids, kwargs)
+        start += vision_seconds  # counted as extra_seconds, not twice
         keeps, grid_marks, transforms, videos = [], [], [], []
         for number, (grid, spatial) in enumerate(zip(grids.grids, grids.spatial), 1):
-            sel = method.select_visual(grid, spatial)
+            if source is None:
+                sel = method.select_visual(grid, spatial)
+            else:
+                sel = method.select_visual(grid, spatial, attention=None if attention is None else attention[number - 1])
             keep = sel.keep.to(grid.device) if sel is not None else torch.ones(grid.shape[:2], dtype=torch.bool, device=grid.device)
             if not bool(keep.any()):
                 raise SharpVError(
@@ -345,7 +357,8 @@ class AppliedMethod:
             keeps.append(torch.cat([keep.reshape(-1), keep.new_ones(grids.extra_tokens)]))
             grid_marks.append(torch.cat([keep.new_ones(keep.numel()), keep.new_zeros(grids.extra_tokens)]))
             transforms.append(sel.transform if sel is not None else None)
-            videos.append(VideoStats(grid.shape[0], grid.shape[1], keep.sum(1).tolist(), keep=keep.detach().to("cpu", torch.bool)))
+            videos.append(VideoStats(grid.shape[0], grid.shape[1], keep.sum(1).tolist(), keep=keep.detach().to("cpu", torch.bool),
+                                     attention_source=source))
 
         placeholders = input_ids == adapter.video_token_id
         placeholder_keep = torch.cat(keeps).to(input_ids.device)
@@ -411,8 +424,30 @@ class AppliedMethod:
             # without in-LLM pruning every layer computes the tokens stage 1 kept; with it, the
             # pruner's per-layer counts replace this once the prefill has run
             visual_tokens_per_layer=[int(counted.sum())] * len(adapter.decoder_layers()),
+            extra_seconds=self._vision_seconds,
         )
         return kwargs
+
+    def _vision_attention(self, encoder_output: Any, grids: Any, kwargs: dict[str, Any]):
+        """For a method that declares ``vision_attention``: the per-video (T, f) attention its
+        tokens received in the vision encoder (None when the features carry no record, e.g.
+        precomputed without the method applied), its source for the stats, and the seconds spent
+        mapping it (recording time included in ``self._vision_seconds``). (None, None, 0.0) for
+        other methods."""
+        self._vision_seconds = 0.0
+        if getattr(self.method, "vision_attention", None) is None:
+            return None, None, 0.0
+        record = self.adapter.patch_record(encoder_output) if self.vision_recorder is not None else None
+        if record is None or record.layer != self.vision_recorder.layer:
+            return None, "feature proxy", 0.0
+        start = time.perf_counter()
+        attention = self.adapter.token_attention(encoder_output, grids, kwargs)
+        _sync(grids.grids[0].device if grids.grids else torch.device("cpu"))
+        seconds = time.perf_counter() - start
+        if attention is None:  # a record that does not match the grids (videos repeated for beams)
+            return None, "feature proxy", 0.0
+        self._vision_seconds = record.seconds + seconds
+        return attention, "vision encoder", seconds
 
     # --- calls continuing a pruned cache ----------------------------------------------------
     def _continue(self, kwargs: dict[str, Any], cont: _Continuation, cache: Any) -> dict[str, Any]:

@@ -15,12 +15,16 @@ class VideoStats:
     the CPU, frame-major in the order the model lays the video's tokens out (True: the token entered
     the LLM; all True for a method that selects nothing before the LLM); None when not known. Which
     tokens in-LLM pruning dropped later is not in it (see ``PruningStats.visual_tokens_per_layer``).
-    ``to_dict()`` leaves the tensor out unless asked for ``keep_mask`` (nested lists of bools)."""
+    ``to_dict()`` leaves the tensor out unless asked for ``keep_mask`` (nested lists of bools).
+    ``attention_source``: what a method that ranks tokens by vision-encoder attention read for this
+    video, "vision encoder" (the layer's own attention, recomputed from its q and k) or "feature
+    proxy" (no encoder pass to read, e.g. precomputed features); None for other methods."""
 
     frames: int
     tokens_per_frame: int
     kept_per_frame: list[int]
     keep: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    attention_source: str | None = None
 
     @property
     def tokens_in(self) -> int:
@@ -53,7 +57,10 @@ class PruningStats:
     # pruning inside the LLM (SharpV stage 2, FastV, VTW); kv_mode is None when there is none
     kv_mode: str | None = None
     kv_withdraw_layer: int | None = None  # first layer that pruned anything, None if none
-    extra_seconds: float = 0.0  # in-LLM policy work beyond the model's own (FastV's scores)
+    # attention maps a method computes beyond the model's own work: FastV's in-LLM scores, and the
+    # vision-encoder attention VisionZip / FastVID / FlashVID / HoliTom read (recomputed from the
+    # layer's q and k while the video is encoded, plus mapping it to the token grid)
+    extra_seconds: float = 0.0
     layer_similarity: list[float] = field(default_factory=list)  # s_l for every layer computed
     kv_cache_bytes: int = 0  # after the prefill, summed over layers (0 if no cache was built)
     kv_cache_bytes_dense: int = 0  # what the unpruned prompt would have cached

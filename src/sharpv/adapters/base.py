@@ -9,12 +9,18 @@ positions the model would use for the full prompt.
 from __future__ import annotations
 
 import inspect
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from sharpv.core.positions import compact_positions
+from sharpv.core.vision_attention import PatchAttention
+
+#: attribute of a vision-tower output (and of the video encoder output built from it) holding the
+#: :class:`~sharpv.core.vision_attention.PatchAttention` recorded while it was computed
+ATTENTION_ATTR = "sharpv_vision_attention"
 
 #: Frames per vision-tower call in :meth:`VideoLLMAdapter.encode_chunked` (rounded down to whole
 #: temporal steps, 8 of two frames, on Qwen). Why 16: the vision tower's transient activations grow
@@ -44,6 +50,77 @@ def concat_fields(outputs: list[Any], skip: tuple[str, ...]) -> dict[str, Any]:
                 None if parts[0] is None else torch.cat(list(parts), dim=0) for parts in zip(*values)
             )
     return fields
+
+
+def join_patch_attention(records: list[Any]) -> PatchAttention | None:
+    """The records of consecutive chunks of one encoding as one record (None unless every chunk has
+    one): values concatenated along dim 0, seconds summed."""
+    if not records or any(r is None for r in records):
+        return None
+    return PatchAttention(torch.cat([r.values for r in records]), sum(r.seconds for r in records), records[0].layer)
+
+
+class VisionAttentionRecorder:
+    """Reads the attention that one vision-encoder layer pays each patch, while the encoder runs its
+    own attention kernel unchanged.
+
+    Three hooks, registered by the runtime and removed with the method: a forward pre-hook on the
+    vision tower opens a record for the call; a forward pre-hook on the chosen layer's attention
+    module recomputes q and k from the module's input with the module's own projections (and rotary
+    embedding) and computes the received attention (:meth:`VideoLLMAdapter.patch_attention`, timed);
+    a forward hook on the tower attaches the :class:`PatchAttention` to the tower's output object as
+    ``ATTENTION_ATTR``. ``get_video_features`` returns that same object (both families), so the
+    attention travels with the video features, whether ``generate()`` encoded them or the runtime
+    did, and chunked encoding joins the chunks' records. Image encodings get a record too (it is
+    never read)."""
+
+    def __init__(self, adapter: "VideoLLMAdapter", layer: int):
+        self.adapter = adapter
+        self.layer = adapter.resolve_vision_layer(layer)
+        self.tower = adapter.vision_tower()
+        self.module = adapter.vision_attention_module(self.layer)
+        self._calls: list[dict[str, Any]] = []
+
+    def register(self) -> list[Any]:
+        return [
+            self.tower.register_forward_pre_hook(self._open, with_kwargs=True),
+            self.module.register_forward_pre_hook(self._record, with_kwargs=True),
+            self.tower.register_forward_hook(self._close, with_kwargs=True, always_call=True),
+        ]
+
+    def _open(self, module, args, kwargs):
+        self._calls.append({"args": args, "kwargs": kwargs, "values": [], "seconds": 0.0})
+
+    def _record(self, module, args, kwargs):
+        if not self._calls:
+            return None
+        call = self._calls[-1]
+        hidden = args[0] if args else kwargs["hidden_states"]
+        _sync(hidden.device)
+        start = time.perf_counter()
+        with torch.no_grad():
+            values = self.adapter.patch_attention(module, args, kwargs, call["args"], call["kwargs"])
+        _sync(hidden.device)
+        call["seconds"] += time.perf_counter() - start
+        call["values"].append(values)
+        return None
+
+    def _close(self, module, args, kwargs, output):
+        if not self._calls:
+            return None
+        call = self._calls.pop()
+        if output is None or len(call["values"]) != 1:  # a failed call, or the layer ran twice
+            return None
+        try:
+            setattr(output, ATTENTION_ATTR, PatchAttention(call["values"][0], call["seconds"], self.layer))
+        except (AttributeError, TypeError):  # a tuple output (return_dict=False): nothing to attach to
+            pass
+        return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @dataclass
@@ -122,6 +199,50 @@ class VideoLLMAdapter:
             body = transform(feats[:n].reshape(grid_shape[0], grid_shape[1], -1)).reshape(n, -1)
             feats = torch.cat([body, feats[n:]]) if feats.shape[0] > n else body
         return feats[keep]
+
+    # --- vision-encoder attention (VisionZip, FastVID, FlashVID, HoliTom) -------------------
+    def vision_tower(self) -> torch.nn.Module | None:
+        """The vision encoder module that ``get_video_features`` calls (None: not supported)."""
+        return None
+
+    def vision_layers(self) -> list[torch.nn.Module]:
+        """The encoder layers whose outputs feed the video features, in order (negative layer
+        indices count back from the last of them)."""
+        return []
+
+    def resolve_vision_layer(self, layer: int) -> int:
+        layers = self.vision_layers()
+        index = len(layers) + layer if layer < 0 else layer
+        if not 0 <= index < len(layers):
+            raise IndexError(f"vision layer {layer} does not exist: the encoder feeds the video features with {len(layers)} layers")
+        return index
+
+    def vision_attention_module(self, layer: int) -> torch.nn.Module:
+        """The self-attention module of encoder layer ``layer`` (a non-negative index)."""
+        raise NotImplementedError
+
+    def vision_attention_recorder(self, layer: int) -> VisionAttentionRecorder | None:
+        """Hooks that record layer ``layer``'s received attention (None: the family cannot)."""
+        if self.vision_tower() is None:
+            return None
+        return VisionAttentionRecorder(self, layer)
+
+    def patch_attention(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any], tower_args: tuple,
+                        tower_kwargs: dict[str, Any]) -> torch.Tensor:
+        """Inside the attention module's forward pre-hook (``args``, ``kwargs``: its inputs; the
+        tower's own call inputs alongside): the attention each of the call's patches receives, in
+        the order of the tower's input patches."""
+        raise NotImplementedError
+
+    def token_attention(self, encoder_output: Any, grids: VideoGrids, kwargs: dict[str, Any]) -> list[torch.Tensor] | None:
+        """Per video, the recorded patch attention mapped onto the LLM's (T, f) token grid the way
+        the family maps patch features to tokens; None when the encoder output carries no record
+        (precomputed features) or it does not match the grids."""
+        return None
+
+    @staticmethod
+    def patch_record(encoder_output: Any) -> PatchAttention | None:
+        return getattr(encoder_output, ATTENTION_ATTR, None)
 
     def decoder_layers(self) -> list[torch.nn.Module]:
         """The language model's decoder layers, in order (stage 2 hooks them)."""

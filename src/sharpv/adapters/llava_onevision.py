@@ -8,6 +8,14 @@ Chunked encoding: every step of ``get_video_features`` works on one frame at a t
 tower sees the B*T frames as a batch of images, the projector is per token, the 2x2 pooling per
 frame); only the ``image_newline`` parameter is appended once per video at the end. So chunks of
 frames are encoded independently, their frame tokens concatenated, and one newline appended.
+
+Vision-encoder attention (:meth:`LlavaOnevisionAdapter.token_attention`): the SigLIP layer's
+attention is per frame (every patch attends to every patch of its frame, no [CLS]); a patch's
+value is the mean over heads and all the frame's query rows. It is mapped to the tokens exactly as
+``get_video_features`` maps patch features: the ``default`` strategy's first patch dropped (when
+set), the (side, side) patch map bilinearly interpolated to (ceil(side/2), ceil(side/2)) as
+``apply_pooling`` does (``F.interpolate(mode="bilinear")``, a linear map, so the token value is the
+same weighted average of its patches that its feature is).
 """
 
 from __future__ import annotations
@@ -19,7 +27,10 @@ from typing import Any
 
 import torch
 
-from sharpv.adapters.base import DEFAULT_CHUNK_FRAMES, VideoGrids, VideoLLMAdapter, concat_fields
+from sharpv.adapters.base import (
+    ATTENTION_ATTR, DEFAULT_CHUNK_FRAMES, VideoGrids, VideoLLMAdapter, concat_fields, join_patch_attention,
+)
+from sharpv.core.vision_attention import received_attention_qk
 from sharpv.errors import SharpVError
 
 
@@ -52,13 +63,14 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
             raise SharpVError(f"chunk_frames must be at least 1, got {chunk_frames}")
         pixels = kwargs["pixel_values_videos"]  # (B, T, 3, H, W)
         batch, frames = pixels.shape[:2]
-        outputs, rows, cls = [], [], None
+        outputs, rows, cls, records = [], [], None, []
         for b in range(batch):
             parts, newline = [], None
             for start in range(0, frames, chunk_frames):
                 out = self.encode({**kwargs, "pixel_values_videos": self._on_model(pixels[b : b + 1, start : start + chunk_frames])})
                 parts.append(out.pooler_output[:, :-1])
                 newline = out.pooler_output[:, -1:]
+                records.append(self.patch_record(out))
                 cls = cls or type(out)
                 if all_fields:
                     outputs.append(out)
@@ -67,7 +79,11 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
             rows.append(torch.cat([*parts, newline], dim=1))
             del parts
         fields = concat_fields(outputs, skip=("pooler_output",)) if all_fields else {}
-        return cls(pooler_output=torch.cat(rows, dim=0), **fields)
+        result = cls(pooler_output=torch.cat(rows, dim=0), **fields)
+        record = join_patch_attention(records)  # frames in video order, video after video
+        if record is not None:
+            setattr(result, ATTENTION_ATTR, record)
+        return result
 
     def grids(self, encoder_output: Any, kwargs: dict[str, Any]) -> VideoGrids:
         feats = encoder_output.pooler_output
@@ -80,6 +96,53 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
         grids = [video[:n].reshape(n // f, f, -1) for video in feats]
         side = math.isqrt(f)
         return VideoGrids(grids, encoder_output, [(side, side)] * len(grids), self.extra_tokens_per_video)
+
+    # --- vision-encoder attention ------------------------------------------------------------
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.vision_tower
+
+    def vision_layers(self) -> list[torch.nn.Module]:
+        """The SigLIP layers up to the one whose output ``vision_feature_layer`` selects (the
+        largest, for a list): ``hidden_states[i]`` is the output of layer ``i - 1``."""
+        tower = self.vision_tower()
+        layers = list(getattr(tower, "vision_model", tower).encoder.layers)
+        selected = self.model.config.vision_feature_layer
+        selected = max((len(layers) + 1 + s) if s < 0 else s for s in (selected if isinstance(selected, (list, tuple)) else [selected]))
+        return layers[:selected]
+
+    def vision_attention_module(self, layer: int) -> torch.nn.Module:
+        return self.vision_layers()[layer].self_attn
+
+    def patch_attention(self, module, args, kwargs, tower_args, tower_kwargs) -> torch.Tensor:
+        """(frames, patches): SigLIP's q and k from ``q_proj`` / ``k_proj`` of the layer input,
+        ``softmax(q k^T * scale)`` one frame at a time, mean over heads and query rows."""
+        hidden = args[0] if args else kwargs["hidden_states"]  # (frames, patches, width)
+        if (args[1] if len(args) > 1 else kwargs.get("attention_mask")) is not None:
+            raise SharpVError("the SigLIP layer got an attention mask; received attention assumes full attention per frame")
+        shape = (*hidden.shape[:-1], -1, module.head_dim)
+        query = module.q_proj(hidden).view(shape).transpose(1, 2)
+        key = module.k_proj(hidden).view(shape).transpose(1, 2)
+        return received_attention_qk(query, key, module.scale)
+
+    def token_attention(self, encoder_output: Any, grids: VideoGrids, kwargs: dict[str, Any]) -> list[torch.Tensor] | None:
+        record = self.patch_record(encoder_output)
+        if record is None:
+            return None
+        values = record.values  # (frames of all videos, patches)
+        strategy = kwargs.get("vision_feature_select_strategy") or self.model.config.vision_feature_select_strategy
+        if strategy == "default":
+            values = values[:, 1:]
+        vision = self.model.config.vision_config
+        side = vision.image_size // vision.patch_size
+        frames = sum(g.shape[0] for g in grids.grids)
+        if values.shape != (frames, side * side):
+            return None
+        pooled = torch.nn.functional.interpolate(
+            values.reshape(frames, 1, side, side), size=[math.ceil(side / 2), math.ceil(side / 2)], mode="bilinear"
+        ).reshape(frames, -1)
+        if pooled.shape[1] != grids.grids[0].shape[1]:
+            return None
+        return [part.to(grid.device) for part, grid in zip(pooled.split([g.shape[0] for g in grids.grids]), grids.grids)]
 
     def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor], transforms: list[Any]) -> Any:
         feats = grids.encoder_output.pooler_output

@@ -25,17 +25,32 @@ mix temporal steps, so a video can be encoded a few steps at a time:
 
 Chunks are therefore cut on temporal-step boundaries: ``chunk_frames`` is rounded down to whole
 steps of ``temporal_patch_size`` frames (at least one step).
+
+Vision-encoder attention (:meth:`QwenVLAdapter.token_attention`): the chosen block's attention is
+the one it really computes, over its ``cu_seqlens`` segments: one temporal step (h*w patches) in
+Qwen3-VL and in Qwen2.5-VL's full-attention blocks (``fullatt_block_indexes``), one window of
+``window_size`` pixels otherwise. A patch's value is the mean over heads and over the query rows
+of its own segment (a window's rows, in a window block: edge windows are smaller, so their patches
+get larger means). Qwen2.5-VL's blocks see the patches permuted into window order, in groups of
+``spatial_merge_size**2``; the record is put back into the input order (the inverse of the window
+index, as the tower does to the merger's output). Patches to tokens as the merger does: every
+``spatial_merge_size**2`` consecutive patches form one token (the mean of their values), tokens in
+(t, h, w) raster order; the temporal patch already holds two frames.
 """
 
 from __future__ import annotations
 
 import copy
 
+import sys
 from typing import Any
 
 import torch
 
-from sharpv.adapters.base import DEFAULT_CHUNK_FRAMES, VideoGrids, VideoLLMAdapter, concat_fields
+from sharpv.adapters.base import (
+    ATTENTION_ATTR, DEFAULT_CHUNK_FRAMES, VideoGrids, VideoLLMAdapter, concat_fields, join_patch_attention,
+)
+from sharpv.core.vision_attention import received_attention_qk
 from sharpv.errors import SharpVError
 
 
@@ -90,7 +105,7 @@ class QwenVLAdapter(VideoLLMAdapter):
             raise SharpVError(f"video_grid_thw covers {int(grid.prod(-1).sum())} patch rows but pixel_values_videos has {pixels.shape[0]}")
         pooled: list[torch.Tensor] = []
         deepstack: list[list[torch.Tensor]] | None = None
-        outputs, cls, row = [], None, 0
+        outputs, cls, row, records = [], None, 0, []
         for t, h, w in grid.tolist():
             parts, layers = [], None
             for start in range(0, t, steps):
@@ -100,6 +115,7 @@ class QwenVLAdapter(VideoLLMAdapter):
                     pixel_values_videos=rows, video_grid_thw=self._on_model(grid.new_tensor([[n, h, w]])), return_dict=True
                 )
                 cls = cls or type(out)
+                records.append(self.patch_record(out))
                 parts.append(out.pooler_output[0])
                 if getattr(out, "deepstack_features", None) is not None:
                     layers = layers or [[] for _ in out.deepstack_features]
@@ -119,6 +135,9 @@ class QwenVLAdapter(VideoLLMAdapter):
             fields["deepstack_features"] = [tuple(layer) for layer in deepstack]
         result = cls(pooler_output=tuple(pooled), **fields)
         result.video_grid_thw = grid
+        record = join_patch_attention(records)  # patch rows in input order, chunk after chunk
+        if record is not None:
+            setattr(result, ATTENTION_ATTR, record)
         return result
 
     def _video_grid(self, encoder_output: Any, kwargs: dict[str, Any]) -> torch.Tensor:
@@ -165,6 +184,60 @@ class QwenVLAdapter(VideoLLMAdapter):
             grids.append(feats.reshape(t, h * w // self.merge**2, -1))
             spatial.append((h // self.merge, w // self.merge))
         return VideoGrids(grids, encoder_output, spatial, self.extra_tokens_per_video)
+
+    # --- vision-encoder attention ------------------------------------------------------------
+    def vision_tower(self) -> torch.nn.Module:
+        return self.model.model.visual
+
+    def vision_layers(self) -> list[torch.nn.Module]:
+        return list(self.vision_tower().blocks)
+
+    def vision_attention_module(self, layer: int) -> torch.nn.Module:
+        return self.vision_layers()[layer].attn
+
+    def patch_attention(self, module, args, kwargs, tower_args, tower_kwargs) -> torch.Tensor:
+        """(patches,): q and k from the block's ``qkv`` projection of its input, the module's own
+        ``apply_rotary_pos_emb_vision`` with the cos/sin it was given, ``softmax(q k^T * scaling)``
+        one ``cu_seqlens`` segment at a time, mean over heads and the segment's rows; put back from
+        window order into input order where the tower permuted it."""
+        hidden = args[0] if args else kwargs["hidden_states"]  # (patches, width)
+        cu_seqlens = kwargs["cu_seqlens"]
+        cos, sin = kwargs["position_embeddings"]
+        n = hidden.shape[0]
+        query, key, _ = module.qkv(hidden).reshape(n, 3, module.num_heads, -1).permute(1, 0, 2, 3).unbind(0)
+        rotary = sys.modules[type(module).__module__].apply_rotary_pos_emb_vision
+        query, key = rotary(query, key, cos, sin)
+        values = received_attention_qk(query.transpose(0, 1), key.transpose(0, 1), module.scaling, cu_seqlens.diff().tolist())
+        return self._unwindow(values, tower_kwargs)
+
+    def _unwindow(self, values: torch.Tensor, tower_kwargs: dict[str, Any]) -> torch.Tensor:
+        """Patch values in a Qwen2.5-VL block's window order back in the tower's input order."""
+        vision = self.model.config.vision_config
+        if getattr(vision, "window_size", None) is None or not hasattr(self.vision_tower(), "fullatt_block_indexes"):
+            return values  # Qwen3-VL: no window permutation
+        from transformers.vision_utils import get_vision_window_index
+
+        tower = self.vision_tower()
+        window_index, _ = get_vision_window_index(
+            tower_kwargs["grid_thw"], spatial_merge_size=tower.spatial_merge_size, window_size=tower.window_size,
+            patch_size=tower.patch_size, kwargs=dict(tower_kwargs),
+        )
+        unit = self.merge**2
+        inverse = torch.argsort(window_index.to(values.device))
+        return values.reshape(-1, unit)[inverse].reshape(-1)
+
+    def token_attention(self, encoder_output: Any, grids: VideoGrids, kwargs: dict[str, Any]) -> list[torch.Tensor] | None:
+        record = self.patch_record(encoder_output)
+        if record is None:
+            return None
+        unit = self.merge**2
+        sizes = [g.shape[0] * g.shape[1] * unit for g in grids.grids]
+        if record.values.dim() != 1 or record.values.shape[0] != sum(sizes):
+            return None  # e.g. videos repeated for beams after encoding
+        return [
+            part.reshape(-1, unit).mean(-1).reshape(grid.shape[:2]).to(grid.device)
+            for part, grid in zip(record.values.split(sizes), grids.grids)
+        ]
 
     def pruned_output(self, grids: VideoGrids, keeps: list[torch.Tensor], transforms: list[Any]) -> Any:
         src = grids.encoder_output

@@ -77,9 +77,11 @@ def density_pruning_keep(
     contextual_share: float = 0.4,
     anchor_stride: int = 4,
     knn: int = 4,
+    attention: torch.Tensor | None = None,
 ) -> DensityPruning:
     """Exactly ``total`` kept tokens of ``features`` (T, f, d) with FastVID's STPrune inside the
-    given ``segments`` (lengths summing to T); see the module docstring."""
+    given ``segments`` (lengths summing to T); see the module docstring. ``attention`` (T, f): the
+    salient scores (None: :func:`received_attention` of the features)."""
     n_frames, f, _ = features.shape
     if sum(segments) != n_frames:
         raise ValueError(f"segment lengths {segments} do not add up to {n_frames} frames")
@@ -87,7 +89,8 @@ def density_pruning_keep(
     counts = even_split(int(total), n_frames)
     contextual = [math.floor(k * contextual_share) for k in counts]
     salient_counts = torch.tensor([k - c for k, c in zip(counts, contextual)], device=device)
-    salient = top_counts_mask(received_attention(features), salient_counts)
+    scores = received_attention(features) if attention is None else attention.to(device, torch.float32)
+    salient = top_counts_mask(scores, salient_counts)
 
     anchor_counts = [0] * n_frames
     start = 0

@@ -28,15 +28,17 @@ def contextual_count(keep: int, contextual_share: float) -> int:
 
 
 def dominant_contextual_keep(
-    features: torch.Tensor, counts: list[int], contextual_share: float
+    features: torch.Tensor, counts: list[int], contextual_share: float, attention: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame t of ``features`` (T, f, d) keeps ``counts[t]`` tokens. Returns ``keep`` (T, f) bool
-    and ``assign`` (T * f,) long (flat index of each token's representative, -1 if dropped)."""
+    and ``assign`` (T * f,) long (flat index of each token's representative, -1 if dropped).
+    ``attention`` (T, f): the attention each token receives (None: :func:`received_attention`)."""
     n_frames, f, _ = features.shape
     device = features.device
     contextual = torch.tensor([contextual_count(k, contextual_share) for k in counts], device=device)
     dominant_counts = torch.tensor(counts, device=device) - contextual
-    dominant = top_counts_mask(received_attention(features), dominant_counts)
+    scores = received_attention(features) if attention is None else attention.to(device, torch.float32)
+    dominant = top_counts_mask(scores, dominant_counts)
     keep = dominant.clone()
     assign = torch.full((n_frames * f,), -1, dtype=torch.long, device=device)
     flat_ids = torch.arange(n_frames * f, device=device).view(n_frames, f)

@@ -153,19 +153,21 @@ def tree_merge_segment(features: torch.Tensor, available: torch.Tensor, budget: 
 
 def flashvid_select(features: torch.Tensor, total: int, alpha: float = 0.7, temporal_threshold: float = 0.8,
                     segment_threshold: float = 0.9, min_segments: int = 8,
-                    dpc_k: int = 7) -> tuple[torch.Tensor, MergePlan]:
+                    dpc_k: int = 7, attention: torch.Tensor | None = None) -> tuple[torch.Tensor, MergePlan]:
     """FlashVID on ``features`` (T, f, d) with exactly ``total`` kept tokens.
 
     Frame t's share of the budget is ``even_split(total, T)[t]``; ``ceil(alpha * share)`` of it goes
     to ADTS (attention from :func:`~sharpv.core.attention_proxy.received_attention`), the rest,
     summed over each DySeg segment, to TSTM on the tokens ADTS did not pick. Returns the (T, f) keep
-    mask and the merge plan (flat indices over the whole grid).
+    mask and the merge plan (flat indices over the whole grid). ``attention`` (T, f), when given,
+    replaces the proxy as ADTS's attention.
     """
     n_frames, f = features.shape[:2]
     share = torch.tensor(even_split(int(total), n_frames), dtype=torch.long)
     adts = torch.tensor([min(s, math.ceil(round(alpha * s, 9))) for s in share.tolist()], dtype=torch.long)
     rest = share - adts
-    keep = adts_select(features, received_attention(features), adts)
+    scores = received_attention(features) if attention is None else attention.to(features.device, torch.float32)
+    keep = adts_select(features, scores, adts)
     plans = []
     start = 0
     for length in segment_lengths(features.float().mean(1), segment_threshold, min_segments):

@@ -96,14 +96,15 @@ def _cluster_plan(points: torch.Tensor, members: torch.Tensor, anchors: torch.Te
 
 def holitom_select(features: torch.Tensor, total: int, threshold: float = 0.8, beta: float = 0.6,
                    contextual_share: float = 0.0, dpc_k: int = 7,
-                   max_window: int = 1024) -> tuple[torch.Tensor, MergePlan]:
+                   max_window: int = 1024, attention: torch.Tensor | None = None) -> tuple[torch.Tensor, MergePlan]:
     """HoliTom's outer-LLM stage on ``features`` (T, f, d) with exactly ``total`` kept tokens.
 
     Exact budget: when temporal merging alone would leave fewer than ``total`` tokens, only the most
     static positions (largest minimum similarity over their window) are merged, as many as keep at
     least ``total`` tokens. The ``total`` is then split over the units (each window's merged static
     tokens; each frame's dynamic tokens) in proportion to their sizes, as HoliTom's common retain
-    ratio does, by largest remainders. Attention is :func:`~sharpv.core.attention_proxy.received_attention`.
+    ratio does, by largest remainders. Attention is ``attention`` (T, f) when given, else
+    :func:`~sharpv.core.attention_proxy.received_attention`.
     Returns the (T, f) keep mask and the merge plan.
     """
     x = features.float()
@@ -148,7 +149,7 @@ def holitom_select(features: torch.Tensor, total: int, threshold: float = 0.8, b
         kept, plan = _cluster_plan(x[a:b + 1, pos].mean(0), members, a * f + pos, c, beta, dpc_k)
         flat_keep[kept] = True
         plans.append(plan)
-    attention = received_attention(x)
+    attention = received_attention(x) if attention is None else attention.to(device, torch.float32)
     for t in range(n_frames):
         k = int(dyn_counts[t])
         if k == 0:

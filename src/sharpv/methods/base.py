@@ -72,6 +72,14 @@ class PruningMethod:
     #: whether ``keep_ratio=None`` means an adaptive mode (the kept share depends on the video):
     #: ``bench`` and ``eval`` run such methods at the budget "adaptive" too
     adaptive: ClassVar[bool] = False
+    #: the vision-encoder layer whose attention the method ranks tokens by (negative: from the last
+    #: layer feeding the video features), or None. When set, the runtime recomputes that layer's
+    #: received attention from its own queries and keys while the video is encoded (the encoder
+    #: keeps its SDPA / FlashAttention kernel), maps it to the (T, f) token grid and passes it to
+    #: :meth:`select_visual` as ``attention``; the time counts as ``PruningStats.extra_seconds``.
+    #: Without it (precomputed video features) ``attention`` is None and the method falls back to
+    #: its feature proxy; ``VideoStats.attention_source`` says which was used.
+    vision_attention: ClassVar[int | None] = None
 
     def __init__(self, config: Any = None, **overrides: Any):
         if config is not None and overrides:
@@ -87,9 +95,12 @@ class PruningMethod:
 
     apply = __call__
 
-    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection | None:
+    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int],
+                      attention: torch.Tensor | None = None) -> VisualSelection | None:
         """Pre-LLM selection for one video's (T, f, d) features laid out on a ``spatial`` (h, w)
-        grid per frame; None keeps every token."""
+        grid per frame; None keeps every token. ``attention`` (T, f): the vision-encoder attention
+        each token receives, given only to methods that declare :attr:`vision_attention` (and
+        only when the video went through the vision tower while the method was applied)."""
         return None
 
     def layer_policy(self, adapter: Any):

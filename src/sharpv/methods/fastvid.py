@@ -55,12 +55,19 @@ class FastVID(PruningMethod):
     Attention weights: the official code takes the salient scores from the vision encoder's
     attention (for LLaVA-OneVision the attention of SigLIP's pooling-head probe over the patches)
     and the frame's global feature from that pooling head (the Qwen2.5-VL port uses the mean of the
-    frame's projected features). Here only projected features exist: the global feature is the
-    frame's mean projected feature, and the salient score is the attention a token receives in a
-    feature self-attention proxy, ``softmax(X X^T / sqrt(d))`` over the frame, column means. Needs
-    no attention weights from the model.
+    frame's projected features). Here the salient score is the attention the token receives in the
+    vision encoder's last layer feeding the video features (``vision_attention = -1``), averaged over
+    heads and over the query rows that see it (the frame's patches; a Qwen temporal step), which
+    the runtime recomputes from that layer's own q and k (the encoder keeps SDPA / FlashAttention)
+    and maps to the LLM tokens as the family maps patch features. SigLIP's pooling-head probe is
+    not used: LLaVA-OneVision's tower has no head in transformers (the official code keeps the
+    head it deletes from the tower only for this). Fallback, when the video features were
+    precomputed without the method applied: a feature self-attention proxy, ``softmax(X X^T /
+    sqrt(d))`` over the frame's projected features, column means
+    (:func:`sharpv.core.attention_proxy.received_attention`); ``VideoStats.attention_source`` says
+    which was used. The global feature is the frame's mean projected feature.
 
-    Differences from the official code: the proxies above; the total is the shared exact budget
+    Differences from the official code: the scores and global feature above; the total is the shared exact budget
     ``budget_total(keep_ratio, T, f)``, split evenly over frames (the official keeps
     ``int(f * ratio)`` per frame), and a segment's contextual budget is split evenly over its
     anchor frames with any part that does not fit spread over its other frames (the official
@@ -74,14 +81,17 @@ class FastVID(PruningMethod):
 
     name = "fastvid"
     config_class = FastVIDConfig
+    vision_attention = -1
 
-    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
+    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int],
+                      attention: torch.Tensor | None = None) -> VisualSelection:
         cfg = self.config
         n_frames, f = grid.shape[:2]
         total = budget_total(cfg.keep_ratio, n_frames, f)
         segments = segment_lengths(grid.float().mean(dim=1), cfg.min_segments, cfg.cut_threshold)
         result = density_pruning_keep(
-            grid, total, segments, contextual_share=cfg.contextual_share, anchor_stride=cfg.anchor_stride, knn=cfg.knn
+            grid, total, segments, contextual_share=cfg.contextual_share, anchor_stride=cfg.anchor_stride, knn=cfg.knn,
+            attention=attention,
         )
         assign = result.assign
         return VisualSelection(

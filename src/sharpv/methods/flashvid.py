@@ -57,10 +57,14 @@ class FlashVID(PruningMethod):
     mean goes to its root, and every frame's roots are clustered by DPC-kNN, each cluster's mean (of
     tree means) written on its centre through ``transform``.
 
-    Attention weights: the official code reads the last vision-encoder layer's attention (mean over
-    heads and queries). sharpv never reads attention weights, so ADTS uses a feature proxy on the
-    projected features: the attention token j receives in ``softmax(X X^T / sqrt(d))`` over its frame
-    (:func:`sharpv.core.attention_proxy.received_attention`).
+    Attention: as the official code, the last vision-encoder layer feeding the video features
+    (``vision_attention = -1``), mean over heads and over the query rows that see the token (the
+    frame's patches; a Qwen temporal step), recomputed by the runtime from that layer's own q and k
+    (the encoder keeps SDPA / FlashAttention) and mapped to the LLM tokens as the family maps patch
+    features. Fallback, when the video features were precomputed without the method applied: a
+    feature proxy, the attention token j receives in ``softmax(X X^T / sqrt(d))`` over its frame of
+    projected features (:func:`sharpv.core.attention_proxy.received_attention`);
+    ``VideoStats.attention_source`` says which was used.
 
     Differences from the official code: (1) the shared exact budget: ``budget_total(keep_ratio, T,
     f)`` tokens, frame t's share ``even_split(total, T)[t]`` instead of ``ceil(f * retention_ratio
@@ -76,13 +80,15 @@ class FlashVID(PruningMethod):
 
     name = "flashvid"
     config_class = FlashVIDConfig
+    vision_attention = -1
 
-    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
+    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int],
+                      attention: torch.Tensor | None = None) -> VisualSelection:
         cfg = self.config
         n_frames, f = grid.shape[:2]
         keep, plan = flashvid_select(
             grid, budget_total(cfg.keep_ratio, n_frames, f), alpha=cfg.alpha,
             temporal_threshold=cfg.temporal_threshold, segment_threshold=cfg.segment_threshold,
-            min_segments=cfg.min_segments, dpc_k=cfg.dpc_k,
+            min_segments=cfg.min_segments, dpc_k=cfg.dpc_k, attention=attention,
         )
         return VisualSelection(keep, transform=lambda x: apply_merge_plan(x, plan))

@@ -53,10 +53,15 @@ class HoliTom(PruningMethod):
     ``contextual_share`` clustered by DPC-kNN instead; a cluster's value is ``beta * centre + (1 -
     beta) * mean(other members)``, written on its centre through ``transform``.
 
-    Attention weights: the official code ranks dynamic tokens by the last vision-encoder layer's
-    attention (mean over heads and queries). sharpv never reads attention weights, so a feature
-    proxy replaces it: the attention token j receives in ``softmax(X X^T / sqrt(d))`` over its frame
-    of projected features (:func:`sharpv.core.attention_proxy.received_attention`).
+    Attention: as the official code, dynamic tokens are ranked by the last vision-encoder layer
+    feeding the video features (``vision_attention = -1``), mean over heads and over the query rows
+    that see the token (the frame's patches; a Qwen temporal step), recomputed by the runtime from
+    that layer's own q and k (the encoder keeps SDPA / FlashAttention) and mapped to the LLM tokens
+    as the family maps patch features. Fallback, when the video features were precomputed without
+    the method applied: a feature proxy, the attention token j receives in ``softmax(X X^T /
+    sqrt(d))`` over its frame of projected features
+    (:func:`sharpv.core.attention_proxy.received_attention`); ``VideoStats.attention_source`` says
+    which was used.
 
     Not included: HoliTom's inner-LLM merging (attention-guided merging of similar visual tokens
     inside the LLM at layer K). sharpv's shared in-LLM interface prunes by dropping tokens (and
@@ -77,12 +82,14 @@ class HoliTom(PruningMethod):
 
     name = "holitom"
     config_class = HoliTomConfig
+    vision_attention = -1
 
-    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
+    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int],
+                      attention: torch.Tensor | None = None) -> VisualSelection:
         cfg = self.config
         n_frames, f = grid.shape[:2]
         keep, plan = holitom_select(
             grid, budget_total(cfg.keep_ratio, n_frames, f), threshold=cfg.temporal_threshold, beta=cfg.beta,
-            contextual_share=cfg.contextual_share, dpc_k=cfg.dpc_k, max_window=cfg.max_window,
+            contextual_share=cfg.contextual_share, dpc_k=cfg.dpc_k, max_window=cfg.max_window, attention=attention,
         )
         return VisualSelection(keep, transform=lambda x: apply_merge_plan(x, plan))

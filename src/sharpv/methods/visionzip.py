@@ -37,15 +37,21 @@ class VisionZip(PruningMethod):
     others, each merged into its most cosine-similar centre; a centre becomes the mean of its group
     (written onto the centre's position by ``transform``).
 
-    Attention weights: the official code reads the vision encoder's attention (layer -2, summed
-    over heads: the [CLS] row for CLIP, the mean over query rows for encoders without [CLS] such as
-    SigLIP) and merges by the similarity of that layer's keys. Only the projected features reach a
-    pre-LLM method here, so the attention a token receives is computed from a feature
-    self-attention proxy, ``softmax(X X^T / sqrt(d))`` over the frame, column means, and the
-    contextual similarity is the cosine of the projected features. Needs no attention weights from
-    the model.
+    Attention: as the official code, the vision encoder's layer -2 (``vision_attention = -2``,
+    counted back from the last layer feeding the video features), averaged over heads (the
+    official sums them: same ranking) and over the query rows that see the patch (all patches of
+    the frame for SigLIP, which has no [CLS]; the temporal step or, in Qwen2.5-VL's window blocks
+    such as -2, the window). The runtime recomputes that one map from the layer's own q and k while
+    the encoder keeps its SDPA / FlashAttention kernel, and maps it to the LLM tokens as the family
+    maps patch features (LLaVA-OneVision: bilinear pooling of the patch map; Qwen: the mean over
+    each merged 2x2 block). Fallback, when the video features were precomputed without the method
+    applied (no encoder pass to read): a feature self-attention proxy, ``softmax(X X^T /
+    sqrt(d))`` over the frame's projected features, column means
+    (:func:`sharpv.core.attention_proxy.received_attention`). ``VideoStats.attention_source`` says
+    which one ranked the tokens. The contextual similarity is the cosine of the projected features.
 
-    Differences from the official code: the proxy above instead of encoder attention and keys;
+    Differences from the official code: contextual merging by the projected features instead of
+    that layer's keys (and the proxy when there is no encoder pass);
     it acts on the projected features of every frame, not inside the vision encoder of each image;
     no [CLS] token is kept (there is none after projection); the total is the shared exact budget
     ``budget_total(keep_ratio, T, f)`` split evenly over frames (larger counts first) instead of
@@ -55,9 +61,11 @@ class VisionZip(PruningMethod):
 
     name = "visionzip"
     config_class = VisionZipConfig
+    vision_attention = -2
 
-    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
+    def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int],
+                      attention: torch.Tensor | None = None) -> VisualSelection:
         n_frames, f = grid.shape[:2]
         counts = even_split(budget_total(self.config.keep_ratio, n_frames, f), n_frames)
-        keep, assign = dominant_contextual_keep(grid, counts, self.config.contextual_share)
+        keep, assign = dominant_contextual_keep(grid, counts, self.config.contextual_share, attention=attention)
         return VisualSelection(keep, transform=lambda x: merge_onto_representatives(x, assign))
