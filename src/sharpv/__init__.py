@@ -1,7 +1,7 @@
 """sharpv: information-aware visual token pruning for video LLMs (SharpV, arXiv 2511.08003)."""
 
 from sharpv.errors import SharpVError, UnsupportedModelError
-from sharpv.methods import METHODS, PruningMethod, SharpV, SharpVConfig, create, method_names
+from sharpv.methods import METHODS, PruningMethod, SharpV, SharpVConfig, create, from_config, load_config, method_names
 from sharpv.runtime import AppliedMethod, apply
 from sharpv.stats import PruningStats, VideoStats
 
@@ -12,6 +12,8 @@ __all__ = [
     "AppliedMethod",
     "PruningMethod",
     "create",
+    "from_config",
+    "load_config",
     "method_names",
     "PruningStats",
     "SharpV",

@@ -1,5 +1,5 @@
-"""The ``sharpv`` command line: ``answer``, ``eval``, ``bench``, ``tiny-model``, ``sample-video``,
-``export-synthetic`` and ``lmms-eval-task``.
+"""The ``sharpv`` command line: ``answer``, ``eval``, ``calibrate``, ``bench``, ``tiny-model``,
+``sample-video``, ``export-synthetic`` and ``lmms-eval-task``.
 
 Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback. Every
 command checks all its values (numbers, choices, devices, paths) before it loads a model or writes
@@ -73,23 +73,25 @@ def answer(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
     question: list[str] = typer.Argument(..., metavar="QUESTION", help="One or more questions about the video (several share one pruned video prefill)."),
     model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the model sharpv ships (trained on its synthetic video QA)."),
-    method: str = typer.Option("sharpv", "--method", help="A registered method (see docs/methods.md): dense, sharpv, random, pooling, evs, dycoke, vidcom2, divprune, visionzip, fastvid, flashvid, holitom, vtw, fastv, pyramiddrop, or one you registered."),
+    method: Optional[str] = typer.Option(None, "--method", help="A registered method (default sharpv; see docs/methods.md): dense, sharpv, random, pooling, evs, dycoke, vidcom2, divprune, visionzip, fastvid, flashvid, holitom, vtw, fastv, pyramiddrop, or one you registered."),
     keep_ratio: Optional[float] = typer.Option(
         None, "--keep-ratio", help="Budget: share of visual tokens kept (every method counts it the same way). Omit for SharpV's adaptive ratio."
     ),
-    positions: str = typer.Option("original", "--positions", help="original or compact position ids."),
+    positions: Optional[str] = typer.Option(None, "--positions", help="original (default) or compact position ids."),
     no_kv: bool = typer.Option(False, "--no-kv", help="SharpV stage 1 only: no KV-cache pruning inside the LLM."),
     kv_threshold: Optional[float] = typer.Option(None, "--kv-threshold", help="SharpV M (default 0.2): prune where similarity to the input embedding < M."),
     kv_mode: Optional[str] = typer.Option(None, "--kv-mode", help="SharpV stage 2: withdraw (saves compute and memory) or layerwise (memory)."),
     kv_granularity: Optional[str] = typer.Option(None, "--kv-granularity", help="SharpV stage 2: layer or token."),
     kv_min_layer: Optional[int] = typer.Option(None, "--kv-min-layer", help="SharpV stage 2: no layer below this one is pruned (default 2)."),
     settings: list[str] = typer.Option([], "--set", help="Method-specific setting KEY=VALUE, e.g. --set layer=3 (repeatable)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A method config file (JSON, e.g. the config.json of `sharpv calibrate`): the method and all its settings, instead of --method, --keep-ratio and the other method flags."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled uniformly (default: the family's usual count)."),
     max_new_tokens: int = typer.Option(32, "--max-new-tokens", help="Tokens to generate."),
     chunk_frames: int = typer.Option(16, "--chunk-frames", help="Frames per vision-tower call (long videos in bounded memory; features equal one-shot encoding)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per question (one per line) instead of text."),
+    viz_dir: Optional[Path] = typer.Option(None, "--viz", help="Also draw what the method kept (as `sharpv viz` does, one row) into this folder."),
 ) -> None:
     """Answer QUESTION about VIDEO with a video LLM, densely or with a pruning method.
 
@@ -105,15 +107,20 @@ def answer(
 
     check_dtype(dtype)
     check_device(device)
-    extra = parse_settings(settings, "--set")
     kv_flags = {"kv_threshold": kv_threshold, "kv_mode": kv_mode, "kv_granularity": kv_granularity, "kv_min_layer": kv_min_layer}
     kv_given = {k: v for k, v in kv_flags.items() if v is not None}
-    if (kv_given or no_kv) and method != "sharpv":
-        raise SharpVError("--no-kv and --kv-* apply to --method sharpv")
-    from_set = tuple(extra)
-    if method == "sharpv":
-        extra = {**kv_given, **({"kv": False} if no_kv else {}), **extra}
-    chosen = build_method(method, keep_ratio, positions, extra, from_set)
+    if config is not None:
+        method, chosen = _method_from_config(config, method=method, keep_ratio=keep_ratio, positions=positions,
+                                             no_kv=no_kv, settings=settings, **kv_flags)
+    else:
+        method, positions = method or "sharpv", positions or "original"
+        extra = parse_settings(settings, "--set")
+        if (kv_given or no_kv) and method != "sharpv":
+            raise SharpVError("--no-kv and --kv-* apply to --method sharpv")
+        from_set = tuple(extra)
+        if method == "sharpv":
+            extra = {**kv_given, **({"kv": False} if no_kv else {}), **extra}
+        chosen = build_method(method, keep_ratio, positions, extra, from_set)
     if len(questions) > 1:
         check_shared_prefix_method(chosen)  # layerwise stage 2 and FastV: refused before the model loads
     check_model_dir(model)
@@ -124,16 +131,27 @@ def answer(
     from sharpv.video.decode import check_video
 
     check_video(video)
+    check_output_dir(viz_dir, "--viz")
     _quiet_transformers()
     with err.status("loading model", spinner="dots") as status:
         lm, processor = load_model(model, dtype=dtype, device=device)
         status.update(f"answering with {method}")
-        if len(questions) == 1:
+        if viz_dir is not None and len(questions) == 1:
+            from sharpv.viz import answer_with_viz
+
+            result = answer_with_viz(lm, processor, video, questions[0], method=chosen, frames=frames,
+                                     max_new_tokens=max_new_tokens, chunk_frames=chunk_frames, model_dir=model, out=viz_dir)
+        elif len(questions) == 1:
             result = answer_question(lm, processor, video, questions[0], method=chosen, frames=frames,
                                      max_new_tokens=max_new_tokens, chunk_frames=chunk_frames)
         else:
             results = answer_questions(lm, processor, video, questions, method=chosen, frames=frames,
                                        max_new_tokens=max_new_tokens, chunk_frames=chunk_frames)
+            if viz_dir is not None:
+                from sharpv.viz import viz_for_questions
+
+                viz_for_questions(lm, processor, video, questions, method=chosen, frames=frames,
+                                  chunk_frames=chunk_frames, model_dir=model, out=viz_dir)
     if len(questions) > 1:
         _print_answers(results, as_json)
         return
@@ -145,6 +163,39 @@ def answer(
         f"[dim]{result.method}: {result.visual_tokens_kept}/{result.visual_tokens_in} visual tokens over "
         f"{result.frames} frames, prefill {result.prefill_seconds:.3f} s, pruning {result.pruning_seconds * 1e3:.2f} ms[/dim]"
     )
+
+
+def _method_from_config(config: Path, **flags) -> tuple:
+    """``answer --config``: (method name, method) from the file; any method flag next to it is refused."""
+    from sharpv.methods import load_config
+
+    given = [f"--{k.replace('_', '-')}" for k, v in flags.items() if v not in (None, False, [], ())]
+    if given:
+        shown = ["--set" if g == "--settings" else g for g in given]
+        raise SharpVError(f"--config sets the method and all its settings; drop {', '.join(shown)} or drop --config")
+    method_file = load_config(config)
+    return method_file.method, method_file.build()
+
+
+def _specs_with_configs(methods: Optional[str], budgets: list, configs: list[Path]) -> list:
+    """``--methods`` and ``--config`` of eval and bench: without ``--methods``, every registered method,
+    or none when config files are given (then dense and the configs run)."""
+    specs = [] if methods is None and configs else _method_specs("all" if methods is None else methods, budgets)
+    return specs + _config_specs(configs)
+
+
+def _config_specs(configs: list[Path]) -> list:
+    """``--config`` of eval and bench: one fixed method spec per file, labelled by the file's label
+    (else METHOD[file stem]); labels must differ."""
+    from sharpv.harness.bench import MethodSpec
+    from sharpv.methods import load_config
+
+    specs = [MethodSpec.from_config(load_config(path)) for path in configs]
+    labels = [s.label for s in specs]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise SharpVError(f"--config: two files share the label {label!r}; give one of them another \"label\"")
+    return specs
 
 
 def _print_answers(results: list, as_json: bool) -> None:
@@ -169,12 +220,57 @@ def _print_answers(results: list, as_json: bool) -> None:
 
 
 @app.command()
+def viz(
+    video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
+    out: Path = typer.Option(..., "--out", help="Folder for index.html (everything, self-contained), token_maps.png, keep_ratio.png, stage2.png and viz.json."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the model sharpv ships."),
+    methods: str = typer.Option("sharpv,evs,random", "--methods", help="Registered methods, comma-separated, or 'all'; NAME:key=value adds settings (e.g. sharpv:kv=false)."),
+    keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", help="Every method at this budget. Omit: SharpV adaptive, every other method at the share SharpV adaptive keeps."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled uniformly (default: the checkpoint's, as for answer)."),
+    chunk_frames: int = typer.Option(16, "--chunk-frames", help="Frames per vision-tower call."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+) -> None:
+    """Draw which visual tokens each method keeps in every frame (kept shown, dropped dimmed), the
+    keep ratio over time and SharpV's stage-2 curve, into one self-contained HTML page and PNGs."""
+    from sharpv.answer import check_device, check_dtype
+    from sharpv.harness.bench import MethodSpec
+
+    check_at_least(frames, "--frames", 1)
+    check_at_least(chunk_frames, "--chunk-frames", 1)
+    check_ratio(keep_ratio, "--keep-ratio")
+    check_dtype(dtype)
+    check_device(device)
+    for item in methods.split(","):
+        if item.strip() and item.strip() != "all" and "keep_ratio" in MethodSpec.parse(item).settings:
+            raise SharpVError(f"--methods {item.strip()!r}: set the budget with --keep-ratio, not keep_ratio")
+    specs = _method_specs(methods, [keep_ratio] if keep_ratio is not None else [None, 0.5])
+    check_model_dir(model)
+    check_output_dir(out, "--out")
+    if model is None:
+        from sharpv.synthetic.model import shipped_model_path
+
+        model = shipped_model_path()
+    from sharpv.video.decode import check_video
+
+    check_video(video)
+    _quiet_transformers()
+    from sharpv.viz import run_viz_job
+
+    written = run_viz_job(model_dir=model, video=video, specs=specs, keep_ratio=keep_ratio, frames=frames,
+                          chunk_frames=chunk_frames, dtype=dtype, device=device, out=out, console=err)
+    for path in written:
+        print(path)
+
+
+@app.command()
 def bench(
     model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained)."),
     shape: Optional[str] = typer.Option(None, "--shape", help="A real model's shape with random weights: llava-onevision-0.5b, llava-onevision-7b, qwen2.5-vl-3b, qwen2.5-vl-7b."),
     frames: str = typer.Option("8,16,32", "--frames", help="Frame counts, comma-separated."),
     tokens_per_frame: int = typer.Option(196, "--tokens-per-frame", help="Visual tokens per frame (a square; --shape only)."),
-    methods: str = typer.Option("all", "--methods", help="Registered methods, comma-separated, or 'all' (the whole registry); NAME:key=value adds settings (e.g. sharpv:kv=false)."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Registered methods, comma-separated, or 'all' (the whole registry: the default, or none besides dense with --config); NAME:key=value adds settings (e.g. sharpv:kv=false)."),
+    config: list[Path] = typer.Option([], "--config", help="A method config file (JSON, e.g. from `sharpv calibrate`): runs that method once with all its settings (repeatable)."),
     budgets: str = typer.Option("0.1,0.3,adaptive", "--budgets", help="Keep ratios and/or 'adaptive', comma-separated."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
@@ -215,6 +311,8 @@ def bench(
     if not (math.isfinite(noise) and noise >= 0):
         raise SharpVError(f"--feature-noise must be a finite number >= 0, got {noise}")
     frame_list = parse_ints(frames, "--frames")
+    if long_video and config:
+        raise SharpVError("--config applies to the standard bench, not --long-video (its modes are dense and SharpV)")
     if long_video:
         from sharpv.harness.long_video import check_options
 
@@ -237,7 +335,7 @@ def bench(
     if vision_layers is not None:
         raise SharpVError("--vision-layers applies to --long-video only")
     budget_list = parse_budgets(budgets)
-    specs = _method_specs(methods, budget_list)
+    specs = _specs_with_configs(methods, budget_list, config)
     check_output_dir(out, "--out")
     from sharpv.harness.bench_job import run_bench_job
 
@@ -392,8 +490,9 @@ def eval_(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the synthetic set (default 1234, the held-out set)."),
     n: Optional[int] = typer.Option(None, "--n", help="Questions in the synthetic set (default 1200, balanced over the six types)."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames per video (synthetic: clip length, default 16; files: sampled uniformly, default the family's)."),
-    methods: str = typer.Option("all", "--methods", help="Registered methods, comma-separated, or 'all'; NAME:key=value adds settings."),
+    methods: Optional[str] = typer.Option(None, "--methods", help="Registered methods, comma-separated, or 'all' (the default, or none besides dense with --config); NAME:key=value adds settings."),
     budgets: str = typer.Option("0.1,0.2,0.3,adaptive", "--budgets", help="Keep ratios and/or 'adaptive', comma-separated."),
+    config: list[Path] = typer.Option([], "--config", help="A method config file (JSON, e.g. from `sharpv calibrate`): runs that method once with all its settings (repeatable)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
@@ -424,7 +523,7 @@ def eval_(
         raise SharpVError(f"--data {data} is a folder; pass its JSONL file (e.g. {data / 'data.jsonl'})")
     check_output_dir(out, "--out")
     budget_list = parse_budgets(budgets)
-    specs = _method_specs(methods, budget_list)
+    specs = _specs_with_configs(methods, budget_list, config)
     if data is not None:
         from sharpv.harness.evaluate import load_jsonl
 
@@ -439,6 +538,48 @@ def eval_(
 
     run_eval_job(model_dir=model, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budget_list,
                  dtype=dtype, device=device, max_new_tokens=max_new_tokens, out=out, console=err)
+
+
+@app.command()
+def calibrate(
+    target: str = typer.Option(..., "--target", help="accuracy=A: the fewest visual tokens keeping at least A x dense accuracy (e.g. accuracy=0.99); keep=S: the best accuracy keeping at most a mean share S of the visual tokens (e.g. keep=0.12)."),
+    out: Path = typer.Option(..., "--out", help="Folder for config.json (use it with --config), curve.json, accuracy_vs_kept_share.png, results.json and results.md."),
+    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the shipped model."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Calibration set as JSONL (the layout of `sharpv eval --data`); default: the synthetic set of --seed."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the synthetic calibration set (default 7; not the held-out seed 1234)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Questions in the synthetic calibration set (default 600)."),
+    holdout_data: Optional[Path] = typer.Option(None, "--holdout-data", help="Held-out set as JSONL, reported with the chosen config (default: the synthetic held-out set, when calibrating on synthetic data)."),
+    holdout_seed: Optional[int] = typer.Option(None, "--holdout-seed", help="Seed of the synthetic held-out set (default 1234, the set `sharpv eval` reports)."),
+    holdout_n: Optional[int] = typer.Option(None, "--holdout-n", help="Questions in the synthetic held-out set (default 1200)."),
+    no_holdout: bool = typer.Option(False, "--no-holdout", help="Skip the held-out report."),
+    spatial_weights: str = typer.Option("0,0.5,1,2", "--spatial-weights", help="Grid of w (SharpV's spatial_weight) searched, comma-separated."),
+    kv_thresholds: str = typer.Option("0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9", "--kv-thresholds", help="Grid of M (stage 2's kv_threshold) tried at the chosen K and w, or 'off' (stage 1 only)."),
+    refine: int = typer.Option(5, "--refine", help="Bisection steps on K per w once the target is bracketed."),
+    settings: list[str] = typer.Option([], "--set", help="A SharpV setting held fixed, KEY=VALUE (e.g. --set min_tokens_per_frame=0; repeatable)."),
+    budgets: str = typer.Option("0.1,0.2,0.3", "--budgets", help="Fixed budgets of SharpV reported next to the calibrated config on the held-out set."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per video (synthetic: clip length, default 16; files: sampled uniformly, default the family's)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
+    device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+    max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest for the small shipped model)."),
+) -> None:
+    """Search SharpV's K (ratio_scale), w (spatial_weight) and M (kv_threshold) for a target on a
+    calibration set, every video encoded once; write the chosen config and report it on a held-out set."""
+    from sharpv.harness.calibrate_job import run_calibrate_job
+    from sharpv.harness.calibrate import check_options
+
+    options = check_options(
+        target=target, model=model, data=data, seed=seed, n=n, holdout_data=holdout_data, holdout_seed=holdout_seed,
+        holdout_n=holdout_n, no_holdout=no_holdout, spatial_weights=spatial_weights, kv_thresholds=kv_thresholds,
+        refine=refine, settings=settings, budgets=budgets, frames=frames, dtype=dtype, device=device,
+        max_new_tokens=max_new_tokens, threads=threads, out=out, warn=lambda text: err.print(
+            f"warning: {_one_line(text)}", highlight=False, soft_wrap=True, markup=False))
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _quiet_transformers()
+    run_calibrate_job(console=err, **options)
 
 
 def _one_line(text: str) -> str:

@@ -34,11 +34,27 @@ ADAPTIVE = "adaptive"
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """A method as the bench names it: ``NAME`` or ``NAME:key=value:key=value``."""
+    """A method as the bench names it: ``NAME`` or ``NAME:key=value:key=value``; or, ``fixed``, a
+    method with all its settings (its own budget included) from a config file (:meth:`from_config`),
+    which runs once, whatever the budgets."""
 
     label: str
     name: str
     settings: dict = field(default_factory=dict)
+    fixed: bool = False
+
+    @classmethod
+    def from_config(cls, config: Any) -> "MethodSpec":
+        """A fixed spec from a :class:`~sharpv.methods.MethodFile` (or what ``load_config`` reads)."""
+        from sharpv.methods import MethodFile, load_config
+
+        config = config if isinstance(config, MethodFile) else load_config(config)
+        return cls(config.display_label, config.method, dict(config.settings), fixed=True)
+
+    @property
+    def fixed_budget(self) -> float | None:
+        """A fixed spec's own budget (its keep_ratio; None: adaptive, or dense)."""
+        return None if self.name == "dense" else getattr(self.build(None).config, "keep_ratio", None)
 
     @classmethod
     def parse(cls, text: str) -> "MethodSpec":
@@ -50,6 +66,11 @@ class MethodSpec:
         return cls(text.strip(), name, parse_settings(pairs, f"--methods {text.strip()!r}"))
 
     def build(self, budget: float | None) -> PruningMethod:
+        if self.fixed:
+            try:
+                return create(self.name, **self.settings)
+            except (TypeError, ValueError) as exc:
+                raise SharpVError(f"method {self.label!r}: {exc}") from None
         if self.name == "dense":
             return create("dense", **self.settings)
         try:
@@ -301,9 +322,13 @@ def environment(model, *, dtype: str, device: str, source: str, vision: str, noi
 
 
 def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[MethodSpec, float | None]]:
-    """Every (method, budget) to run; dense once (budget None); 'adaptive' only where a method has it."""
+    """Every (method, budget) to run; dense once (budget None); 'adaptive' only where a method has it;
+    a fixed spec (a config file's method) once, at its own budget."""
     runs: list[tuple[MethodSpec, float | None]] = [(MethodSpec("dense", "dense"), None)]
     for spec in methods:
+        if spec.fixed:
+            runs.append((spec, spec.fixed_budget))
+            continue
         if spec.name == "dense":
             continue
         for budget in budgets:

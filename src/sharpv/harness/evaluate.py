@@ -267,6 +267,103 @@ def video_groups(examples: list[Example]) -> list[list[int]]:
     return list(groups.values())
 
 
+@dataclass
+class PreparedVideo:
+    """One video's questions, ready to answer: ``indices`` of its examples, one processor input per
+    question and whether they can share one pruned prefix (several questions on a template that puts
+    them after the video). With ``encoded`` inputs the video's features were computed once
+    (:func:`sharpv.adapters.precompute_video_features`) and every question's input holds them as
+    ``mm_encoder_outputs`` instead of pixels, so answering never runs the vision tower again."""
+
+    indices: list[int]
+    inputs: list[dict]
+    share: bool
+    encoded: bool = False
+
+
+def prepare_video(model, processor, examples: list[Example], group: list[int], *, frames: int, adapter: Any = None,
+                  encode: bool = False, chunk_frames: int | None = None) -> PreparedVideo:
+    """Read (or render) the video of ``examples[group[0]]`` once and build every question's input;
+    ``encode``: also run the vision tower once and keep its features in the inputs."""
+    from sharpv.answer import shared_prefix_length
+
+    video = examples[group[0]].load(frames, processor)
+    inputs = [build_inputs(processor, examples[i].prompt(), video) for i in group]
+    if encode:
+        from sharpv.adapters import DEFAULT_CHUNK_FRAMES, precompute_video_features
+
+        features = precompute_video_features(model, inputs[0], chunk_frames or DEFAULT_CHUNK_FRAMES).get("mm_encoder_outputs")
+        if features is not None:
+            inputs = [{**{k: v for k, v in x.items() if k != "pixel_values_videos"}, "mm_encoder_outputs": features}
+                      for x in inputs]
+    share = len(group) > 1 and adapter is not None
+    if share:
+        try:
+            shared_prefix_length(inputs, adapter.video_token_id, may_end_on_video=adapter.extra_tokens_per_video > 0)
+        except SharpVError:
+            share = False  # a template that puts the question before the video: one prefill each
+    return PreparedVideo(list(group), inputs, share, encode)
+
+
+def prepare_videos(model, processor, examples: list[Example], *, frames: int, encode: bool = True,
+                   reuse_prefix: bool = True, chunk_frames: int | None = None,
+                   on_video: Callable[[], None] | None = None) -> list[PreparedVideo]:
+    """Every video of ``examples`` prepared once (:func:`prepare_video`), for answering them under
+    many methods with :func:`evaluate_prepared` (``sharpv calibrate``): each video is read and
+    (``encode``) encoded once, and its inputs stay in memory. ``on_video`` is called per video."""
+    from sharpv.adapters import adapter_for
+
+    adapter = adapter_for(model) if reuse_prefix else None
+    groups = video_groups(examples) if reuse_prefix else [[i] for i in range(len(examples))]
+    prepared = []
+    for group in groups:
+        prepared.append(prepare_video(model, processor, examples, group, frames=frames, adapter=adapter, encode=encode,
+                                      chunk_frames=chunk_frames))
+        if on_video:
+            on_video()
+    return prepared
+
+
+def _answer_video(model, processor, examples: list[Example], video: PreparedVideo, method, shareable: bool,
+                  tally: _Tally, predictions: dict[int, dict], *, label: str, max_new_tokens: int,
+                  on_step: Callable[[str], None] | None) -> None:
+    """Answer one prepared video's questions under ``method`` and add them to ``tally``."""
+    from sharpv.answer import generate_answer, generate_answers
+
+    share = video.share and shareable
+    if share:
+        shared = generate_answers(model, processor, video.inputs, method, max_new_tokens=max_new_tokens)
+        gens = shared.generations
+        tally.prefill += shared.prefix_prefill_seconds
+    else:
+        gens = []
+        for x in video.inputs:
+            if on_step:
+                on_step(label)
+            gens.append(generate_answer(model, processor, x, method, max_new_tokens=max_new_tokens))
+    for i, gen in zip(video.indices, gens):
+        if share and on_step:
+            on_step(label)
+        ex = examples[i]
+        ok = is_correct(gen.text, ex)
+        s = gen.stats
+        tally.right[ex.type] += int(ok)
+        tally.count[ex.type] += 1
+        tally.kept += s.visual_tokens_kept
+        tally.visual += s.visual_tokens_in
+        tally.kv += s.kv_cache_bytes
+        tally.kv_dense += s.kv_cache_bytes_dense
+        tally.prefill += gen.prefill_seconds
+        tally.in_llm += int(s.kv_withdraw_layer is not None)
+        tally.retention += getattr(s, "equivalent_retention", s.kept_share)
+        tally.add_evidence(ex.type, ex, s)
+        predictions[i] = {"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok}
+
+
+def _label(spec: MethodSpec, budget: float | None) -> str:
+    return f"{spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}"
+
+
 def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec], budgets: list[float | None], *,
              frames: int, max_new_tokens: int = 8, on_step: Callable[[str], None] | None = None,
              keep_predictions: bool = False, reuse_prefix: bool = True) -> list[dict]:
@@ -274,11 +371,12 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
 
     ``on_step`` is called once per question answered (for a progress bar). ``reuse_prefix``: share
     each video's pruned prefix between its questions (see the module docstring); False answers
-    every question on its own prefill (the same answers, for checking and timing).
+    every question on its own prefill (the same answers, for checking and timing). Videos are the
+    outer loop: each is read once and dropped before the next (:func:`evaluate_prepared` answers
+    videos prepared, and kept, beforehand).
     """
     from sharpv.adapters import adapter_for
-    from sharpv.answer import generate_answer, generate_answers, shared_prefix_length, shared_prefix_refusal
-    from sharpv.errors import SharpVError
+    from sharpv.answer import shared_prefix_refusal
 
     runs = plan(specs, budgets)
     methods = [spec.build(budget) for spec, budget in runs]
@@ -288,43 +386,10 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
     shareable = [reuse_prefix and shared_prefix_refusal(method, adapter) is None for method in methods]
     groups = video_groups(examples) if reuse_prefix else [[i] for i in range(len(examples))]
     for group in groups:
-        video = examples[group[0]].load(frames, processor)
-        inputs = [build_inputs(processor, examples[i].prompt(), video) for i in group]
-        share = len(group) > 1
-        if share:
-            try:
-                shared_prefix_length(inputs, adapter.video_token_id, may_end_on_video=adapter.extra_tokens_per_video > 0)
-            except SharpVError:
-                share = False  # a template that puts the question before the video: one prefill each
+        video = prepare_video(model, processor, examples, group, frames=frames, adapter=adapter)
         for r, ((spec, budget), method, tally) in enumerate(zip(runs, methods, tallies)):
-            label = f"{spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}"
-            if share and shareable[r]:
-                shared = generate_answers(model, processor, inputs, method, max_new_tokens=max_new_tokens)
-                gens = shared.generations
-                tally.prefill += shared.prefix_prefill_seconds
-            else:
-                gens = []
-                for x in inputs:
-                    if on_step:
-                        on_step(label)
-                    gens.append(generate_answer(model, processor, x, method, max_new_tokens=max_new_tokens))
-            for i, gen in zip(group, gens):
-                if share and shareable[r] and on_step:
-                    on_step(label)
-                ex = examples[i]
-                ok = is_correct(gen.text, ex)
-                s = gen.stats
-                tally.right[ex.type] += int(ok)
-                tally.count[ex.type] += 1
-                tally.kept += s.visual_tokens_kept
-                tally.visual += s.visual_tokens_in
-                tally.kv += s.kv_cache_bytes
-                tally.kv_dense += s.kv_cache_bytes_dense
-                tally.prefill += gen.prefill_seconds
-                tally.in_llm += int(s.kv_withdraw_layer is not None)
-                tally.retention += getattr(s, "equivalent_retention", s.kept_share)
-                tally.add_evidence(ex.type, ex, s)
-                predictions[r][i] = {"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok}
+            _answer_video(model, processor, examples, video, method, shareable[r], tally, predictions[r],
+                          label=_label(spec, budget), max_new_tokens=max_new_tokens, on_step=on_step)
     dense_prefill = tallies[0].prefill / max(1, sum(tallies[0].count.values()))
     records = []
     for r, ((spec, budget), tally) in enumerate(zip(runs, tallies)):
@@ -336,3 +401,28 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
     for rec in records:
         rec["accuracy_vs_dense"] = rec["accuracy"] / dense_acc if dense_acc else None
     return records
+
+
+def evaluate_prepared(model, processor, examples: list[Example], prepared: list[PreparedVideo], method, *,
+                      spec: MethodSpec, budget: float | None = None, max_new_tokens: int = 8,
+                      on_step: Callable[[str], None] | None = None, keep_predictions: bool = False,
+                      dense: dict | None = None) -> dict:
+    """The record of one ``method`` (an applied-per-question :class:`~sharpv.methods.PruningMethod`,
+    labelled by ``spec`` and ``budget`` in the record) on videos prepared by :func:`prepare_videos`:
+    the fields of :func:`evaluate`'s records, with ``prefill_speedup`` and ``accuracy_vs_dense``
+    against ``dense`` (a record of this function for dense; None: left out). Answers equal
+    :func:`evaluate`'s on the same examples (tested)."""
+    from sharpv.adapters import adapter_for
+    from sharpv.answer import shared_prefix_refusal
+
+    shareable = any(v.share for v in prepared) and shared_prefix_refusal(method, adapter_for(model)) is None
+    tally, predictions = _Tally(), {}
+    label = _label(spec, budget)
+    for video in prepared:
+        _answer_video(model, processor, examples, video, method, shareable, tally, predictions, label=label,
+                      max_new_tokens=max_new_tokens, on_step=on_step)
+    rec = tally.record(spec, budget, dense["prefill_seconds"] if dense else None)
+    rec["accuracy_vs_dense"] = rec["accuracy"] / dense["accuracy"] if dense and dense["accuracy"] else None
+    if keep_predictions:
+        rec["predictions"] = [predictions[i] for i in sorted(predictions)]
+    return rec

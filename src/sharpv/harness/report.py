@@ -46,13 +46,14 @@ def markdown_table(records: Sequence[dict], columns: Sequence[Column]) -> str:
 
 
 def rich_table(records: Sequence[dict], columns: Sequence[Column], title: str):
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))
     for _, header, _ in columns:
         table.add_column(header, justify="right" if header not in ("method",) else "left")
-    for r in records:
-        table.add_row(*(cell(r, k, f) for k, _, f in columns))
+    for r in records:  # cells are text, never markup (a label such as "sharpv[calibrated]" stays whole)
+        table.add_row(*(escape(cell(r, k, f)) for k, _, f in columns))
     return table
 
 

@@ -53,6 +53,7 @@ from sharpv.methods.visionzip import VisionZip, VisionZipConfig
 from sharpv.methods.vtw import VTW, VTWConfig
 
 from sharpv.methods.registry import MethodPluginWarning, MethodRegistry
+from sharpv.methods.config_file import MethodFile, from_config, load_config, write_config
 
 METHODS = MethodRegistry([Dense, SharpV, RandomTokens, Pooling, EVS, DyCoke, VidCom2, DivPrune, VisionZip, FastVID,
                           FlashVID, HoliTom, VTW, FastV, PyramidDrop])
@@ -86,4 +87,5 @@ __all__ = [
     "PyramidDrop", "PyramidDropConfig", "VisionZip", "VisionZipConfig", "DyCoke", "DyCokeConfig", "EVS", "FastV", "FastVConfig", "MethodConfig",
     "Pooling", "PruningMethod", "RandomConfig", "RandomTokens", "SharpV", "SharpVConfig", "VTW", "VTWConfig",
     "VidCom2", "VidCom2Config", "VisualSelection", "create", "method_names",
+    "MethodFile", "from_config", "load_config", "write_config",
 ]

@@ -1,0 +1,255 @@
+"""`sharpv viz` and `sharpv answer --viz`: the kept-token maps (drawing on constructed masks), the
+files end to end on the shipped model and on a tiny Qwen2.5-VL (non-square merged grid), bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sharpv.cli import main
+from sharpv.viz.token_maps import (
+    DIM,
+    HEADER_H,
+    LABEL_H,
+    PAD,
+    cell_size,
+    dim_dropped,
+    fit_frame,
+    frame_panel,
+    grid_image_size,
+    mask_grid,
+    square_grid,
+    token_map_grid,
+)
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    # bright enough everywhere that dimming always changes a pixel
+    return np.random.default_rng(seed).integers(60, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _cell(image: np.ndarray, row: int, col: int, cell: int, y0: int = 0, x0: int = 0) -> np.ndarray:
+    return image[y0 + row * cell: y0 + (row + 1) * cell, x0 + col * cell: x0 + (col + 1) * cell]
+
+
+def _grey(pixels: np.ndarray) -> np.ndarray:
+    return np.round(DIM * (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)))
+
+
+# --- drawing, on constructed masks ---------------------------------------------------------------
+def test_kept_cells_are_the_frame_and_dropped_cells_are_dimmed():
+    grid, cell = (2, 3), 5
+    frame = _frame(2 * cell, 3 * cell)
+    keep = np.array([[True, False, True], [False, False, True]])
+    out = dim_dropped(frame, keep, cell)
+    assert out.shape == (2 * cell, 3 * cell, 3) and out.dtype == np.uint8
+    for r in range(2):
+        for c in range(3):
+            got, src = _cell(out, r, c, cell), _cell(frame, r, c, cell)
+            if keep[r, c]:
+                assert np.array_equal(got, src)
+            else:
+                assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()  # grey
+                assert np.array_equal(got[..., 0], _grey(src))
+                assert got.astype(int).sum(-1).max() < src.astype(int).sum(-1).min()  # darker than any source pixel
+    assert np.array_equal(dim_dropped(frame, np.ones(grid, bool), cell), frame)
+    assert not np.array_equal(dim_dropped(frame, np.zeros(grid, bool), cell), frame)
+
+
+def test_panel_maps_token_j_to_row_major_cell_on_a_non_square_grid():
+    grid, cell = (2, 4), 6  # Qwen-like: wider than high
+    frame = _frame(2 * 28, 4 * 28, seed=1)  # the processor's resized frame: a multiple of the merged patch
+    flat = np.zeros(8, bool)
+    flat[5] = True  # token 5: row 1, column 1
+    panel = frame_panel(frame, flat, grid, cell)
+    assert panel.shape == (2 * cell, 4 * cell, 3)
+    fitted = fit_frame(frame, grid, cell)
+    assert np.array_equal(_cell(panel, 1, 1, cell), _cell(fitted, 1, 1, cell))
+    for j in range(8):
+        if j != 5:
+            assert not np.array_equal(_cell(panel, j // 4, j % 4, cell), _cell(fitted, j // 4, j % 4, cell))
+    assert np.array_equal(frame_panel(frame, None, grid, cell), fitted)
+    with pytest.raises(ValueError):
+        mask_grid(np.ones(7, bool), grid)
+
+
+def test_grid_image_size_and_contents():
+    grid, cell, frames = (3, 5), 4, 6
+    video = [_frame(30, 50, seed=t) for t in range(frames)]
+    rng = np.random.default_rng(3)
+    masks = [rng.random((frames, 15)) < 0.4, None]
+    image = token_map_grid(video, [("a: 40%", masks[0]), ("b: all", masks[1])], grid, cell)
+    ph, pw = 3 * cell, 5 * cell
+    assert image.shape[:2] == grid_image_size(2, frames, grid, cell)
+    assert image.shape == (HEADER_H + 2 * (LABEL_H + ph + PAD), PAD + frames * (pw + PAD), 3)
+    for t in range(frames):
+        fitted = fit_frame(video[t], grid, cell)
+        x = PAD + t * (pw + PAD)
+        top = image[HEADER_H + LABEL_H: HEADER_H + LABEL_H + ph, x: x + pw]
+        assert np.array_equal(top, dim_dropped(fitted, masks[0][t].reshape(grid), cell))
+        for j in range(15):
+            same = np.array_equal(_cell(top, j // 5, j % 5, cell), _cell(fitted, j // 5, j % 5, cell))
+            assert same == bool(masks[0][t, j])
+        y = HEADER_H + LABEL_H + ph + PAD + LABEL_H
+        assert np.array_equal(image[y: y + ph, x: x + pw], fitted)  # no mask: every cell as the frame
+
+
+def test_cell_size_and_square_fallback():
+    assert cell_size((4, 4)) == 24 and cell_size((2, 6), 96) == 16 and cell_size((200, 10)) == 2
+    assert square_grid(16) == (4, 4) and square_grid(12) == (3, 4) and square_grid(7) == (1, 7)
+
+
+# --- end to end ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    path = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    assert main(["sample-video", str(path), "--frames", "8"]) == 0
+    return path
+
+
+def _png_size(path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        return image.height, image.width
+
+
+def _check_page(path, rows: int, frames: int):
+    text = path.read_text(encoding="utf-8")
+    assert '<input type="range" id="frame"' in text and f'max="{frames - 1}"' in text
+    assert not re.search(r"https?://", text, re.IGNORECASE)
+    assert "<script src" not in text and "<link" not in text
+    assert text.count("data:image/png;base64,") >= rows * (frames + 1) + 2  # slider panels, first views, grid, chart
+    data = json.loads(re.search(r'<script type="application/json" id="viz-data">(.*?)</script>', text, re.DOTALL).group(1))
+    assert data["frames"] == frames and len(data["rows"]) == rows
+    assert all(len(r["panels"]) == frames for r in data["rows"])
+    return text
+
+
+def test_viz_end_to_end_on_the_shipped_model(capsys, tmp_path, clip):
+    out = tmp_path / "viz"
+    code, stdout, err = run(capsys, "viz", clip, "--out", out, "--methods", "sharpv,evs,random")
+    assert code == 0, err
+    for name in ("index.html", "viz.json", "token_maps.png", "keep_ratio.png", "stage2.png"):
+        assert (out / name).is_file() and str(out / name) in stdout
+    meta = json.loads((out / "viz.json").read_text())
+    assert meta["grid"] == [4, 4] and meta["grid_source"] == "adapter" and meta["frames"] == 8
+    rows = meta["methods"]
+    assert [r["label"] for r in rows] == ["sharpv", "evs", "random"]
+    sharpv = rows[0]
+    assert sharpv["keep_ratio"] is None and sharpv["mode"] == "adaptive"
+    for r in rows:
+        mask = np.array(r["keep_mask"])
+        assert mask.shape == (8, 16) and mask.sum(1).tolist() == r["kept_per_frame"]
+        assert r["visual_tokens_kept"] == sharpv["visual_tokens_kept"]  # others at SharpV's adaptive share
+    assert rows[1]["keep_ratio"] == pytest.approx(sharpv["kept_share"])
+    assert sharpv["kv_threshold"] == 0.2 and len(sharpv["layer_similarity"]) >= 1
+    assert _png_size(out / "token_maps.png") == grid_image_size(3, 8, (4, 4), cell_size((4, 4)))
+    # the drawn map follows the mask: SharpV's dropped cells are grey and dark, kept ones are not all grey
+    image = np.asarray(Image.open(out / "token_maps.png").convert("RGB"))
+    cell = cell_size((4, 4))
+    mask = np.array(sharpv["keep_mask"])
+    for t in range(8):
+        x0 = PAD + t * (4 * cell + PAD)
+        for j in range(16):
+            pixels = _cell(image, j // 4, j % 4, cell, HEADER_H + LABEL_H, x0).astype(int)
+            grey = (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+            if not mask[t, j]:
+                assert grey and pixels.max() <= math.ceil(DIM * 255)
+            else:
+                assert not (grey and pixels.max() <= math.ceil(DIM * 255))
+    _check_page(out / "index.html", rows=3, frames=8)
+
+
+def test_viz_with_a_budget_and_answer_viz(capsys, tmp_path, clip):
+    out = tmp_path / "budget"
+    code, _, err = run(capsys, "viz", clip, "--out", out, "--methods", "sharpv:kv=false,divprune", "--keep-ratio", 0.25)
+    assert code == 0, err
+    meta = json.loads((out / "viz.json").read_text())
+    assert [r["visual_tokens_kept"] for r in meta["methods"]] == [32, 32]  # round(0.25 * 8 * 16)
+    assert not (out / "stage2.png").exists()  # no stage 2 ran: no curve
+    _check_page(out / "index.html", rows=2, frames=8)
+
+    question = "which way does the square move ?"
+    code, plain, err = run(capsys, "answer", clip, question, "--json", "--max-new-tokens", 2)
+    assert code == 0, err
+    answer_dir = tmp_path / "answer"
+    code, drawn, err = run(capsys, "answer", clip, question, "--json", "--max-new-tokens", 2, "--viz", answer_dir)
+    assert code == 0, err
+    plain, drawn = json.loads(plain), json.loads(drawn)
+    assert drawn["answer"] == plain["answer"] and drawn["kept_per_frame"] == plain["kept_per_frame"]
+    meta = json.loads((answer_dir / "viz.json").read_text())
+    assert len(meta["methods"]) == 1 and meta["question"] == question
+    row = meta["methods"][0]
+    assert row["kept_per_frame"] == plain["kept_per_frame"] and row["answer"] == plain["answer"]
+    assert row["layer_similarity"] == pytest.approx(plain["layer_similarity"])
+    assert _png_size(answer_dir / "token_maps.png") == grid_image_size(1, 8, (4, 4), cell_size((4, 4)))
+    assert (answer_dir / "stage2.png").is_file()
+    _check_page(answer_dir / "index.html", rows=1, frames=8)
+
+
+def test_viz_on_qwen_uses_the_merged_non_square_grid(capsys, tmp_path):
+    from sharpv.tiny import build_tiny_model
+    from sharpv.video import build_inputs, load_processor, read_video_for
+
+    model = build_tiny_model(tmp_path / "qwen", "qwen2.5-vl", seed=1)
+    frames_dir = tmp_path / "wide"
+    frames_dir.mkdir()
+    background = _frame(48, 128, seed=2)
+    for t in range(8):
+        frame = background.copy()
+        frame[16:32, 8 + 12 * t: 24 + 12 * t] = (255, 0, 0)
+        Image.fromarray(frame).save(frames_dir / f"{t:03d}.png")
+    out = tmp_path / "viz"
+    code, _, err = run(capsys, "viz", frames_dir, "--model", model, "--frames", 8, "--out", out, "--methods", "sharpv,evs")
+    assert code == 0, err
+    meta = json.loads((out / "viz.json").read_text())
+    # the grid the processor gives this clip: video_grid_thw's (h, w) over the merge size, per temporal step
+    processor = load_processor(model, "qwen2.5-vl")
+    t, h, w = build_inputs(processor, "q", read_video_for(processor, frames_dir, 8))["video_grid_thw"][0].tolist()
+    grid = (h // 2, w // 2)
+    assert grid[0] != grid[1]
+    assert tuple(meta["grid"]) == grid and meta["grid_source"] == "adapter"
+    assert meta["frames"] == t == 4 and meta["sampled_frames"] == 8 and meta["frame_indices"] == [0, 2, 4, 6]
+    for row in meta["methods"]:
+        assert np.array(row["keep_mask"]).shape == (4, grid[0] * grid[1])
+    assert _png_size(out / "token_maps.png") == grid_image_size(2, 4, grid, cell_size(grid))
+    _check_page(out / "index.html", rows=2, frames=4)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+def test_bad_input_exits_2_with_one_line(capsys, tmp_path, clip):
+    a_file = tmp_path / "taken.txt"
+    a_file.write_text("user data\n")
+    cases = {
+        "missing video": (["viz", tmp_path / "missing.mp4", "--out", tmp_path / "o"], "missing.mp4"),
+        "unknown method": (["viz", clip, "--out", tmp_path / "o", "--methods", "sharpv,nosuch"], "nosuch"),
+        "unknown setting": (["viz", clip, "--out", tmp_path / "o", "--methods", "evs:bogus=1"], "bogus"),
+        "keep_ratio as a setting": (["viz", clip, "--out", tmp_path / "o", "--methods", "evs:keep_ratio=0.2"], "--keep-ratio"),
+        "ratio 0": (["viz", clip, "--out", tmp_path / "o", "--keep-ratio", 0], "--keep-ratio"),
+        "ratio 1.5": (["viz", clip, "--out", tmp_path / "o", "--keep-ratio", 1.5], "--keep-ratio"),
+        "ratio nan": (["viz", clip, "--out", tmp_path / "o", "--keep-ratio", "nan"], "--keep-ratio"),
+        "frames 0": (["viz", clip, "--out", tmp_path / "o", "--frames", 0], "--frames"),
+        "out is a file": (["viz", clip, "--out", a_file], "is a file"),
+        "out under a file": (["viz", clip, "--out", a_file / "sub"], "is a file"),
+        "no out": (["viz", clip], "--out"),
+        "model missing": (["viz", clip, "--out", tmp_path / "o", "--model", tmp_path / "nomodel"], "--model"),
+        "answer --viz is a file": (["answer", clip, "q", "--viz", a_file], "--viz"),
+    }
+    for name, (argv, needle) in cases.items():
+        code, out, err = run(capsys, *argv)
+        lines = err.strip().splitlines()
+        assert code == 2, (name, err)
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], (name, err)
+        assert out == "", name
+    assert a_file.read_text() == "user data\n"
+    assert not (tmp_path / "o").exists()  # nothing written before the values were checked
