@@ -87,6 +87,62 @@ def test_eval_writes_results_files_and_fields(capsys, tmp_path):
     assert "accuracy" in err  # the terminal table
 
 
+def _png_width(path) -> int:
+    data = path.read_bytes()
+    assert data[:4] == b"\x89PNG"
+    return int.from_bytes(data[16:20], "big")
+
+
+def test_shipped_models_are_named():
+    from sharpv.synthetic.model import SHIPPED_MODELS
+
+    assert shipped_model_path() == shipped_model_path("mixed-dropout")
+    assert shipped_model_path().name == "synthetic-qa"
+    assert SHIPPED_MODELS["uniform-dropout"] == "synthetic-qa-uniform"
+    with pytest.raises(SharpVError, match="mixed-dropout, uniform-dropout"):
+        shipped_model_path("uniform")
+
+
+def test_uniform_dropout_model_is_shipped_with_its_record():
+    """The second shipped model: same architecture, trained with the uniform dropout pattern only."""
+    path = shipped_model_path("uniform-dropout")
+    record = json.loads((path / "training.json").read_text())
+    assert record["dropout_patterns"] == ["uniform"] and record["seed"] == 3 and record["steps"] == 4000
+    assert "--dropout-patterns uniform" in record["command"] and record["wall_seconds"] > 0
+    for name in ("config.json", "tokenizer.json", "video_preprocessor_config.json", "training_log.json",
+                 "learning_curve.png"):
+        assert (path / name).exists(), name
+    model, processor = load_model(path)
+    assert model.config.model_type == "llava_onevision" and processor.settings["num_frames"] == FRAMES
+
+
+def test_eval_scores_several_models_in_one_run(capsys, tmp_path):
+    """The shipped model twice, under its name and as a folder: records, tables and panels per model."""
+    folder = str(shipped_model_path())
+    common = ["--n", 3, "--methods", "random", "--budgets", "0.3", "--threads", 1]
+    code, _, err = run(capsys, "eval", *common, "--model", "mixed-dropout", "--out", tmp_path / "one")
+    assert code == 0, err
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert all("model" not in r for r in one)  # one model: today's records
+    out = tmp_path / "two"
+    code, shown, err = run(capsys, "eval", *common, "--model", "mixed-dropout", "--model", folder, "--out", out)
+    assert code == 0, err
+    records = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["method"]) for r in records] == [
+        ("mixed-dropout", "dense"), ("mixed-dropout", "random"), (folder, "dense"), (folder, "random")]
+    assert records[0]["accuracy"] == records[2]["accuracy"] == one[0]["accuracy"]  # the same weights
+    predictions = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert {p["model"] for p in predictions} == {"mixed-dropout", folder} and len(predictions) == 4 * 3
+    table = (out / "results.md").read_text()
+    assert table.count("## Model: ") == 2 and table.count("| method | budget | n | accuracy |") == 2
+    assert "## Model: mixed-dropout" in table and f"## Model: {folder}" in table
+    run_record = json.loads((out / "run.json").read_text())
+    assert [m["model"] for m in run_record["models"]] == ["mixed-dropout", folder]
+    # one panel per model: about twice as wide as the one-model plot
+    assert _png_width(out / "accuracy_vs_kept_share.png") > 1.6 * _png_width(tmp_path / "one" / "accuracy_vs_kept_share.png")
+    assert shown.count("sharpv eval: ") == 2  # a terminal table per model
+
+
 def test_eval_reads_a_user_jsonl_with_any_model(capsys, tmp_path, tiny_dirs):
     clips = tmp_path / "clips"
     clips.mkdir()

@@ -11,7 +11,10 @@ import torch
 from sharpv.synthetic import generate
 from sharpv.synthetic.model import build_model, vocabulary
 from sharpv.synthetic.scene import COLOURS, SHAPES
-from sharpv.synthetic.train import GRID, Batcher, _forward, cell_labels, drop_visual_tokens, train
+from sharpv.synthetic.train import (
+    DROPOUT_PATTERNS, GRID, Batcher, _forward, cell_labels, drop_visual_tokens, dropout_keep, dropout_plan, main,
+    parse_dropout_patterns, train,
+)
 from sharpv.video.processing import TorchVideoInputs
 
 
@@ -76,4 +79,47 @@ def test_two_training_steps_write_the_record(tmp_path):
         assert (tmp_path / name).exists(), name
     record = json.loads((tmp_path / "training.json").read_text())
     assert record["steps"] == 2 and record["hardware"]["cpu_count"] >= 1 and "command" in record
+    assert record["dropout_patterns"] == ["uniform", "frames", "objects"]
     assert set(summary["final_validation_accuracy"]) >= {"overall", "motion", "position"}
+
+
+def _cells(rows: int = 64) -> torch.Tensor:
+    cells = torch.zeros(rows, 16, GRID * GRID, 2, dtype=torch.long)
+    cells[:, :, :5, 0] = 1  # some tokens on an object, so the object pattern is not uniform
+    return cells
+
+
+def test_uniform_only_dropout_draws_only_the_uniform_pattern():
+    assert parse_dropout_patterns("uniform") == ("uniform",)
+    gen = torch.Generator().manual_seed(5)
+    drop, keep, used = dropout_keep(_cells(), 0.7, parse_dropout_patterns("uniform"), gen)
+    assert drop.any() and set(used) == {"uniform", None}
+    for row in drop.nonzero().flatten().tolist():
+        assert torch.unique(keep[row]).numel() == 1  # one keep probability for every token
+        assert 0.04 <= float(keep[row, 0]) <= 0.6
+    assert torch.all(keep[~drop] == 1)
+
+
+def test_default_dropout_uses_all_three_patterns_with_the_shipped_random_stream():
+    assert parse_dropout_patterns("objects, uniform,frames") == DROPOUT_PATTERNS
+    cells = _cells()
+    _, keep, used = dropout_keep(cells, 0.7, DROPOUT_PATTERNS, torch.Generator().manual_seed(5))
+    assert set(used) == {None, *DROPOUT_PATTERNS}
+    # the loop the shipped model was trained with, before patterns were selectable
+    gen = torch.Generator().manual_seed(5)
+    drop = torch.rand(len(cells), generator=gen) < 0.7
+    ref = torch.ones(len(cells), 16 * GRID * GRID)
+    for row in drop.nonzero().flatten().tolist():
+        pattern = DROPOUT_PATTERNS[int(torch.randint(len(DROPOUT_PATTERNS), (1,), generator=gen))]
+        ref[row] = dropout_plan(cells[row], pattern, gen)
+    assert torch.equal(keep, ref)
+
+
+def test_bad_dropout_patterns_are_refused():
+    with pytest.raises(ValueError, match="uniform, frames, objects"):
+        parse_dropout_patterns("uniform,blobs")
+    with pytest.raises(ValueError):
+        parse_dropout_patterns("")
+    with pytest.raises(SystemExit) as e:
+        main(["--out", "/nonexistent", "--dropout-patterns", "blobs"])
+    assert e.value.code == 2

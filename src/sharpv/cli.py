@@ -21,6 +21,7 @@ from rich.console import Console
 
 from sharpv.cli_values import (
     check_at_least, check_model_dir, check_output_dir, check_output_file, check_ratio, check_text, parse_settings,
+    resolve_models,
 )
 from sharpv.errors import SharpVError
 
@@ -485,7 +486,7 @@ def lmms_eval_task(
 
 @app.command("eval")
 def eval_(
-    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the shipped model."),
+    model: list[str] = typer.Option([], "--model", help="Local model directory (from_pretrained) or a shipped model's name: mixed-dropout (the default) or uniform-dropout. Repeatable: every model is scored on the same set, its records labelled with it."),
     data: Optional[Path] = typer.Option(None, "--data", help="Your dataset as JSONL: one {video, question, answer, options?, type?, id?} per line; default: the synthetic held-out set."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the synthetic set (default 1234, the held-out set)."),
     n: Optional[int] = typer.Option(None, "--n", help="Questions in the synthetic set (default 1200, balanced over the six types)."),
@@ -516,7 +517,7 @@ def eval_(
     check_at_least(threads, "--threads", 1)
     check_dtype(dtype)
     check_device(device)
-    check_model_dir(model)
+    models = resolve_models(model)
     if data is not None and not data.exists():
         raise SharpVError(f"--data {data} does not exist; pass a JSONL file (see `sharpv eval --help`)")
     if data is not None and data.is_dir():
@@ -536,8 +537,9 @@ def eval_(
 
     _quiet_transformers()
 
-    run_eval_job(model_dir=model, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budget_list,
-                 dtype=dtype, device=device, max_new_tokens=max_new_tokens, out=out, console=err)
+    run_eval_job(model_dir=models[0][1] if model else None, models=models, data=data, seed=seed, n=n, frames=frames,
+                 specs=specs, budgets=budget_list, dtype=dtype, device=device, max_new_tokens=max_new_tokens, out=out,
+                 console=err)
 
 
 @app.command()

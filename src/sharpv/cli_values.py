@@ -70,6 +70,32 @@ def check_model_dir(path: Path | None, flag: str = "--model") -> None:
         raise SharpVError(f"{flag} {path} has no config.json; pass a transformers checkpoint folder (see `sharpv tiny-model`)")
 
 
+def resolve_models(values: list[str], flag: str = "--model") -> list[tuple[str, Path]]:
+    """``--model`` values -> (label, checkpoint folder): a shipped model's name (``mixed-dropout``,
+    ``uniform-dropout``; write ``./NAME`` for a local folder of that name) or a local checkpoint
+    folder (labelled as given). None given: the default shipped model. Raises ``SharpVError`` on a
+    value that is neither, and on a value given twice."""
+    from sharpv.synthetic.model import DEFAULT_MODEL, SHIPPED_MODELS, shipped_model_path
+
+    if not values:
+        return [(DEFAULT_MODEL, shipped_model_path())]
+    out: list[tuple[str, Path]] = []
+    for value in values:
+        value = str(value)
+        if value in (label for label, _ in out):
+            raise SharpVError(f"{flag} {value} is given twice; pass each model once")
+        if value in SHIPPED_MODELS:
+            out.append((value, shipped_model_path(value)))
+            continue
+        path = Path(value)
+        if not path.exists():
+            raise SharpVError(f"{flag} {value} does not exist; pass a local checkpoint folder or a shipped model name "
+                              f"({', '.join(SHIPPED_MODELS)})")
+        check_model_dir(path, flag)
+        out.append((value, path))
+    return out
+
+
 def _nearest_existing(path: Path) -> Path:
     for candidate in (path, *path.absolute().parents):
         if candidate.exists():

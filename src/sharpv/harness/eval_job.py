@@ -53,43 +53,72 @@ def evidence_table(records: list[dict]) -> str:
     return markdown_table(flat, cols)
 
 
-def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
-    """results.md and the plots of an eval run (also for re-rendering a committed results.json)."""
-    cols = eval_columns(records)
-    text = (f"Model: {env['model']}; dataset: {env['dataset']}; dtype {env['dtype']}; device {env['device']}. Accuracy with "
+def _report_text(env: dict) -> str:
+    return (f"Model: {env['model']}; dataset: {env['dataset']}; dtype {env['dtype']}; device {env['device']}. Accuracy with "
             "Wilson 95% intervals; visual kept = share of visual tokens entering the LLM; visual/layer = mean share of "
             "visual tokens per LLM layer (equivalent retention); KV share = KV cache bytes after prefill over dense; "
             "evidence kept = share of the cells showing the question's objects that entered the LLM (evidence frames: "
             "share of the frames showing them with at least one such cell kept); prefill = mean prefill time per "
             "question (generate()'s first forward; where several questions share a video, its pruned prefix is "
-            "prefilled once per method and that time is spread over them).\n\n" + markdown_table(_flat(records), cols))
-    evidence = evidence_table(records)
-    if evidence:
-        text += "\nEvidence kept per question type:\n\n" + evidence
+            "prefilled once per method and that time is spread over them).\n\n")
+
+
+def model_names(records: list[dict]) -> list[str]:
+    """The models of a several-model run, in run order ([] for a one-model run: no ``model`` field)."""
+    return list(dict.fromkeys(r["model"] for r in records if "model" in r))
+
+
+def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
+    """results.md and the plots of an eval run (also for re-rendering a committed results.json).
+
+    Records with a ``model`` field (a several-model run): one table per model in results.md and
+    one panel per model (same axes, each with its own dense line) in the plots."""
+    names = model_names(records)
+    if not names:
+        cols = eval_columns(records)
+        text = _report_text(env) + markdown_table(_flat(records), cols)
+        evidence = evidence_table(records)
+        if evidence:
+            text += "\nEvidence kept per question type:\n\n" + evidence
+    else:
+        text = _report_text(env)
+        for name in names:
+            mine = [r for r in records if r["model"] == name]
+            text += f"## Model: {name}\n\n" + markdown_table(_flat(mine), eval_columns(mine))
+            evidence = evidence_table(mine)
+            if evidence:
+                text += "\nEvidence kept per question type:\n\n" + evidence
+            text += "\n"
     (out / "results.md").write_text(text)
-    dense = records[0]["accuracy"]
+    if names:
+        dense = {name: next(r["accuracy"] for r in records if r["model"] == name and r["method_name"] == "dense")
+                 for name in names}
+        panel, dense_text = "model", "dashed: each model's dense"
+    else:
+        dense = records[0]["accuracy"]
+        panel, dense_text = None, f"dashed: dense, {dense:.3f}"
     pruned = [r for r in records if r["method_name"] != "dense"]
     if pruned:
         plot_lines(pruned, budget_share, "accuracy", out / "accuracy_vs_kept_share.png",
-                   title=f"Accuracy against visual tokens kept (dashed: dense, {dense:.3f})",
+                   title=f"Accuracy against visual tokens kept ({dense_text})",
                    xlabel="share of visual tokens entering the LLM (budget; adaptive at its mean share)",
-                   ylabel="accuracy", panel=None, reference=dense)
+                   ylabel="accuracy", panel=panel, panels=names or None, reference=dense, sharex=bool(names))
     with_evidence = [r for r in pruned if r.get("evidence_recall") is not None]
     if with_evidence:
         plot_lines(with_evidence, "evidence_recall", "accuracy", out / "evidence_vs_accuracy.png",
                    title="Accuracy against evidence kept (one point per budget)",
-                   xlabel="share of the question's object cells entering the LLM", ylabel="accuracy", panel=None,
-                   reference=dense)
+                   xlabel="share of the question's object cells entering the LLM", ylabel="accuracy", panel=panel,
+                   panels=[m for m in names if any(r["model"] == m for r in with_evidence)] or None,
+                   reference=dense, sharex=bool(names))
 
 
-def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int, frames: int | None,
-                 specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str,
-                 max_new_tokens: int, out: Path | None, console: Console) -> list[dict]:
+def _run_one(model_path: Path, *, data: Path | None, seed: int, n: int, frames: int | None, specs: list[MethodSpec],
+             budgets: list[float | None], dtype: str, device: str, max_new_tokens: int, keep_predictions: bool,
+             console: Console, label: str | None = None):
     from sharpv.answer import default_frames
-    from sharpv.synthetic.model import FRAMES, HELDOUT_SEED, shipped_model_path
+    from sharpv.synthetic.model import FRAMES, HELDOUT_SEED
 
-    model_path = model_dir if model_dir is not None else shipped_model_path()
-    with console.status("loading the model and the dataset", spinner="dots"):
+    with console.status("loading the model and the dataset" + (f" ({label})" if label else ""), spinner="dots"):
         model, processor = load_model(model_path, dtype=dtype, device=device)
         if data is not None:
             examples = load_jsonl(data)
@@ -105,27 +134,66 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         task = progress.add_task("eval", total=total)
 
-        def step(label: str) -> None:
-            progress.update(task, description=label)
+        def step(text: str) -> None:
+            progress.update(task, description=f"{label}: {text}" if label else text)
             progress.advance(task)
 
         records = evaluate(model, processor, examples, specs, budgets, frames=n_frames,
-                           max_new_tokens=max_new_tokens, on_step=step, keep_predictions=out is not None)
-    predictions = [dict(p, method=r["method"], budget=r["budget"]) for r in records for p in r.pop("predictions", [])]
+                           max_new_tokens=max_new_tokens, on_step=step, keep_predictions=keep_predictions)
+    del model
+    return records, examples, n_frames, source
+
+
+def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int, frames: int | None,
+                 specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str,
+                 max_new_tokens: int, out: Path | None, console: Console,
+                 models: list[tuple[str, Path]] | None = None) -> list[dict]:
+    """Score every method x budget with one model (``model_dir``; None: the shipped default), or
+    with each of ``models`` ((label, folder) pairs; more than one: every record and prediction gets
+    a ``model`` field, and the tables and plots are split per model)."""
+    from sharpv.synthetic.model import SHIPPED_MODELS, shipped_model_path
+
+    several = models is not None and len(models) > 1
+    if not several:
+        label = models[0][0] if models and model_dir is not None else None
+        model_path = model_dir if model_dir is not None else shipped_model_path()
+        models = [(label, model_path)]
+    records, predictions, per_model = [], [], []
+    for label, model_path in models:
+        mine, examples, n_frames, source = _run_one(
+            model_path, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budgets, dtype=dtype,
+            device=device, max_new_tokens=max_new_tokens, keep_predictions=out is not None, console=console,
+            label=label if several else None)
+        tag = dict(model=label) if several else {}
+        predictions += [dict(p, **tag, method=r["method"], budget=r["budget"]) for r in mine for p in r.pop("predictions", [])]
+        mine = [dict(tag, **r) for r in mine]
+        records += mine
+        shipped = label in SHIPPED_MODELS
+        name = (model_path.name if model_dir is None and not several else
+                f"{label} ({model_path.name})" if shipped else str(model_path))
+        described = (f"{label} (shipped, {model_path.name})" if shipped and several
+                     else f"shipped {label} model ({model_path.name})" if shipped and model_dir is not None
+                     else "shipped synthetic-qa model" if model_dir is None and not several else str(model_path))
+        per_model.append(dict(model=label, path=str(model_path), described=described, frames=n_frames))
+        cols = eval_columns(mine)
+        title = f"sharpv eval: {name} on {source}"
+        Console(width=max(200, Console().width)).print(rich_table(_flat(mine), cols, title=title))
     majority = majority_rates(examples)
     shared = sum(len(g) for g in video_groups(examples) if len(g) > 1)  # questions that share a video's prefill
-    cols = eval_columns(records)
-    title = f"sharpv eval: {model_path.name if model_dir is None else model_path} on {source}"
-    Console(width=max(200, Console().width)).print(rich_table(_flat(records), cols, title=title))
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "results.json", records)
         (out / "predictions.jsonl").write_text("".join(json.dumps(p) + "\n" for p in predictions), encoding="utf-8")
-        env = dict(model=str(model_dir) if model_dir is not None else "shipped synthetic-qa model",
-                   dataset=source, majority_by_type=majority, frames=n_frames, questions_sharing_a_video=shared,
+        frames_used = {m["frames"] for m in per_model}
+        env = dict(model=", ".join(m["described"] for m in per_model),
+                   dataset=source, majority_by_type=majority,
+                   frames=per_model[0]["frames"] if len(frames_used) == 1 else {m["model"]: m["frames"] for m in per_model},
+                   questions_sharing_a_video=shared,
                    dtype=dtype, device=device, max_new_tokens=max_new_tokens,
                    torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
                    command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
+        if several:
+            env["models"] = [dict(model=m["model"], path=m["path"], frames=m["frames"]) for m in per_model]
         write_json(out / "run.json", env)
         write_eval_report(out, records, env)
         console.print(f"wrote {out}/results.json, results.md, run.json, predictions.jsonl, accuracy_vs_kept_share.png"

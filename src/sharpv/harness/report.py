@@ -72,20 +72,25 @@ LINESTYLES = ("-", "--", "-.", ":")
 
 def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str, path: Path, *, title: str,
                xlabel: str, ylabel: str, group: str = "method", panel: str | None = "frames",
-               reference: float | None = None, logy: bool = False) -> None:
+               reference: float | dict | None = None, logy: bool = False, panels: Sequence | None = None,
+               sharex: bool = False) -> None:
     """One PNG: ``y`` against ``x`` (a key or a function of a record), a line per ``group``, a
-    panel per ``panel`` value. One title (panels are labelled by their value only); every line has
-    its own marker and dash, and lines drawn earlier are wider, so one that lies exactly on another
-    still shows around it; ``logy`` for values that span orders of magnitude."""
+    panel per ``panel`` value (sorted, or in the order of ``panels``). One title (panels are
+    labelled by their value only); every line has its own marker and dash, and lines drawn earlier
+    are wider, so one that lies exactly on another still shows around it; ``logy`` for values that
+    span orders of magnitude. ``reference``: a dashed horizontal line, one value for every panel or
+    a dict panel value -> value; ``sharex``: the panels share the x axis too (the y axis always)."""
     xof = x if callable(x) else (lambda r: r[x])
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({r[panel] for r in records}) if panel else [None]
+    if panels is None:
+        panels = sorted({r[panel] for r in records}) if panel else [None]
     groups = list(dict.fromkeys(r[group] for r in records))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False, sharey=True,
+                             sharex=sharex)
     for ax, value in zip(axes[0], panels):
         subset = [r for r in records if panel is None or r[panel] == value]
         for i, name in enumerate(groups):
@@ -95,15 +100,19 @@ def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str
                 width = 1.2 + 2.4 * (len(groups) - 1 - i) / max(1, len(groups) - 1)
                 ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
                         linewidth=width, markersize=3 + width, label=name, alpha=0.85)
-        if reference is not None:
-            ax.axhline(reference, color="grey", linewidth=0.8, linestyle="--")
+        line = reference.get(value) if isinstance(reference, dict) else reference
+        if line is not None:
+            ax.axhline(line, color="grey", linewidth=0.8, linestyle="--")
         if logy:
             ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
+        if not (sharex and len(panels) > 1):
+            ax.set_xlabel(xlabel)
         if panel:
             ax.set_title(f"{panel} = {value}", fontsize=10)
         ax.grid(True, alpha=0.3, which="both")
     axes[0][0].set_ylabel(ylabel)
+    if sharex and len(panels) > 1:
+        fig.supxlabel(xlabel, fontsize=10)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle(title)

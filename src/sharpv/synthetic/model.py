@@ -1,7 +1,9 @@
 """The model sharpv ships: a small LLaVA-OneVision (SigLIP + Qwen2) trained on the synthetic video QA.
 
 Its architecture and vocabulary live here; its weights are written by ``sharpv.synthetic.train`` and
-shipped under ``sharpv/assets/synthetic-qa`` (loaded with ``from_pretrained`` like any checkpoint).
+shipped under ``sharpv/assets/synthetic-qa`` (loaded with ``from_pretrained`` like any checkpoint). A
+second checkpoint, trained the same way but with uniform visual-token dropout only, is shipped under
+``sharpv/assets/synthetic-qa-uniform``; :data:`SHIPPED_MODELS` names both.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ HELDOUT_SEED = 1234
 HELDOUT_SIZE = 1200
 
 ASSET = "synthetic-qa"
+#: the shipped checkpoints by name -> their folder under ``sharpv/assets``: the same architecture,
+#: data and recipe, differing in the visual-token dropout they were trained with (all three
+#: patterns, the default model; the uniform pattern only), so a fidelity claim can be checked
+#: against how the evaluation model was trained
+SHIPPED_MODELS = {"mixed-dropout": ASSET, "uniform-dropout": "synthetic-qa-uniform"}
+DEFAULT_MODEL = "mixed-dropout"
 
 
 def vocabulary() -> list[str]:
@@ -44,12 +52,16 @@ def build_model(seed: int = 0):
     return model, parts
 
 
-def shipped_model_path() -> Path:
-    """Directory of the shipped checkpoint (inside the installed package)."""
-    path = Path(str(resources.files("sharpv") / "assets" / ASSET))
+def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
+    """Directory of a shipped checkpoint (inside the installed package): ``mixed-dropout`` (the
+    default, ``assets/synthetic-qa``) or ``uniform-dropout`` (``assets/synthetic-qa-uniform``)."""
+    if name not in SHIPPED_MODELS:
+        raise SharpVError(f"no shipped model named {name!r}; the shipped models are {', '.join(SHIPPED_MODELS)}")
+    path = Path(str(resources.files("sharpv") / "assets" / SHIPPED_MODELS[name]))
     if not (path / "model.safetensors").exists():
+        which = "the shipped model" if name == DEFAULT_MODEL else f"the shipped model {name}"
         raise SharpVError(
-            f"the shipped model is missing from {path}; reinstall sharpv or pass --model DIR "
+            f"{which} is missing from {path}; reinstall sharpv or pass --model DIR "
             "(train one with `python -m sharpv.synthetic.train --out DIR`)"
         )
     return path

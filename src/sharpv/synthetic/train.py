@@ -18,7 +18,8 @@ What makes a 1M-parameter model learn this on two CPU cores:
   (:func:`dropout_plan`): uniform, per frame (most frames nearly empty, often the first one
   whole), or object-biased (tokens the ground truth puts on an object kept more often than
   background), so the model is used to the shapes shortened visual sequences take. No pruning
-  method's scores are used.
+  method's scores are used. ``--dropout-patterns uniform`` draws from the uniform pattern only
+  (the second shipped model, ``synthetic-qa-uniform``); the default, all three, is the first's.
 - bf16 autocast, AdamW, warm-up then cosine decay; loss on the answer word and the end token.
 
 The shipped model is this script's defaults (seed 0, 7,500 steps of 18 videos): 63 minutes
@@ -212,6 +213,36 @@ def dropout_plan(cells: torch.Tensor, pattern: str, generator: torch.Generator) 
     return p.clamp(0, 1).reshape(-1)
 
 
+def parse_dropout_patterns(text: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    """``"uniform,frames"`` -> the named patterns in :data:`DROPOUT_PATTERNS` order (so any
+    spelling of all three is the default, bit for bit); raises ``ValueError`` on an unknown or
+    empty list."""
+    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
+    bad = [n for n in names if n not in DROPOUT_PATTERNS]
+    if bad or not names:
+        raise ValueError(f"dropout patterns must be a comma list from {', '.join(DROPOUT_PATTERNS)}; "
+                         f"got {text!r}")
+    return tuple(p for p in DROPOUT_PATTERNS if p in names)
+
+
+def dropout_keep(cells: torch.Tensor, token_dropout: float, patterns: tuple[str, ...],
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, list[str | None]]:
+    """One batch's dropout draw: which rows drop tokens (probability ``token_dropout``), each such
+    row's pattern (uniformly among ``patterns``) and keep probabilities (:func:`dropout_plan`).
+    ``cells`` is the batch's (B, T, GRID^2, 2) cell labels. Returns ``(drop, keep, pattern per row)``
+    (``None`` for rows that keep everything). The random stream is the same for any ``patterns``
+    of the same length; with all three it is the shipped model's."""
+    rows = cells.shape[0]
+    drop = torch.rand(rows, generator=generator) < token_dropout
+    keep = torch.ones(rows, cells.shape[1] * GRID * GRID)
+    used: list[str | None] = [None] * rows
+    for row in drop.nonzero().flatten().tolist():
+        pattern = patterns[int(torch.randint(len(patterns), (1,), generator=generator))]
+        keep[row] = dropout_plan(cells[row], pattern, generator)
+        used[row] = pattern
+    return drop, keep, used
+
+
 def _forward(model, batch: dict[str, torch.Tensor], dropout: dict | None = None):
     """LM logits, their labels and the visual tokens the LLM receives (the model's own feature
     path, then its LM; with ``dropout``, on a randomly shortened visual sequence)."""
@@ -302,8 +333,10 @@ def plot_curve(log: list[dict], path: Path) -> None:
 
 def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: int = 0, eval_every: int = 500,
           eval_items: int = 300, single_object_share: float = 0.15, aux_weight: float = 1.0, token_dropout: float = 0.7,
-          threads: int = 0) -> dict:
+          threads: int = 0, dropout_patterns: str | tuple[str, ...] = DROPOUT_PATTERNS) -> dict:
     from sharpv.video.processing import TorchVideoInputs
+
+    patterns = parse_dropout_patterns(dropout_patterns)
 
     if threads:
         torch.set_num_threads(threads)
@@ -327,12 +360,7 @@ def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: i
         for g in opt.param_groups:
             g["lr"] = _lr(step, steps, lr, warmup=300)
         gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step, 2]).generate_state(1)[0]))
-        rows = len(batch["input_ids"])
-        drop = torch.rand(rows, generator=gen) < token_dropout
-        keep = torch.ones(rows, batch["cell_labels"].shape[1] * GRID * GRID)
-        for row in drop.nonzero().flatten().tolist():
-            pattern = DROPOUT_PATTERNS[int(torch.randint(len(DROPOUT_PATTERNS), (1,), generator=gen))]
-            keep[row] = dropout_plan(batch["cell_labels"][row], pattern, gen)
+        drop, keep, _ = dropout_keep(batch["cell_labels"], token_dropout, patterns, gen)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, labels, feats = _forward(model, batch, dict(keep=keep, generator=gen) if drop.any() else None)
         qa = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten())
@@ -357,13 +385,15 @@ def train(out: Path, steps: int, batch_size: int = 18, lr: float = 2e-3, seed: i
     seconds = time.time() - start
     summary = dict(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed, single_object_share=single_object_share,
-        aux_weight=aux_weight, token_dropout=token_dropout, frames=FRAMES, validation_seed=VALIDATION_SEED, validation_items=eval_items,
+        aux_weight=aux_weight, token_dropout=token_dropout,
+        dropout_patterns=list(patterns), frames=FRAMES, validation_seed=VALIDATION_SEED, validation_items=eval_items,
         final_validation_accuracy=log[-1]["accuracy"], wall_seconds=round(seconds, 1),
         parameters=sum(p.numel() for p in model.parameters()),
         hardware=dict(machine=platform.machine(), processor=platform.processor() or platform.machine(),
                       cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__),
         command=f"python -m sharpv.synthetic.train --out DIR --steps {steps} --batch-size {batch_size} --seed {seed} "
-                f"--token-dropout {token_dropout}",
+                f"--token-dropout {token_dropout}"
+                + ("" if patterns == DROPOUT_PATTERNS else f" --dropout-patterns {','.join(patterns)}"),
     )
     (out / "training.json").write_text(json.dumps(summary, indent=2))
     plot_curve(log, out / "learning_curve.png")
@@ -389,11 +419,18 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-items", type=int, default=300)
     p.add_argument("--single-object-share", type=float, default=0.15)
     p.add_argument("--token-dropout", type=float, default=0.7)
+    p.add_argument("--dropout-patterns", default=",".join(DROPOUT_PATTERNS),
+                   help="comma list of visual-token dropout patterns to draw from: uniform, frames, objects "
+                        "(default: all three, the shipped model's setting)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--ship-to", type=Path, default=None, help="after training, copy the checkpoint here")
     a = p.parse_args(argv)
+    try:
+        patterns = parse_dropout_patterns(a.dropout_patterns)
+    except ValueError as e:
+        p.error(str(e))
     train(a.out, a.steps, a.batch_size, a.lr, a.seed, a.eval_every, a.eval_items, a.single_object_share,
-          token_dropout=a.token_dropout, threads=a.threads)
+          token_dropout=a.token_dropout, threads=a.threads, dropout_patterns=patterns)
     if a.ship_to is not None:
         ship(a.out, a.ship_to)
 
