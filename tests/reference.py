@@ -95,6 +95,19 @@ def stage1_by_hand(fam, inputs: dict, config: SharpVConfig | PruningMethod) -> R
     return Reduced(ids_r, embeds, pos, (ids_r == video_id)[0], deepstack, keep)
 
 
+def _with_new_tokens(model, red: Reduced, tokens: list[int]):
+    """The reduced prompt followed by ``tokens`` (teacher-forced): its length n, the total length,
+    the embeddings, the positions (each new token one step after the last) and the visual mask."""
+    n = red.ids.shape[1]
+    ids_new = torch.tensor([tokens], dtype=torch.long)
+    embeds = torch.cat([red.embeds, model.get_input_embeddings()(ids_new)], dim=1)
+    pos = red.positions
+    steps = torch.arange(1, len(tokens) + 1).view(*([1] * (pos.dim() - 1)), -1)
+    pos = torch.cat([pos, pos[..., -1:] + steps], dim=-1)
+    visual = torch.cat([red.visual, torch.zeros(len(tokens), dtype=torch.bool)])
+    return n, n + len(tokens), embeds, pos, visual
+
+
 def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None, *, slice_at: int | None = None,
                slice_rows: torch.Tensor | None = None, groups: torch.Tensor | None = None,
                visible: torch.Tensor | None = None):
@@ -116,14 +129,7 @@ def run_layers(fam, red: Reduced, tokens: list[int], config: SharpVConfig | None
     """
     model = fam.model
     lm = model.model.language_model
-    n = red.ids.shape[1]
-    ids_new = torch.tensor([tokens], dtype=torch.long)
-    embeds = torch.cat([red.embeds, model.get_input_embeddings()(ids_new)], dim=1)
-    pos = red.positions
-    steps = torch.arange(1, len(tokens) + 1).view(*([1] * (pos.dim() - 1)), -1)
-    pos = torch.cat([pos, pos[..., -1:] + steps], dim=-1)
-    total = n + len(tokens)
-    visual = torch.cat([red.visual, torch.zeros(len(tokens), dtype=torch.bool)])
+    n, total, embeds, pos, visual = _with_new_tokens(model, red, tokens)
     if groups is not None:
         groups = torch.cat([groups, torch.full((len(tokens),), -1, dtype=torch.long)])
     hidden = embeds
@@ -209,14 +215,7 @@ def run_ranked(fam, eager, red: Reduced, tokens: list[int], layers: list[int], c
     model = fam.model
     lm = model.model.language_model
     eager_lm = eager.model.model.language_model
-    n = red.ids.shape[1]
-    ids_new = torch.tensor([tokens], dtype=torch.long)
-    embeds = torch.cat([red.embeds, model.get_input_embeddings()(ids_new)], dim=1)
-    pos = red.positions
-    steps = torch.arange(1, len(tokens) + 1).view(*([1] * (pos.dim() - 1)), -1)
-    pos = torch.cat([pos, pos[..., -1:] + steps], dim=-1)
-    total = n + len(tokens)
-    visual = torch.cat([red.visual, torch.zeros(len(tokens), dtype=torch.bool)])
+    n, total, embeds, pos, visual = _with_new_tokens(model, red, tokens)
     cos_all, sin_all = lm.rotary_emb(embeds, pos)
     present = torch.ones(total, dtype=torch.bool)
     hidden = embeds
