@@ -68,6 +68,34 @@ def test_flops_formula_by_hand():
     assert prefill_flops(Text, [5, 3]) == want
 
 
+def test_flops_share_counts_the_tokens_each_layer_computes():
+    """eval's FLOPs share: withdrawn tokens shorten the layers after the withdrawal, layerwise drops
+    do not (those layers computed every token), FastV's score pass is added, dense is exactly 1."""
+    from types import SimpleNamespace
+
+    from sharpv.harness.flops import computed_lengths, prefill_flops_share
+
+    class Text:
+        hidden_size, num_attention_heads, num_key_value_heads, intermediate_size, vocab_size = 8, 2, 1, 16, 10
+        num_hidden_layers = 4
+
+    def stats(**kw):
+        base = dict(kv_mode=None, kv_cache_lengths=[], sequence_length_in=40, sequence_length_out=40)
+        return SimpleNamespace(**{**base, **kw})
+
+    dense = stats()
+    assert computed_lengths(dense, 4) == [40] * 4 and prefill_flops_share(Text, dense, "dense") == 1.0
+    pre_llm = stats(sequence_length_out=16)
+    assert prefill_flops_share(Text, pre_llm, "random") == prefill_flops(Text, [16] * 4) / prefill_flops(Text, [40] * 4)
+    withdrawn = stats(kv_mode="withdraw", kv_cache_lengths=[40, 40, 12, 12])
+    assert computed_lengths(withdrawn, 4) == [40, 40, 12, 12]
+    fastv = prefill_flops_share(Text, withdrawn, "fastv")
+    assert fastv == (prefill_flops(Text, [40, 40, 12, 12], 40)) / prefill_flops(Text, [40] * 4)
+    assert prefill_flops_share(Text, pre_llm, "random") < prefill_flops_share(Text, withdrawn, "sharpv") < fastv < 1
+    layerwise = stats(kv_mode="layerwise", kv_cache_lengths=[40, 40, 12, 12])
+    assert prefill_flops_share(Text, layerwise, "sharpv") == 1.0
+
+
 def test_plan_and_parsing():
     specs = [MethodSpec.parse("sharpv"), MethodSpec.parse("sharpv:kv=false"), MethodSpec.parse("fastv:layer=3")]
     assert specs[1].settings == {"kv": False} and specs[2].settings == {"layer": 3}

@@ -87,6 +87,21 @@ def test_eval_writes_results_files_and_fields(capsys, tmp_path):
     assert "accuracy" in err  # the terminal table
 
 
+def test_eval_reports_the_cost_of_in_llm_methods(capsys, tmp_path):
+    """FastV keeps every visual token in its first K layers: its FLOPs share and visual/layer sit
+    well above a pre-LLM method's at the same budget, and are shown in the table."""
+    out = tmp_path / "eval"
+    code, _, err = run(capsys, "eval", "--n", 3, "--methods", "random,fastv", "--budgets", "0.2", "--threads", 1,
+                       "--out", out)
+    assert code == 0, err
+    dense, rand, fastv = json.loads((out / "results.json").read_text())
+    assert dense["flops_share"] == 1.0 and dense["equivalent_retention"] == 1.0
+    assert rand["flops_share"] < 0.5 and rand["equivalent_retention"] == pytest.approx(rand["kept_share"])
+    assert rand["flops_share"] < fastv["flops_share"] < 1.0
+    assert fastv["equivalent_retention"] > 0.3 and fastv["kv_share"] < 1.0
+    assert " FLOPs share |" in (out / "results.md").read_text()
+
+
 def _png_width(path) -> int:
     data = path.read_bytes()
     assert data[:4] == b"\x89PNG"

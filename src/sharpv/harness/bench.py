@@ -6,12 +6,7 @@ it: ``warmup`` untimed runs, then ``repeats`` timed runs, each a prefill (one fo
 on the cache. Every figure is the median over the repeats; every ratio is against the dense run of
 the same invocation.
 
-Analytic prefill FLOPs (:func:`prefill_flops`), per decoder layer l holding ``n_l`` tokens (the
-tokens it computes: the stage-1 length, or fewer after an in-LLM withdrawal):
-``2·n_l·(d·q + 2·d·kv + q·d + 3·d·ff)`` for the projections and the gated MLP, plus
-``4·q·n_l(n_l+1)/2`` for causal attention (QK^T and AV), with q = heads·head_dim and
-kv = kv_heads·head_dim; plus ``2·d·vocab`` for the last token's logits, plus FastV's extra score
-pass ``2·n·d·kv + 2·d·q + 2·q·n`` at layer K-1. The vision tower is not counted.
+Analytic prefill FLOPs: :mod:`sharpv.harness.flops` (the vision tower is not counted).
 """
 
 from __future__ import annotations
@@ -26,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from sharpv.errors import SharpVError
+from sharpv.harness.flops import computed_lengths, extra_score_tokens, prefill_flops
 from sharpv.methods import METHODS, PruningMethod, create
 
 ADAPTIVE = "adaptive"
@@ -146,23 +142,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def prefill_flops(text_config: Any, layer_lengths: list[int], extra_score_tokens: int = 0) -> int:
-    """Analytic LLM prefill FLOPs (formula in the module docstring)."""
-    d = text_config.hidden_size
-    heads = text_config.num_attention_heads
-    head_dim = getattr(text_config, "head_dim", None) or d // heads
-    q = heads * head_dim
-    kv = text_config.num_key_value_heads * head_dim
-    ff = text_config.intermediate_size
-    per_token = 2 * (d * q + 2 * d * kv + q * d + 3 * d * ff)
-    total = sum(n * per_token + 4 * q * n * (n + 1) // 2 for n in layer_lengths)
-    total += 2 * d * text_config.vocab_size
-    if extra_score_tokens:
-        n = extra_score_tokens
-        total += 2 * n * d * kv + 2 * d * q + 2 * q * n
-    return int(total)
-
-
 @dataclass
 class RunResult:
     prefill_seconds: float
@@ -215,11 +194,8 @@ def measure(model, method, inputs, *, repeats: int, warmup: int, new_tokens: int
     med = lambda xs: float(statistics.median(xs))  # noqa: E731
     stats = runs[-1].stats
     text_config = model.config.get_text_config()
-    if stats.kv_mode == "withdraw" and stats.kv_cache_lengths:
-        lengths = stats.kv_cache_lengths
-    else:
-        lengths = [stats.sequence_length_out] * text_config.num_hidden_layers
-    extra = stats.sequence_length_out if method.name == "fastv" else 0
+    lengths = computed_lengths(stats, text_config.num_hidden_layers)
+    extra = extra_score_tokens(stats, method.name)
     prefill = med([r.prefill_seconds for r in runs])
     vision = med([r.vision_seconds for r in runs])
     decode = med([r.decode_seconds for r in runs])

@@ -24,7 +24,7 @@ def eval_columns(records: list[dict]) -> list[tuple[str, str, str]]:
     if len(types) > 1:
         cols += [(f"type:{t}", t, "{:.3f}") for t in types]
     cols += [("kept_share", "visual kept", "{:.3f}"), ("equivalent_retention", "visual/layer", "{:.3f}"),
-             ("kv_share", "KV share", "{:.3f}")]
+             ("kv_share", "KV share", "{:.3f}"), ("flops_share", "FLOPs share", "{:.3f}")]
     if any(r.get("evidence_recall") is not None for r in records):
         cols += [("evidence_recall", "evidence kept", "{:.3f}"), ("evidence_frame_recall", "evidence frames", "{:.3f}")]
     cols += [("prefill_ms", "prefill ms", "{:.1f}"), ("prefill_speedup", "speedup", "{:.2f}x")]
@@ -57,6 +57,7 @@ def _report_text(env: dict) -> str:
     return (f"Model: {env['model']}; dataset: {env['dataset']}; dtype {env['dtype']}; device {env['device']}. Accuracy with "
             "Wilson 95% intervals; visual kept = share of visual tokens entering the LLM; visual/layer = mean share of "
             "visual tokens per LLM layer (equivalent retention); KV share = KV cache bytes after prefill over dense; "
+            "FLOPs share = analytic LLM prefill FLOPs over dense (vision tower excluded; FastV's score pass included); "
             "evidence kept = share of the cells showing the question's objects that entered the LLM (evidence frames: "
             "share of the frames showing them with at least one such cell kept); prefill = mean prefill time per "
             "question (generate()'s first forward; where several questions share a video, its pruned prefix is "

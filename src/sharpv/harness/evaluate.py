@@ -43,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 from sharpv.harness.bench import ADAPTIVE, MethodSpec, plan
+from sharpv.harness.flops import prefill_flops_pair
 from sharpv.errors import SharpVError
 from sharpv.video import SampledVideo, build_inputs, read_video, read_video_for
 
@@ -213,6 +214,8 @@ class _Tally:
     prefill: float = 0.0
     in_llm: int = 0  # items where pruning inside the LLM (stage 2, FastV, VTW) removed something
     retention: float = 0.0  # sum over items of the mean share of visual tokens per LLM layer
+    flops: int = 0  # analytic LLM prefill FLOPs (sharpv.harness.flops), summed over items
+    flops_dense: int = 0  # the same items' unpruned prompts
     # evidence recall (synthetic examples): per type [cells kept, cells, frames hit, frames shown]
     evidence: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0]))
 
@@ -251,6 +254,7 @@ class _Tally:
             "kv_share": self.kv / self.kv_dense if self.kv_dense else None,
             "in_llm_pruned_share": self.in_llm / n,
             "equivalent_retention": self.retention / n,
+            "flops_share": self.flops / self.flops_dense if self.flops_dense else None,
             "prefill_seconds": prefill,
             "prefill_speedup": dense_prefill / prefill if dense_prefill and prefill else None,
             **self.evidence_fields(),
@@ -331,6 +335,7 @@ def _answer_video(model, processor, examples: list[Example], video: PreparedVide
     from sharpv.answer import generate_answer, generate_answers
 
     share = video.share and shareable
+    text_config = model.config.get_text_config() if hasattr(model, "config") else None
     if share:
         shared = generate_answers(model, processor, video.inputs, method, max_new_tokens=max_new_tokens)
         gens = shared.generations
@@ -356,6 +361,10 @@ def _answer_video(model, processor, examples: list[Example], video: PreparedVide
         tally.prefill += gen.prefill_seconds
         tally.in_llm += int(s.kv_withdraw_layer is not None)
         tally.retention += getattr(s, "equivalent_retention", s.kept_share)
+        if text_config is not None and s.sequence_length_in:
+            pruned, dense = prefill_flops_pair(text_config, s, s.method)
+            tally.flops += pruned
+            tally.flops_dense += dense
         tally.add_evidence(ex.type, ex, s)
         predictions[i] = {"id": ex.id, "prediction": gen.text, "answer": ex.answer, "correct": ok}
 
