@@ -158,6 +158,25 @@ def test_eval_scores_several_models_in_one_run(capsys, tmp_path):
     assert shown.count("sharpv eval: ") == 2  # a terminal table per model
 
 
+def test_model_comparison_marks_where_the_order_flips():
+    from sharpv.harness.eval_job import comparison_table
+
+    def rec(model, method, budget, accuracy):
+        return dict(model=model, method=method, budget=budget, accuracy=accuracy)
+
+    records = [rec("a", "dense", None, 0.97), rec("a", "sharpv", 0.1, 0.93), rec("a", "sharpv", None, 0.90),
+               rec("a", "evs", 0.1, 0.96), rec("a", "random", 0.1, 0.89),
+               rec("b", "dense", None, 0.96), rec("b", "sharpv", 0.1, 0.85), rec("b", "sharpv", None, 0.80),
+               rec("b", "evs", 0.1, 0.84), rec("b", "random", 0.1, 0.80)]
+    rows = {line.split(" | ")[0].strip("| ") + "@" + line.split(" | ")[1]: line
+            for line in comparison_table(records, ["a", "b"]).splitlines()[2:]}
+    assert rows["evs@0.1"].endswith("| 0.960 | 0.840 | +0.030 | -0.010 | flips |")
+    assert rows["random@0.1"].endswith("| 0.890 | 0.800 | -0.040 | -0.050 | same |")
+    assert rows["sharpv@adaptive"].endswith("| 0.900 | 0.800 | - | - | - |")
+    assert rows["dense@-"].endswith("| - | - | - |")  # no SharpV row without a budget to compare with
+    assert comparison_table([r for r in records if r["method"] != "sharpv"], ["a", "b"]) == ""
+
+
 def test_eval_reads_a_user_jsonl_with_any_model(capsys, tmp_path, tiny_dirs):
     clips = tmp_path / "clips"
     clips.mkdir()

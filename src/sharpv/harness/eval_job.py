@@ -69,6 +69,37 @@ def model_names(records: list[dict]) -> list[str]:
     return list(dict.fromkeys(r["model"] for r in records if "model" in r))
 
 
+def comparison_table(records: list[dict], names: list[str], reference: str = "sharpv") -> str:
+    """Markdown for a several-model run: each method x budget's accuracy under every model, its
+    difference to ``reference`` (SharpV) at the same budget under each, and whether that order is
+    the same under every model ("flips" where the sign differs). '' without the reference."""
+    acc = {(r["model"], r["method"], r["budget"]): r["accuracy"] for r in records}
+    keys = list(dict.fromkeys((r["method"], r["budget"]) for r in records))
+    if not any(method == reference for method, _ in keys):
+        return ""
+    rows = []
+    for method, budget in keys:
+        row = {"method": method, "budget": budget if budget is not None else "-" if method == "dense" else "adaptive"}
+        deltas = []
+        for name in names:
+            a = acc.get((name, method, budget))
+            ref = acc.get((name, reference, budget))
+            row[f"acc:{name}"] = a
+            # fixed budgets only: dense and adaptive runs keep different shares, so no order is read there
+            delta = a - ref if a is not None and ref is not None and method != reference and budget is not None else None
+            row[f"delta:{name}"] = delta
+            deltas.append(delta)
+        if method != reference and all(d is not None for d in deltas):
+            signs = {(d > 0) - (d < 0) for d in deltas}
+            row["order"] = "flips" if {-1, 1} <= signs else "same"
+        rows.append(row)
+    cols = [("method", "method", "{}"), ("budget", "budget", "{}")]
+    cols += [(f"acc:{n}", f"accuracy ({n})", "{:.3f}") for n in names]
+    cols += [(f"delta:{n}", f"vs {reference} ({n})", "{:+.3f}") for n in names]
+    cols += [("order", f"order vs {reference}", "{}")]
+    return markdown_table(rows, cols)
+
+
 def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
     """results.md and the plots of an eval run (also for re-rendering a committed results.json).
 
@@ -90,6 +121,11 @@ def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
             if evidence:
                 text += "\nEvidence kept per question type:\n\n" + evidence
             text += "\n"
+        compared = comparison_table(records, names)
+        if compared:
+            text += ("## Models compared\n\nAccuracy under each model and the difference to SharpV at the same "
+                     "fixed budget; \"flips\": SharpV is ahead under one model and "
+                     "behind under another.\n\n" + compared)
     (out / "results.md").write_text(text)
     if names:
         dense = {name: next(r["accuracy"] for r in records if r["model"] == name and r["method_name"] == "dense")
