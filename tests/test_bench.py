@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from sharpv.errors import SharpVError
 from sharpv.harness.bench import MethodSpec, parse_budgets, plan, prefill_flops
 from sharpv.cli import main
 from sharpv.methods import METHODS
@@ -94,6 +95,18 @@ def test_flops_share_counts_the_tokens_each_layer_computes():
     assert prefill_flops_share(Text, pre_llm, "random") < prefill_flops_share(Text, withdrawn, "sharpv") < fastv < 1
     layerwise = stats(kv_mode="layerwise", kv_cache_lengths=[40, 40, 12, 12])
     assert prefill_flops_share(Text, layerwise, "sharpv") == 1.0
+
+
+def test_list_settings_are_written_with_slashes():
+    """PyramidDrop's boundary layers from the command line (commas already separate methods)."""
+    from sharpv.cli_values import parse_value
+
+    assert parse_value("6/12/18") == (6, 12, 18) and parse_value("0.5/1") == (0.5, 1)
+    assert parse_value("runs/a") == "runs/a" and parse_value("true/1") == "true/1"  # not a number list: text
+    spec = MethodSpec.parse("pyramiddrop:layers=1/2/3")
+    assert spec.build(0.3).config.layers == (1, 2, 3)
+    with pytest.raises(SharpVError, match="layers"):
+        MethodSpec.parse("pyramiddrop:layers=3/2").build(0.3)
 
 
 def test_plan_and_parsing():

@@ -41,6 +41,8 @@ def test_method_settings_reach_the_method():
     assert parse_model_args({"keep_ratio": "adaptive"}).method.config.keep_ratio is None
     assert parse_model_args({"keep_ratio": "none"}).method.config.keep_ratio is None
     assert parse_model_args({"max_num_frames": 12}).frames == 12  # the Qwen models' spelling
+    # lists with slashes (lmms-eval splits model_args on commas; its own parser leaves "6/12/18" text)
+    assert parse_model_args({"method": "pyramiddrop", "layers": "1/2/3"}).method.config.layers == (1, 2, 3)
 
 
 @pytest.mark.parametrize("name", list(METHODS))

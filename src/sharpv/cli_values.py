@@ -14,7 +14,13 @@ from sharpv.errors import SharpVError
 
 
 def parse_value(raw: str) -> Any:
-    """A setting's value: int, float, bool, None or text."""
+    """A setting's value: int, float, bool, None, a tuple of numbers written with slashes
+    (``layers=6/12/18``: commas already separate methods and lmms-eval's model_args) or text."""
+    if "/" in raw:
+        parts = [parse_value(p) for p in raw.split("/")]
+        if all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in parts):
+            return tuple(parts)
+        return raw
     lowered = raw.lower()
     if lowered in ("none", "null"):
         return None
