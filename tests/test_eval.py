@@ -131,6 +131,31 @@ def test_uniform_dropout_model_is_shipped_with_its_record():
     assert model.config.model_type == "llava_onevision" and processor.settings["num_frames"] == FRAMES
 
 
+def test_answer_and_calibrate_take_a_shipped_model_name(capsys, tmp_path):
+    """`--model NAME` works wherever a checkpoint folder does (answer, viz, calibrate)."""
+    from sharpv.cli_values import resolve_model
+    from sharpv.synthetic.model import shipped_model_name
+
+    assert resolve_model("uniform-dropout") == shipped_model_path("uniform-dropout") and resolve_model(None) is None
+    assert shipped_model_name(shipped_model_path("uniform-dropout")) == "uniform-dropout"
+    assert shipped_model_name(tmp_path) is None
+    clip = tmp_path / "clip.mp4"
+    assert run(capsys, "sample-video", clip, "--type", "count", "--seed", 5)[0] == 0
+    question = "how many objects are there ?"
+    answers = {}
+    for name in ("mixed-dropout", "uniform-dropout", None):
+        code, out, err = run(capsys, "answer", clip, question, "--json", *(["--model", name] if name else []))
+        assert code == 0, err
+        answers[name] = json.loads(out)
+    untimed = {name: {k: v for k, v in a.items() if not k.endswith("_seconds")} for name, a in answers.items()}
+    assert untimed["mixed-dropout"] == untimed[None]
+    assert answers["uniform-dropout"]["answer"] in {a for _, ans in QUESTION_TYPES.values() for a in ans}
+    for command in (["answer", clip, question], ["viz", clip, "--out", tmp_path / "viz"],
+                    ["calibrate", "--target", "keep=0.1", "--out", tmp_path / "cal"]):
+        code, _, err = run(capsys, *command, "--model", "uniform")
+        assert code == 2 and "mixed-dropout, uniform-dropout" in err and "Traceback" not in err, (command, err)
+
+
 def test_eval_scores_several_models_in_one_run(capsys, tmp_path):
     """The shipped model twice, under its name and as a folder: records, tables and panels per model."""
     folder = str(shipped_model_path())

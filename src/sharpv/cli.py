@@ -21,7 +21,7 @@ from rich.console import Console
 
 from sharpv.cli_values import (
     check_at_least, check_model_dir, check_output_dir, check_output_file, check_ratio, check_text, parse_settings,
-    resolve_models,
+    resolve_model, resolve_models,
 )
 from sharpv.errors import SharpVError
 
@@ -73,7 +73,7 @@ def build_method(name: str, keep_ratio: Optional[float], positions: str, setting
 def answer(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
     question: list[str] = typer.Argument(..., metavar="QUESTION", help="One or more questions about the video (several share one pruned video prefill)."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the model sharpv ships (trained on its synthetic video QA)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local model directory (from_pretrained) or a shipped model's name (mixed-dropout, uniform-dropout); default: the model sharpv ships (trained on its synthetic video QA)."),
     method: Optional[str] = typer.Option(None, "--method", help="A registered method (default sharpv; see docs/methods.md): dense, sharpv, random, pooling, evs, dycoke, vidcom2, divprune, visionzip, fastvid, flashvid, holitom, vtw, fastv, pyramiddrop, or one you registered."),
     keep_ratio: Optional[float] = typer.Option(
         None, "--keep-ratio", help="Budget: share of visual tokens kept (every method counts it the same way). Omit for SharpV's adaptive ratio."
@@ -124,7 +124,7 @@ def answer(
         chosen = build_method(method, keep_ratio, positions, extra, from_set)
     if len(questions) > 1:
         check_shared_prefix_method(chosen)  # layerwise stage 2 and FastV: refused before the model loads
-    check_model_dir(model)
+    model = resolve_model(model)
     if model is None:
         from sharpv.synthetic.model import shipped_model_path
 
@@ -224,7 +224,7 @@ def _print_answers(results: list, as_json: bool) -> None:
 def viz(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
     out: Path = typer.Option(..., "--out", help="Folder for index.html (everything, self-contained), token_maps.png, keep_ratio.png, stage2.png and viz.json."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the model sharpv ships."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local model directory (from_pretrained) or a shipped model's name (mixed-dropout, uniform-dropout); default: the model sharpv ships."),
     methods: str = typer.Option("sharpv,evs,random", "--methods", help="Registered methods, comma-separated, or 'all'; NAME:key=value adds settings (e.g. sharpv:kv=false)."),
     keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", help="Every method at this budget. Omit: SharpV adaptive, every other method at the share SharpV adaptive keeps."),
     frames: Optional[int] = typer.Option(None, "--frames", help="Frames sampled uniformly (default: the checkpoint's, as for answer)."),
@@ -246,7 +246,7 @@ def viz(
         if item.strip() and item.strip() != "all" and "keep_ratio" in MethodSpec.parse(item).settings:
             raise SharpVError(f"--methods {item.strip()!r}: set the budget with --keep-ratio, not keep_ratio")
     specs = _method_specs(methods, [keep_ratio] if keep_ratio is not None else [None, 0.5])
-    check_model_dir(model)
+    model = resolve_model(model)
     check_output_dir(out, "--out")
     if model is None:
         from sharpv.synthetic.model import shipped_model_path
@@ -546,7 +546,7 @@ def eval_(
 def calibrate(
     target: str = typer.Option(..., "--target", help="accuracy=A: the fewest visual tokens keeping at least A x dense accuracy (e.g. accuracy=0.99); keep=S: the best accuracy keeping at most a mean share S of the visual tokens (e.g. keep=0.12)."),
     out: Path = typer.Option(..., "--out", help="Folder for config.json (use it with --config), curve.json, accuracy_vs_kept_share.png, results.json and results.md."),
-    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained); default: the shipped model."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local model directory (from_pretrained) or a shipped model's name (mixed-dropout, uniform-dropout); default: the shipped model."),
     data: Optional[Path] = typer.Option(None, "--data", help="Calibration set as JSONL (the layout of `sharpv eval --data`); default: the synthetic set of --seed."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the synthetic calibration set (default 7; not the held-out seed 1234)."),
     n: Optional[int] = typer.Option(None, "--n", help="Questions in the synthetic calibration set (default 600)."),

@@ -102,6 +102,12 @@ def resolve_models(values: list[str], flag: str = "--model") -> list[tuple[str, 
     return out
 
 
+def resolve_model(value: str | Path | None, flag: str = "--model") -> Path | None:
+    """One ``--model`` value -> its checkpoint folder (a shipped model's name or a local folder, as
+    :func:`resolve_models`); None stays None (the command's default model)."""
+    return None if value is None else resolve_models([str(value)], flag)[0][1]
+
+
 def _nearest_existing(path: Path) -> Path:
     for candidate in (path, *path.absolute().parents):
         if candidate.exists():

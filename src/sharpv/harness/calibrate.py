@@ -420,7 +420,7 @@ def check_options(*, target: str, model: Path | None, data: Path | None, seed: i
     from dataclasses import fields
 
     from sharpv.answer import check_device, check_dtype
-    from sharpv.cli_values import check_at_least, check_model_dir, check_output_dir, parse_settings
+    from sharpv.cli_values import check_at_least, check_output_dir, parse_settings, resolve_model
     from sharpv.methods import SharpVConfig
     from sharpv.synthetic.model import HELDOUT_SEED, HELDOUT_SIZE
 
@@ -461,7 +461,7 @@ def check_options(*, target: str, model: Path | None, data: Path | None, seed: i
         raise SharpVError(f"--set {exc}") from None
     check_dtype(dtype)
     check_device(device)
-    check_model_dir(model)
+    model = resolve_model(model)
     _check_dataset(data, "--data")
     _check_dataset(holdout_data, "--holdout-data")
     check_output_dir(out, "--out")

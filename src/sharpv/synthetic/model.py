@@ -65,3 +65,13 @@ def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
             "(train one with `python -m sharpv.synthetic.train --out DIR`)"
         )
     return path
+
+
+def shipped_model_name(path: Path | str) -> str | None:
+    """The shipped name (``mixed-dropout``, ``uniform-dropout``) of a checkpoint folder, or None
+    when ``path`` is not one of the shipped folders (for labelling results without absolute paths)."""
+    resolved = Path(path).resolve()
+    for name, folder in SHIPPED_MODELS.items():
+        if resolved == Path(str(resources.files("sharpv") / "assets" / folder)).resolve():
+            return name
+    return None
