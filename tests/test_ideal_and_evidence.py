@@ -17,7 +17,7 @@ from sharpv.methods import create
 from sharpv.shapes import synthetic_inputs
 from sharpv.synthetic import generate
 from sharpv.synthetic.dataset import QAItem
-from sharpv.synthetic.evidence import evidence_cells, evidence_recall
+from sharpv.synthetic.evidence import evidence_cells, evidence_recall, object_coverage
 from sharpv.synthetic.scene import Scene, SceneObject
 from sharpv.synthetic.train import cell_labels
 
@@ -82,6 +82,24 @@ def test_evidence_cells_of_a_constructed_scene():
     centred = evidence_cells(_item([SceneObject("square", ["red"] * 3, [(0.5, 0.5)] * 3, [True] * 3, size=0.25)]))
     assert centred[0].nonzero()[0].tolist() == [5, 6, 9, 10]
     assert evidence_cells(_item([square]), grid=(2, 2))[1].nonzero()[0].tolist() == [1]
+
+
+def test_object_coverage_per_object():
+    """Per object: frames in which a kept cell shows it, and kept cells (pooled recall cannot say
+    whether one object was dropped altogether)."""
+    square = SceneObject("square", ["red"] * 3, [(0.125, 0.125), (0.625, 0.125), (0.625, 0.625)], [True, True, False], size=0.2)
+    circle = SceneObject("circle", ["blue"] * 3, [(0.875, 0.875)] * 3, [True] * 3, size=0.2)
+    counting = _item([square, circle], subject=None)
+    everything = np.ones((3, 16), bool)
+    assert object_coverage(counting, everything) == [(2, 2), (3, 3)]
+    assert object_coverage(counting, ~everything) == [(0, 0), (0, 0)]
+    only_first = np.zeros((3, 16), bool)
+    only_first[0] = True
+    assert object_coverage(counting, only_first) == [(1, 1), (1, 1)]
+    circle_cell = np.zeros((3, 16), bool)
+    circle_cell[:, 15] = True  # every frame's bottom-right cell: the circle, never the square
+    assert object_coverage(counting, circle_cell) == [(0, 0), (3, 3)]
+    assert object_coverage(_item([square, circle]), circle_cell) == [(0, 0)]  # a square question: the square only
 
 
 def test_evidence_covers_every_cell_the_training_labels_give_the_subject():

@@ -18,20 +18,43 @@ from sharpv.synthetic.render import object_mask
 COVER = 0.12
 
 
-def evidence_cells(item: QAItem, grid: tuple[int, int] = (4, 4)) -> np.ndarray:
-    """(T, h * w) bool, row-major cells of an (h, w) token grid per frame: the cells where the
-    question's object (every object for counting) covers at least :data:`COVER` of the cell."""
+def object_cells(item: QAItem, obj, grid: tuple[int, int] = (4, 4)) -> np.ndarray:
+    """(T, h * w) bool: the cells of an (h, w) token grid that one object of ``item``'s scene
+    covers (at least :data:`COVER` of the cell) in each frame it is visible in."""
     h, w = grid
     if item.size % h or item.size % w:
         raise ValueError(f"a {item.size}-pixel frame does not split into a {h} x {w} grid")
-    scene = item.scene
-    objects = [o for o in scene.objects if item.subject is None or o.shape == item.subject]
-    out = np.zeros((scene.frames, h * w), dtype=bool)
-    for t in range(scene.frames):
-        for obj in objects:
-            if obj.visible[t]:
-                cover = object_mask(obj, t, item.size).reshape(h, item.size // h, w, item.size // w).mean(axis=(1, 3))
-                out[t] |= cover.reshape(-1) >= COVER
+    out = np.zeros((item.scene.frames, h * w), dtype=bool)
+    for t in range(item.scene.frames):
+        if obj.visible[t]:
+            cover = object_mask(obj, t, item.size).reshape(h, item.size // h, w, item.size // w).mean(axis=(1, 3))
+            out[t] = cover.reshape(-1) >= COVER
+    return out
+
+
+def question_objects(item: QAItem) -> list:
+    """The objects a question is about: the asked shape, or every object for counting."""
+    return [o for o in item.scene.objects if item.subject is None or o.shape == item.subject]
+
+
+def evidence_cells(item: QAItem, grid: tuple[int, int] = (4, 4)) -> np.ndarray:
+    """(T, h * w) bool, row-major cells of an (h, w) token grid per frame: the cells where the
+    question's object (every object for counting) covers at least :data:`COVER` of the cell."""
+    out = np.zeros((item.scene.frames, grid[0] * grid[1]), dtype=bool)
+    for obj in question_objects(item):
+        out |= object_cells(item, obj, grid)
+    return out
+
+
+def object_coverage(item: QAItem, keep: np.ndarray, grid: tuple[int, int] = (4, 4)) -> list[tuple[int, int]]:
+    """Per object of the question (:func:`question_objects`), ``(frames with a kept cell, kept
+    cells)`` under a (T, h * w) keep mask: whether a method dropped an object altogether (0, 0)
+    or showed it in few or many frames, which the pooled :func:`evidence_recall` cannot tell."""
+    keep = np.asarray(keep, bool)
+    out = []
+    for obj in question_objects(item):
+        hit = object_cells(item, obj, grid) & keep
+        out.append((int(hit.any(1).sum()), int(hit.sum())))
     return out
 
 
