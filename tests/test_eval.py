@@ -134,11 +134,13 @@ def test_uniform_dropout_model_is_shipped_with_its_record():
 def test_answer_and_calibrate_take_a_shipped_model_name(capsys, tmp_path):
     """`--model NAME` works wherever a checkpoint folder does (answer, viz, calibrate)."""
     from sharpv.cli_values import resolve_model
-    from sharpv.synthetic.model import shipped_model_name
+    from sharpv.synthetic.model import describe_model, shipped_model_name
 
     assert resolve_model("uniform-dropout") == shipped_model_path("uniform-dropout") and resolve_model(None) is None
     assert shipped_model_name(shipped_model_path("uniform-dropout")) == "uniform-dropout"
     assert shipped_model_name(tmp_path) is None
+    assert describe_model(shipped_model_path("uniform-dropout")) == "shipped uniform-dropout model (synthetic-qa-uniform)"
+    assert describe_model(tmp_path) == str(tmp_path)  # a user's folder: as given
     clip = tmp_path / "clip.mp4"
     assert run(capsys, "sample-video", clip, "--type", "count", "--seed", 5)[0] == 0
     question = "how many objects are there ?"
@@ -178,6 +180,8 @@ def test_eval_scores_several_models_in_one_run(capsys, tmp_path):
     assert "## Model: mixed-dropout" in table and f"## Model: {folder}" in table
     run_record = json.loads((out / "run.json").read_text())
     assert [m["model"] for m in run_record["models"]] == ["mixed-dropout", folder]
+    # the same shipped folder under its name and as a path: named alike, no machine-specific path
+    assert {m["checkpoint"] for m in run_record["models"]} == {"shipped mixed-dropout model (synthetic-qa)"}
     # one panel per model: about twice as wide as the one-model plot
     assert _png_width(out / "accuracy_vs_kept_share.png") > 1.6 * _png_width(tmp_path / "one" / "accuracy_vs_kept_share.png")
     assert shown.count("sharpv eval: ") == 2  # a terminal table per model

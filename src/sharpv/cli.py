@@ -537,9 +537,8 @@ def eval_(
 
     _quiet_transformers()
 
-    run_eval_job(model_dir=models[0][1] if model else None, models=models, data=data, seed=seed, n=n, frames=frames,
-                 specs=specs, budgets=budget_list, dtype=dtype, device=device, max_new_tokens=max_new_tokens, out=out,
-                 console=err)
+    run_eval_job(models=models, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budget_list,
+                 dtype=dtype, device=device, max_new_tokens=max_new_tokens, out=out, console=err)
 
 
 @app.command()

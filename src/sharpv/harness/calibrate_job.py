@@ -193,13 +193,11 @@ def run_calibrate_job(*, model_dir: Path | None, data: Path | None, seed: int, n
     """Run the calibration and write config.json, curve.json, accuracy_vs_kept_share.png,
     results.json and results.md under ``out``. ``holdout``: ``{"data": Path|None, "seed", "n"}`` or None."""
     from sharpv.methods import SharpV, create, write_config
-    from sharpv.synthetic.model import shipped_model_name, shipped_model_path
+    from sharpv.synthetic.model import describe_model, shipped_model_path
 
     started = time.perf_counter()
     model_path = model_dir if model_dir is not None else shipped_model_path()
-    shipped = shipped_model_name(model_dir) if model_dir is not None else None
-    model_name = (str(model_dir) if model_dir is not None and shipped is None else
-                  f"shipped {shipped} model ({model_path.name})" if shipped else "shipped synthetic-qa model")
+    model_name = describe_model(model_path)
     with console.status("loading the model and the calibration set", spinner="dots"):
         model, processor = load_model(model_path, dtype=dtype, device=device)
         examples, n_frames, source = load_examples(data, seed, n, frames, model, processor)

@@ -190,20 +190,15 @@ def _run_one(model_path: Path, *, data: Path | None, seed: int, n: int, frames: 
     return records, examples, n_frames, source
 
 
-def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int, frames: int | None,
+def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int, n: int, frames: int | None,
                  specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str,
-                 max_new_tokens: int, out: Path | None, console: Console,
-                 models: list[tuple[str, Path]] | None = None) -> list[dict]:
-    """Score every method x budget with one model (``model_dir``; None: the shipped default), or
-    with each of ``models`` ((label, folder) pairs; more than one: every record and prediction gets
-    a ``model`` field, and the tables and plots are split per model)."""
-    from sharpv.synthetic.model import SHIPPED_MODELS, shipped_model_path
+                 max_new_tokens: int, out: Path | None, console: Console) -> list[dict]:
+    """Score every method x budget with each of ``models`` ((label, checkpoint folder) pairs, as
+    :func:`sharpv.cli_values.resolve_models` gives them). With more than one, every record and
+    prediction gets a ``model`` field (the label) and the tables and plots are split per model."""
+    from sharpv.synthetic.model import describe_model
 
-    several = models is not None and len(models) > 1
-    if not several:
-        label = models[0][0] if models and model_dir is not None else None
-        model_path = model_dir if model_dir is not None else shipped_model_path()
-        models = [(label, model_path)]
+    several = len(models) > 1
     records, predictions, per_model = [], [], []
     for label, model_path in models:
         mine, examples, n_frames, source = _run_one(
@@ -212,18 +207,11 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
             label=label if several else None)
         tag = dict(model=label) if several else {}
         predictions += [dict(p, **tag, method=r["method"], budget=r["budget"]) for r in mine for p in r.pop("predictions", [])]
-        mine = [dict(tag, **r) for r in mine]
-        records += mine
-        shipped = label in SHIPPED_MODELS
-        name = (model_path.name if model_dir is None and not several else
-                f"{label} ({model_path.name})" if shipped else str(model_path))
-        described = (f"{label} (shipped, {model_path.name})" if shipped and several
-                     else f"shipped {label} model ({model_path.name})" if shipped and model_dir is not None
-                     else "shipped synthetic-qa model" if model_dir is None and not several else str(model_path))
-        per_model.append(dict(model=label, path=str(model_path), described=described, frames=n_frames))
-        cols = eval_columns(mine)
-        title = f"sharpv eval: {name} on {source}"
-        Console(width=max(200, Console().width)).print(rich_table(_flat(mine), cols, title=title))
+        records += [dict(tag, **r) for r in mine]
+        described = describe_model(model_path)
+        per_model.append(dict(model=label, described=described, frames=n_frames))
+        title = f"sharpv eval: {described} on {source}"
+        Console(width=max(200, Console().width)).print(rich_table(_flat(mine), eval_columns(mine), title=title))
     majority = majority_rates(examples)
     shared = sum(len(g) for g in video_groups(examples) if len(g) > 1)  # questions that share a video's prefill
     if out is not None:
@@ -239,7 +227,7 @@ def run_eval_job(*, model_dir: Path | None, data: Path | None, seed: int, n: int
                    torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
                    command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
         if several:
-            env["models"] = [dict(model=m["model"], path=m["path"], frames=m["frames"]) for m in per_model]
+            env["models"] = [dict(model=m["model"], checkpoint=m["described"], frames=m["frames"]) for m in per_model]
         write_json(out / "run.json", env)
         write_eval_report(out, records, env)
         console.print(f"wrote {out}/results.json, results.md, run.json, predictions.jsonl, accuracy_vs_kept_share.png"

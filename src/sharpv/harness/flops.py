@@ -7,8 +7,8 @@ kv = kv_heads·head_dim; plus ``2·d·vocab`` for the last token's logits, plus 
 pass ``2·n·d·kv + 2·d·q + 2·q·n`` at layer K-1 (PyramidDrop's one-query maps are a few thousand
 FLOPs and are left out). The vision tower is not counted: every method runs it whole.
 
-``sharpv bench`` reports :func:`prefill_flops` per run; ``sharpv eval`` reports
-:func:`prefill_flops_share`, so that an in-LLM method's accuracy is read next to the compute it
+``sharpv bench`` reports :func:`prefill_flops` per run; ``sharpv eval`` sums
+:func:`prefill_flops_pair` over its items and reports the ratio (``flops_share``), so that an in-LLM method's accuracy is read next to the compute it
 spends (FastV keeps every token in the first K layers).
 """
 

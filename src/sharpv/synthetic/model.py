@@ -57,7 +57,7 @@ def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
     default, ``assets/synthetic-qa``) or ``uniform-dropout`` (``assets/synthetic-qa-uniform``)."""
     if name not in SHIPPED_MODELS:
         raise SharpVError(f"no shipped model named {name!r}; the shipped models are {', '.join(SHIPPED_MODELS)}")
-    path = Path(str(resources.files("sharpv") / "assets" / SHIPPED_MODELS[name]))
+    path = _asset_path(SHIPPED_MODELS[name])
     if not (path / "model.safetensors").exists():
         which = "the shipped model" if name == DEFAULT_MODEL else f"the shipped model {name}"
         raise SharpVError(
@@ -67,11 +67,22 @@ def shipped_model_path(name: str = DEFAULT_MODEL) -> Path:
     return path
 
 
+def _asset_path(folder: str) -> Path:
+    return Path(str(resources.files("sharpv") / "assets" / folder))
+
+
 def shipped_model_name(path: Path | str) -> str | None:
     """The shipped name (``mixed-dropout``, ``uniform-dropout``) of a checkpoint folder, or None
     when ``path`` is not one of the shipped folders (for labelling results without absolute paths)."""
     resolved = Path(path).resolve()
     for name, folder in SHIPPED_MODELS.items():
-        if resolved == Path(str(resources.files("sharpv") / "assets" / folder)).resolve():
+        if resolved == _asset_path(folder).resolve():
             return name
     return None
+
+
+def describe_model(path: Path | str) -> str:
+    """How results name a checkpoint: ``shipped NAME model (folder)`` for a shipped one (no
+    machine-specific path), else the folder as given."""
+    name = shipped_model_name(path)
+    return f"shipped {name} model ({Path(path).name})" if name else str(path)
