@@ -11,7 +11,8 @@ from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec
 from sharpv.cli import main
 from sharpv.errors import SharpVError
-from sharpv.harness.evaluate import Example, evaluate, is_correct, load_jsonl, majority_rates, synthetic_examples, wilson
+from sharpv.harness.evaluate import (Example, evaluate, is_correct, load_jsonl, majority_rates, paired_difference,
+                                     synthetic_examples, wilson)
 from sharpv.synthetic import QUESTION_TYPES, generate
 from sharpv.synthetic.model import FRAMES, shipped_model_path
 
@@ -280,6 +281,48 @@ def test_wilson_interval_known_values():
     low, high = wilson(50, 100)
     assert abs(low - 0.4038) < 1e-3 and abs(high - 0.5962) < 1e-3
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_paired_difference_interval():
+    same = [True, False] * 50
+    assert paired_difference(same, same) == (0.0, 0.0, 0.0)  # identical runs: no uncertainty at all
+    assert paired_difference([True] * 10, [False] * 10) == (1.0, 1.0, 1.0)
+    # two runs that agree on 90 of 100 questions, the first right on 9 of the other 10: the
+    # difference is +0.08 and its paired interval excludes 0, although each run's own Wilson
+    # interval (about +-0.09) overlaps the other's by far
+    a = [True] * 60 + [False] * 30 + [True] * 9 + [False] * 1
+    b = [True] * 60 + [False] * 30 + [False] * 9 + [True] * 1
+    diff, low, high = paired_difference(a, b)
+    assert diff == pytest.approx(0.08) and 0.0 < low < diff < high < 0.16
+    assert wilson(69, 100)[0] < wilson(61, 100)[1]
+    assert paired_difference(a, b) == (diff, low, high)  # seeded: reproducible
+    assert paired_difference(b, a) == pytest.approx((-diff, -high, -low), abs=0.011)
+    with pytest.raises(ValueError, match="same non-empty list"):
+        paired_difference(a, b[:-1])
+
+
+def test_eval_gives_every_method_its_paired_difference_to_sharpv(capsys, tmp_path):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "eval", "--n", 12, "--methods", "sharpv,random,evs", "--budgets", "0.1,adaptive",
+                       "--threads", 1, "--out", out)
+    assert code == 0, err
+    records = {(r["method"], r["budget"]): r for r in json.loads((out / "results.json").read_text())}
+    right = {}
+    for line in (out / "predictions.jsonl").read_text().splitlines():
+        p = json.loads(line)
+        right.setdefault((p["method"], p["budget"]), []).append(p["correct"])
+    for method in ("random", "evs"):
+        rec = records[(method, 0.1)]
+        expected = paired_difference(right[(method, 0.1)], right[("sharpv", 0.1)])
+        assert rec["vs_sharpv"] == pytest.approx(rec["accuracy"] - records[("sharpv", 0.1)]["accuracy"])
+        assert (rec["vs_sharpv"], *rec["vs_sharpv_ci95"]) == pytest.approx(expected)
+    # no difference for the reference itself, dense, or an adaptive run (it keeps another share)
+    for key in (("sharpv", 0.1), ("dense", None), ("sharpv", None)):
+        assert records[key]["vs_sharpv"] is None and records[key]["vs_sharpv_ci95"] is None
+    table = (out / "results.md").read_text()
+    assert "vs sharpv [paired 95% CI]" in table
+    low, high = records[("random", 0.1)]["vs_sharpv_ci95"]
+    assert f"{records[('random', 0.1)]['vs_sharpv']:+.3f} [{low:+.3f}, {high:+.3f}]" in table
 
 
 def test_synthetic_examples_are_the_generator_items():

@@ -28,14 +28,25 @@ def eval_columns(records: list[dict]) -> list[tuple[str, str, str]]:
     if any(r.get("evidence_recall") is not None for r in records):
         cols += [("evidence_recall", "evidence kept", "{:.3f}"), ("evidence_frame_recall", "evidence frames", "{:.3f}")]
     cols += [("prefill_ms", "prefill ms", "{:.1f}"), ("prefill_speedup", "speedup", "{:.2f}x")]
+    if any(r.get("vs_sharpv") is not None for r in records):
+        cols.insert(5, ("vs_sharpv_text", "vs sharpv [paired 95% CI]", "{}"))
     return cols
+
+
+def difference_text(record: dict) -> str | None:
+    """``+0.047 [+0.028, +0.065]``: a record's paired difference to SharpV, or None without one."""
+    if record.get("vs_sharpv") is None:
+        return None
+    low, high = record["vs_sharpv_ci95"]
+    return f"{record['vs_sharpv']:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
 def _flat(records: list[dict]) -> list[dict]:
     """Records with the nested fields spread out for the tables."""
     out = []
     for r in records:
-        flat = dict(r, ci95_text=f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}", prefill_ms=r["prefill_seconds"] * 1e3)
+        flat = dict(r, ci95_text=f"{r['ci95'][0]:.3f}-{r['ci95'][1]:.3f}", prefill_ms=r["prefill_seconds"] * 1e3,
+                    vs_sharpv_text=difference_text(r))
         flat.update({f"type:{t}": v for t, v in r["accuracy_by_type"].items()})
         out.append(flat)
     return out
@@ -79,9 +90,10 @@ def compute_share(record: dict) -> float:
 
 def comparison_table(records: list[dict], names: list[str], reference: str = "sharpv") -> str:
     """Markdown for a several-model run: each method x budget's accuracy under every model, its
-    difference to ``reference`` (SharpV) at the same budget under each, and whether that order is
-    the same under every model ("flips" where the sign differs). '' without the reference."""
-    acc = {(r["model"], r["method"], r["budget"]): r["accuracy"] for r in records}
+    difference to ``reference`` (SharpV) at the same budget under each (with its paired 95%
+    interval where the records carry one), and whether that order is the same under every model
+    ("flips" where the sign differs). '' without the reference."""
+    by_key = {(r["model"], r["method"], r["budget"]): r for r in records}
     keys = list(dict.fromkeys((r["method"], r["budget"]) for r in records))
     if not any(method == reference for method, _ in keys):
         return ""
@@ -90,12 +102,13 @@ def comparison_table(records: list[dict], names: list[str], reference: str = "sh
         row = {"method": method, "budget": budget if budget is not None else "-" if method == "dense" else "adaptive"}
         deltas = []
         for name in names:
-            a = acc.get((name, method, budget))
-            ref = acc.get((name, reference, budget))
-            row[f"acc:{name}"] = a
+            rec, ref = by_key.get((name, method, budget)), by_key.get((name, reference, budget))
+            row[f"acc:{name}"] = rec["accuracy"] if rec else None
             # fixed budgets only: dense and adaptive runs keep different shares, so no order is read there
-            delta = a - ref if a is not None and ref is not None and method != reference and budget is not None else None
-            row[f"delta:{name}"] = delta
+            delta = None
+            if rec and ref and method != reference and budget is not None:
+                delta = rec["accuracy"] - ref["accuracy"]
+                row[f"delta:{name}"] = difference_text(rec) or f"{delta:+.3f}"
             deltas.append(delta)
         if method != reference and all(d is not None for d in deltas):
             signs = {(d > 0) - (d < 0) for d in deltas}
@@ -103,7 +116,7 @@ def comparison_table(records: list[dict], names: list[str], reference: str = "sh
         rows.append(row)
     cols = [("method", "method", "{}"), ("budget", "budget", "{}")]
     cols += [(f"acc:{n}", f"accuracy ({n})", "{:.3f}") for n in names]
-    cols += [(f"delta:{n}", f"vs {reference} ({n})", "{:+.3f}") for n in names]
+    cols += [(f"delta:{n}", f"vs {reference} ({n})", "{}") for n in names]
     cols += [("order", f"order vs {reference}", "{}")]
     return markdown_table(rows, cols)
 
@@ -132,8 +145,8 @@ def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
         compared = comparison_table(records, names)
         if compared:
             text += ("## Models compared\n\nAccuracy under each model and the difference to SharpV at the same "
-                     "fixed budget; \"flips\": SharpV is ahead under one model and "
-                     "behind under another.\n\n" + compared)
+                     "fixed budget (paired bootstrap 95% interval over the same questions in brackets); \"flips\": "
+                     "SharpV is ahead under one model and behind under another.\n\n" + compared)
     (out / "results.md").write_text(text)
     if names:
         dense = {name: next(r["accuracy"] for r in records if r["model"] == name and r["method_name"] == "dense")

@@ -203,6 +203,41 @@ def wilson(right: int, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def paired_difference(correct: list[bool], reference: list[bool], *, resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float, float]:
+    """Accuracy of ``correct`` minus that of ``reference`` (the same questions, in the same order)
+    and its paired percentile-bootstrap 95% interval: ``resamples`` draws of the questions with
+    replacement, each scoring both runs on the same draw (so what the two get right together does
+    not widen the interval), a fixed ``seed`` so a result file is reproducible. This is how two
+    systems are compared on one test set (Koehn 2004); lmms-eval's stderr is an unpaired bootstrap."""
+    a = np.asarray(correct, dtype=np.float64)
+    b = np.asarray(reference, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or not a.size:
+        raise ValueError(f"paired runs need the same non-empty list of questions, got {a.shape} and {b.shape}")
+    diff = a - b
+    draws = np.random.default_rng(seed).integers(0, diff.size, size=(resamples, diff.size))
+    means = diff[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(diff.mean()), float(low), float(high)
+
+
+def add_paired_differences(records: list[dict], predictions: list[dict[int, dict]], reference: str = "sharpv") -> None:
+    """Give every record at a fixed budget its difference to the ``reference`` method (by label)
+    at the same budget, ``vs_sharpv`` and ``vs_sharpv_ci95`` (:func:`paired_difference` over the
+    same questions). Dense, adaptive runs and the reference itself get None: they keep different
+    shares, or are the reference."""
+    by_budget = {rec["budget"]: preds for rec, preds in zip(records, predictions)
+                 if rec["method"] == reference and rec["budget"] is not None}
+    for rec, preds in zip(records, predictions):
+        ref = by_budget.get(rec["budget"]) if rec["method"] != reference else None
+        if ref is None or rec["method_name"] == "dense":
+            rec["vs_sharpv"], rec["vs_sharpv_ci95"] = None, None
+            continue
+        order = sorted(preds)
+        diff, low, high = paired_difference([preds[i]["correct"] for i in order], [ref[i]["correct"] for i in order])
+        rec["vs_sharpv"], rec["vs_sharpv_ci95"] = diff, [low, high]
+
+
 @dataclass
 class _Tally:
     right: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -376,7 +411,9 @@ def _label(spec: MethodSpec, budget: float | None) -> str:
 def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec], budgets: list[float | None], *,
              frames: int, max_new_tokens: int = 8, on_step: Callable[[str], None] | None = None,
              keep_predictions: bool = False, reuse_prefix: bool = True) -> list[dict]:
-    """One record per planned (method, budget): dense first, then the methods in order.
+    """One record per planned (method, budget): dense first, then the methods in order. When
+    SharpV ("sharpv") runs at a budget, every other method at that budget carries its paired
+    difference to it (``vs_sharpv``, ``vs_sharpv_ci95``: :func:`add_paired_differences`).
 
     ``on_step`` is called once per question answered (for a progress bar). ``reuse_prefix``: share
     each video's pruned prefix between its questions (see the module docstring); False answers
@@ -406,6 +443,7 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
         if keep_predictions:
             rec["predictions"] = [predictions[r][i] for i in range(len(examples))]
         records.append(rec)
+    add_paired_differences(records, predictions)
     dense_acc = records[0]["accuracy"]
     for rec in records:
         rec["accuracy_vs_dense"] = rec["accuracy"] / dense_acc if dense_acc else None
