@@ -205,6 +205,15 @@ def test_model_comparison_marks_where_the_order_flips():
     assert rows["sharpv@adaptive"].endswith("| 0.900 | 0.800 | - | - | - |")
     assert rows["dense@-"].endswith("| - | - | - |")  # no SharpV row without a budget to compare with
     assert comparison_table([r for r in records if r["method"] != "sharpv"], ["a", "b"]) == ""
+    # with paired intervals: shown next to the difference, and a flip inside one of them is noise
+    for r in records:
+        if r["method"] == "evs":
+            r["vs_sharpv"] = r["accuracy"] - (0.93 if r["model"] == "a" else 0.85)
+            r["vs_sharpv_ci95"] = [0.01, 0.05] if r["model"] == "a" else [-0.03, 0.01]
+    evs = next(line for line in comparison_table(records, ["a", "b"]).splitlines() if line.startswith("| evs |"))
+    assert evs.endswith("| +0.030 [+0.010, +0.050] | -0.010 [-0.030, +0.010] | flips, within noise |")
+    records[8]["vs_sharpv_ci95"] = [-0.02, -0.001]
+    assert comparison_table(records, ["a", "b"]).count("| flips |") == 1
 
 
 def test_eval_reads_a_user_jsonl_with_any_model(capsys, tmp_path, tiny_dirs):

@@ -91,8 +91,9 @@ def compute_share(record: dict) -> float:
 def comparison_table(records: list[dict], names: list[str], reference: str = "sharpv") -> str:
     """Markdown for a several-model run: each method x budget's accuracy under every model, its
     difference to ``reference`` (SharpV) at the same budget under each (with its paired 95%
-    interval where the records carry one), and whether that order is the same under every model
-    ("flips" where the sign differs). '' without the reference."""
+    interval where the records carry one), and whether that order is the same under every model:
+    "flips" where the sign differs and every interval excludes 0, "flips, within noise" where the
+    sign differs but an interval includes 0. '' without the reference."""
     by_key = {(r["model"], r["method"], r["budget"]): r for r in records}
     keys = list(dict.fromkeys((r["method"], r["budget"]) for r in records))
     if not any(method == reference for method, _ in keys):
@@ -100,7 +101,7 @@ def comparison_table(records: list[dict], names: list[str], reference: str = "sh
     rows = []
     for method, budget in keys:
         row = {"method": method, "budget": budget if budget is not None else "-" if method == "dense" else "adaptive"}
-        deltas = []
+        deltas, clear = [], []
         for name in names:
             rec, ref = by_key.get((name, method, budget)), by_key.get((name, reference, budget))
             row[f"acc:{name}"] = rec["accuracy"] if rec else None
@@ -109,10 +110,12 @@ def comparison_table(records: list[dict], names: list[str], reference: str = "sh
             if rec and ref and method != reference and budget is not None:
                 delta = rec["accuracy"] - ref["accuracy"]
                 row[f"delta:{name}"] = difference_text(rec) or f"{delta:+.3f}"
+                interval = rec.get("vs_sharpv_ci95")
+                clear.append(interval is None or interval[0] > 0 or interval[1] < 0)
             deltas.append(delta)
         if method != reference and all(d is not None for d in deltas):
             signs = {(d > 0) - (d < 0) for d in deltas}
-            row["order"] = "flips" if {-1, 1} <= signs else "same"
+            row["order"] = "same" if not {-1, 1} <= signs else "flips" if all(clear) else "flips, within noise"
         rows.append(row)
     cols = [("method", "method", "{}"), ("budget", "budget", "{}")]
     cols += [(f"acc:{n}", f"accuracy ({n})", "{:.3f}") for n in names]
@@ -146,7 +149,8 @@ def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
         if compared:
             text += ("## Models compared\n\nAccuracy under each model and the difference to SharpV at the same "
                      "fixed budget (paired bootstrap 95% interval over the same questions in brackets); \"flips\": "
-                     "SharpV is ahead under one model and behind under another.\n\n" + compared)
+                     "SharpV is ahead under one model and behind under another, \"within noise\" where one of "
+                     "those intervals includes 0.\n\n" + compared)
     (out / "results.md").write_text(text)
     if names:
         dense = {name: next(r["accuracy"] for r in records if r["model"] == name and r["method_name"] == "dense")
