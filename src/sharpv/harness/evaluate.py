@@ -209,7 +209,7 @@ def paired_difference(correct: list[bool], reference: list[bool], *, resamples: 
     and its paired percentile-bootstrap 95% interval: ``resamples`` draws of the questions with
     replacement, each scoring both runs on the same draw (so what the two get right together does
     not widen the interval), a fixed ``seed`` so a result file is reproducible. This is how two
-    systems are compared on one test set (Koehn 2004); lmms-eval's stderr is an unpaired bootstrap."""
+    systems are compared on one test set (Koehn 2004)."""
     a = np.asarray(correct, dtype=np.float64)
     b = np.asarray(reference, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or not a.size:
