@@ -4,6 +4,8 @@ any model loads; a video whose header lies is one `warning: ...` line."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -177,6 +179,7 @@ def no_model_loading(monkeypatch):
     """Anything that would load, build or write a model fails the test: bad values come first."""
     import sharpv.answer
     import sharpv.harness.bench_job
+    import sharpv.harness.calibrate_job
     import sharpv.harness.eval_job
     import sharpv.tiny
 
@@ -184,7 +187,8 @@ def no_model_loading(monkeypatch):
         raise AssertionError("a model was loaded or built before the bad value was reported")
 
     for module, name in ((sharpv.answer, "load_model"), (sharpv.harness.eval_job, "load_model"), (sharpv.harness.bench_job, "load_model"),
-                         (sharpv.harness.bench_job, "build_shape_model"), (sharpv.tiny, "build_tiny_model")):
+                         (sharpv.harness.calibrate_job, "load_model"), (sharpv.harness.bench_job, "build_shape_model"),
+                         (sharpv.tiny, "build_tiny_model")):
         monkeypatch.setattr(module, name, refuse)
 
 
@@ -229,3 +233,89 @@ def test_a_lying_header_is_one_warning_line(capsys, files, tmp_path):
     assert warning == [f"warning: {clip}: the header says 444 frames but 20 decode; sampling from the 20"]
     assert "VideoReadWarning" not in err and "warnings.warn" not in err and "Loading weights" not in err
     assert json.loads(out)["frames"] >= 1
+
+
+# --- where the output goes --------------------------------------------------------------------
+#: every command that writes somewhere, its destination left as {dest}
+WRITERS = [
+    ("viz", ["viz", "{clip}", "--model", "{model}", "--out", "{dest}"]),
+    ("answer --viz", ["answer", "{clip}", "q", "--model", "{model}", "--viz", "{dest}"]),
+    ("tiny-model", ["tiny-model", "{dest}", "--arch", "qwen3-vl"]),
+    ("sample-video", ["sample-video", "{dest}/clip.mp4"]),
+    ("eval", ["eval", "--n", "2", "--model", "{model}", "--out", "{dest}"]),
+    ("calibrate", ["calibrate", "--target", "keep=0.2", "--model", "{model}", "--out", "{dest}"]),
+    ("export-synthetic", ["export-synthetic", "{dest}", "--n", "2"]),
+    ("lmms-eval-task", ["lmms-eval-task", "{root}/bad.jsonl", "{dest}"]),
+    ("bench", ["bench", "--model", "{model}", "--frames", "2", "--out", "{dest}"]),
+    ("bench --long-video", ["bench", "--long-video", "--model", "{model}", "--frames", "2", "--out", "{dest}"]),
+]
+#: destinations nobody can create, root included (chmod does not stop root): under a regular file,
+#: and in /proc (a kernel file system that takes no new folder)
+UNCREATABLE = {"under a file": "{root}/afile/sub", "in /proc": "/proc/sharpv-no-such-folder/sub"}
+
+
+@pytest.mark.parametrize("where", list(UNCREATABLE))
+@pytest.mark.parametrize("name,argv", WRITERS, ids=[w[0] for w in WRITERS])
+def test_a_destination_that_cannot_be_created_is_one_error_line_before_any_model_loads(
+        capsys, files, no_model_loading, name, argv, where):
+    if where == "in /proc" and not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    values = {k: str(v) for k, v in files.items()}
+    dest = UNCREATABLE[where].format(**values)
+    before = sorted(os.listdir(files["root"]))
+    code, out, err = run(capsys, [part.format(dest=dest, **values) for part in argv])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and "Traceback" not in err, (name, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+    assert dest in lines[0] and ("pass a folder you can write to" in lines[0] or "pass a path you can write to" in lines[0]), lines[0]
+    assert out == "" and sorted(os.listdir(files["root"])) == before  # nothing written anywhere
+
+
+def test_the_output_checks_leave_nothing_behind(tmp_path):
+    """The checks really create the folders and write a file there, then undo both."""
+    from sharpv.cli_values import check_output_dir, check_output_file
+
+    (tmp_path / "mine.txt").write_text("mine")
+    check_output_dir(tmp_path / "a" / "b" / "c", "--out")
+    check_output_dir(tmp_path, "--out")
+    check_output_file(tmp_path / "new" / "clip.mp4", "PATH", (".mp4",))
+    assert os.listdir(tmp_path) == ["mine.txt"] and (tmp_path / "mine.txt").read_text() == "mine"
+
+
+#: (command, a file it writes into its folder); the folder is {dest}
+FIXED_NAMES = [
+    ("viz", "index.html"), ("answer --viz", "viz.json"), ("eval", "results.md"), ("calibrate", "config.json"),
+    ("bench", "kv_bytes.png"), ("bench --long-video", "long_video.png"),
+]
+
+
+@pytest.mark.parametrize("name,written", FIXED_NAMES, ids=[f[0] for f in FIXED_NAMES])
+def test_a_file_already_in_the_folder_is_not_replaced_without_overwrite(capsys, files, no_model_loading, tmp_path,
+                                                                        name, written):
+    values = {k: str(v) for k, v in files.items()}
+    argv = dict(WRITERS)[name]
+    mine = tmp_path / written
+    mine.write_bytes(b"not sharpv's\n")
+    code, _, err = run(capsys, [part.format(dest=tmp_path, **values) for part in argv])
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, (name, err)
+    assert lines[0] == (f"error: {argv[argv.index('{dest}') - 1]} {tmp_path} already holds {written}; pass another "
+                        "folder or --overwrite to replace them (nothing was written)")
+    assert os.listdir(tmp_path) == [written] and mine.read_bytes() == b"not sharpv's\n"
+
+
+def test_eval_replaces_a_results_md_only_with_overwrite(capsys, tmp_path):
+    out = tmp_path / "runs"
+    out.mkdir()
+    mine = out / "results.md"
+    mine.write_bytes(b"# my own notes\n")
+    argv = ["eval", "--n", "2", "--methods", "random", "--budgets", "0.5", "--threads", "1", "--max-new-tokens", "1",
+            "--out", str(out)]
+    code, _, err = run(capsys, argv)
+    assert code == 2 and err.strip().splitlines() == [
+        f"error: --out {out} already holds results.md; pass another folder or --overwrite to replace them (nothing was written)"]
+    assert os.listdir(out) == ["results.md"] and mine.read_bytes() == b"# my own notes\n"
+    code, _, err = run(capsys, argv + ["--overwrite"])
+    assert code == 0, err
+    assert mine.read_text().startswith("Model:") and (out / "results.json").is_file() and (out / "run.json").is_file()
+

@@ -20,8 +20,8 @@ import typer
 from rich.console import Console
 
 from sharpv.cli_values import (
-    check_at_least, check_model_dir, check_output_dir, check_output_file, check_ratio, check_text, parse_settings,
-    resolve_model, resolve_models,
+    check_at_least, check_model_dir, check_output_dir, check_output_file, check_overwrite, check_ratio, check_text,
+    parse_settings, resolve_model, resolve_models,
 )
 from sharpv.errors import SharpVError
 
@@ -93,6 +93,7 @@ def answer(
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per question (one per line) instead of text."),
     viz_dir: Optional[Path] = typer.Option(None, "--viz", help="Also draw what the method kept (as `sharpv viz` does, one row) into this folder."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="With --viz: replace the files of an earlier run in its folder."),
 ) -> None:
     """Answer QUESTION about VIDEO with a video LLM, densely or with a pruning method.
 
@@ -133,6 +134,10 @@ def answer(
 
     check_video(video)
     check_output_dir(viz_dir, "--viz")
+    if viz_dir is not None:
+        from sharpv.viz.job import FILES as VIZ_FILES
+
+        check_overwrite(viz_dir, VIZ_FILES, overwrite, "--viz")
     _quiet_transformers()
     with err.status("loading model", spinner="dots") as status:
         lm, processor = load_model(model, dtype=dtype, device=device)
@@ -231,6 +236,7 @@ def viz(
     chunk_frames: int = typer.Option(16, "--chunk-frames", help="Frames per vision-tower call."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
 ) -> None:
     """Draw which visual tokens each method keeps in every frame (kept shown, dropped dimmed), the
     keep ratio over time and SharpV's stage-2 curve, into one self-contained HTML page and PNGs."""
@@ -248,6 +254,9 @@ def viz(
     specs = _method_specs(methods, [keep_ratio] if keep_ratio is not None else [None, 0.5])
     model = resolve_model(model)
     check_output_dir(out, "--out")
+    from sharpv.viz.job import FILES as VIZ_FILES
+
+    check_overwrite(out, VIZ_FILES, overwrite, "--out")
     if model is None:
         from sharpv.synthetic.model import shipped_model_path
 
@@ -287,6 +296,7 @@ def bench(
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="--long-video only: time cap per run (after the model is loaded); a run past it is killed and recorded as did not finish."),
     max_memory_gib: Optional[float] = typer.Option(None, "--max-memory-gib", help="--long-video only: memory cap per run (resident set on CPU, allocations on CUDA), recorded as did not finish."),
     vision_layers: Optional[int] = typer.Option(None, "--vision-layers", help="--long-video with --shape only: keep this many encoder layers of the vision tower (default: all). Activations per chunk keep their shape, so memory scaling holds; vision time is not the real model's. For reaching long videos on a CPU."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
 ) -> None:
     """Efficiency of every method at equal budgets against dense: prefill, TTFT, pruning cost,
     decode speed, KV bytes, peak memory and analytic FLOPs. With --long-video: peak memory and
@@ -323,8 +333,9 @@ def bench(
                 raise SharpVError("--vision-layers needs --shape (a local model keeps its own vision tower)")
             check_at_least(vision_layers, "--vision-layers", 1)
         check_output_dir(out, "--out")
-        from sharpv.harness.bench_job import run_long_video_job
+        from sharpv.harness.bench_job import LONG_VIDEO_FILES, run_long_video_job
 
+        check_overwrite(out, LONG_VIDEO_FILES, overwrite, "--out")
         _quiet_transformers()
         run_long_video_job(
             model_dir=model, shape=shape, frames=frame_list, modes=mode_list, tokens_per_frame=tokens_per_frame,
@@ -338,8 +349,9 @@ def bench(
     budget_list = parse_budgets(budgets)
     specs = _specs_with_configs(methods, budget_list, config)
     check_output_dir(out, "--out")
-    from sharpv.harness.bench_job import run_bench_job
+    from sharpv.harness.bench_job import BENCH_FILES, run_bench_job
 
+    check_overwrite(out, BENCH_FILES, overwrite, "--out")
     _quiet_transformers()
 
     run_bench_job(
@@ -499,6 +511,7 @@ def eval_(
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's; 1 is fastest for the small shipped model)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md, run.json, predictions.jsonl (every answer) and accuracy_vs_kept_share.png."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out (without it, eval refuses a folder that holds one of them)."),
 ) -> None:
     """Accuracy of every method x budget against dense on a video QA set, with 95% intervals,
     visual tokens kept and prefill time."""
@@ -523,6 +536,9 @@ def eval_(
     if data is not None and data.is_dir():
         raise SharpVError(f"--data {data} is a folder; pass its JSONL file (e.g. {data / 'data.jsonl'})")
     check_output_dir(out, "--out")
+    from sharpv.harness.eval_job import EVAL_FILES
+
+    check_overwrite(out, EVAL_FILES, overwrite, "--out")
     budget_list = parse_budgets(budgets)
     specs = _specs_with_configs(methods, budget_list, config)
     if data is not None:
@@ -563,6 +579,7 @@ def calibrate(
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest for the small shipped model)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
 ) -> None:
     """Search SharpV's K (ratio_scale), w (spatial_weight) and M (kv_threshold) for a target on a
     calibration set, every video encoded once; write the chosen config and report it on a held-out set."""
@@ -573,7 +590,7 @@ def calibrate(
         target=target, model=model, data=data, seed=seed, n=n, holdout_data=holdout_data, holdout_seed=holdout_seed,
         holdout_n=holdout_n, no_holdout=no_holdout, spatial_weights=spatial_weights, kv_thresholds=kv_thresholds,
         refine=refine, settings=settings, budgets=budgets, frames=frames, dtype=dtype, device=device,
-        max_new_tokens=max_new_tokens, threads=threads, out=out, warn=lambda text: err.print(
+        max_new_tokens=max_new_tokens, threads=threads, out=out, overwrite=overwrite, warn=lambda text: err.print(
             f"warning: {_one_line(text)}", highlight=False, soft_wrap=True, markup=False))
     if threads is not None:
         import torch

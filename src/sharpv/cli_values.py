@@ -7,6 +7,7 @@ prints it as ``error: ...`` and exits with code 2. They are cheap and run before
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -116,7 +117,10 @@ def _nearest_existing(path: Path) -> Path:
 
 
 def check_output_dir(path: Path | None, name: str) -> None:
-    """A folder we can create or write into: not a file, under no file, writable."""
+    """A folder we can create and write into: not a file, under no file, and really writable (the
+    folders are created and a file written and removed there, then the folders made here are removed
+    again, so that a destination that cannot be written is one error line before any model loads and
+    nothing is left behind)."""
     if path is None:
         return
     if path.exists() and not path.is_dir():
@@ -125,17 +129,60 @@ def check_output_dir(path: Path | None, name: str) -> None:
 
 
 def check_output_file(path: Path, name: str, suffixes: tuple[str, ...]) -> None:
-    """A file path we can write: with one of ``suffixes``, not a folder, under no file, writable."""
+    """A file path we can write: with one of ``suffixes``, not a folder, under no file, its folder
+    writable (probed as :func:`check_output_dir` does) and, when it exists, the file itself."""
     if path.is_dir():
         raise SharpVError(f"{name} {path} is a folder; pass a file path ending in {' or '.join(suffixes)}")
     if path.suffix.lower() not in suffixes:
         raise SharpVError(f"{name} must end in {' or '.join(suffixes)}, got {path.name!r}")
     _check_writable(path.parent, name, path)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SharpVError(f"{name} {path} is not writable; pass a path you can write to")
+
+
+def check_overwrite(folder: Path | None, names: Iterable[str], overwrite: bool, flag: str) -> None:
+    """Refuse to replace a file the command would write into ``folder`` (``names``) when one is
+    already there and ``--overwrite`` is not given: nothing is written then."""
+    if folder is None or overwrite or not folder.is_dir():
+        return
+    found = [n for n in names if (folder / n).exists()]
+    if found:
+        more = f" (and {len(found) - 1} more of the files it writes)" if len(found) > 1 else ""
+        raise SharpVError(f"{flag} {folder} already holds {found[0]}{more}; pass another folder or --overwrite to "
+                          "replace them (nothing was written)")
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
 
 
 def _check_writable(folder: Path, name: str, shown: Path) -> None:
+    """``folder`` can be created (if missing) and written: tried for real, then undone."""
     existing = _nearest_existing(folder)
     if not existing.is_dir():
-        raise SharpVError(f"{name} {shown}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise SharpVError(f"{name} {shown}: {existing} is not writable")
+        raise SharpVError(f"{name} {shown}: {existing} is a file, not a folder; pass a path you can write to")
+    missing = [p for p in (folder.absolute(), *folder.absolute().parents) if not p.exists()][::-1]  # outermost first
+    created: list[Path] = []
+    try:
+        for part in missing:
+            try:
+                part.mkdir()
+            except FileExistsError:  # made meanwhile by someone else: theirs, not ours to remove
+                continue
+            except OSError as exc:
+                raise SharpVError(f"{name} {shown}: cannot create {part} ({_why(exc)}); pass a folder you can "
+                                  "write to") from None
+            created.append(part)
+        try:
+            handle, probe = tempfile.mkstemp(prefix=".sharpv-write-test-", dir=folder)
+        except OSError as exc:
+            raise SharpVError(f"{name} {shown}: cannot write into {folder} ({_why(exc)}); pass a folder you can "
+                              "write to") from None
+        os.close(handle)
+        os.unlink(probe)
+    finally:
+        for part in reversed(created):
+            try:
+                part.rmdir()
+            except OSError:
+                pass

@@ -12,6 +12,11 @@ from sharpv.harness.bench import MethodSpec, environment, plan, run_bench
 from sharpv.harness.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
 from sharpv.shapes import build_shape_model, synthetic_inputs
 
+#: files `sharpv bench --out DIR` writes into DIR
+BENCH_FILES = ("results.json", "results.md", "prefill_speedup.png", "kv_bytes.png")
+#: files `sharpv bench --long-video --out DIR` writes into DIR
+LONG_VIDEO_FILES = ("results.json", "results.md", "long_video.png")
+
 
 def write_bench_plots(records: list[dict], out: Path) -> None:
     """Prefill speedup and KV bytes against the budget (adaptive runs at the share they kept)."""

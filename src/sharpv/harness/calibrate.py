@@ -55,6 +55,8 @@ DEFAULT_BUDGETS = (0.1, 0.2, 0.3)
 #: SharpV settings the search sets itself (``--set`` may fix the others)
 SEARCHED = ("keep_ratio", "ratio_scale", "spatial_weight", "kv", "kv_threshold")
 PAPER_KV_THRESHOLD = 0.2
+#: files `sharpv calibrate --out DIR` writes into DIR
+CALIBRATE_FILES = ("config.json", "curve.json", "accuracy_vs_kept_share.png", "results.json", "results.md")
 
 
 @dataclass(frozen=True)
@@ -413,14 +415,14 @@ def check_options(*, target: str, model: Path | None, data: Path | None, seed: i
                   holdout_data: Path | None, holdout_seed: int | None, holdout_n: int | None, no_holdout: bool,
                   spatial_weights: str, kv_thresholds: str, refine: int, settings: list[str], budgets: str,
                   frames: int | None, dtype: str, device: str, max_new_tokens: int, threads: int | None, out: Path,
-                  warn: Callable[[str], None]) -> dict:
+                  warn: Callable[[str], None], overwrite: bool = False) -> dict:
     """Every value of `sharpv calibrate` checked (one-line :class:`SharpVError`) before any model
     loads; returns the keyword arguments of :func:`~sharpv.harness.calibrate_job.run_calibrate_job`
     (all but ``console``), defaults filled in."""
     from dataclasses import fields
 
     from sharpv.answer import check_device, check_dtype
-    from sharpv.cli_values import check_at_least, check_output_dir, parse_settings, resolve_model
+    from sharpv.cli_values import check_at_least, check_output_dir, check_overwrite, parse_settings, resolve_model
     from sharpv.methods import SharpVConfig
     from sharpv.synthetic.model import HELDOUT_SEED, HELDOUT_SIZE
 
@@ -465,6 +467,7 @@ def check_options(*, target: str, model: Path | None, data: Path | None, seed: i
     _check_dataset(data, "--data")
     _check_dataset(holdout_data, "--holdout-data")
     check_output_dir(out, "--out")
+    check_overwrite(out, CALIBRATE_FILES, overwrite, "--out")
     holdout: dict | None
     if no_holdout or (data is not None and holdout_data is None and holdout_seed is None and holdout_n is None):
         holdout = None  # your own data: no synthetic held-out set unless asked for

@@ -16,6 +16,10 @@ from sharpv.harness.bench import MethodSpec, plan
 from sharpv.harness.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples, video_groups
 from sharpv.harness.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
+#: files `sharpv eval --out DIR` writes into DIR (the two plots only when there is something to draw)
+EVAL_FILES = ("results.json", "results.md", "run.json", "predictions.jsonl", "accuracy_vs_kept_share.png",
+              "evidence_vs_accuracy.png")
+
 
 def eval_columns(records: list[dict]) -> list[tuple[str, str, str]]:
     types = list(records[0]["accuracy_by_type"]) if records else []
