@@ -319,3 +319,19 @@ def test_eval_replaces_a_results_md_only_with_overwrite(capsys, tmp_path):
     assert code == 0, err
     assert mine.read_text().startswith("Model:") and (out / "results.json").is_file() and (out / "run.json").is_file()
 
+
+def test_fewer_frames_than_asked_is_one_warning_line_and_recorded(capsys, files, tmp_path):
+    short = write_video(tmp_path / "short.mp4", n=5, size=64)
+    said = f"warning: {short} has only 5 frames, fewer than the 8 to sample; sampling all 5"
+    code, out, err = run(capsys, ["answer", str(short), "what is it ?", "--model", str(files["model"]), "--frames", "8",
+                                  "--max-new-tokens", "1", "--method", "dense", "--json", "--viz", str(tmp_path / "viz")])
+    assert code == 0, err
+    assert [line for line in err.splitlines() if line.startswith("warning:")] == [said]
+    assert "FewerFramesWarning" not in err and "warnings.warn" not in err
+    assert json.loads(out)["warnings"] == [said.removeprefix("warning: ")]
+    meta = json.loads((tmp_path / "viz" / "viz.json").read_text())
+    assert (meta["requested_frames"], meta["sampled_frames"]) == (8, 5)
+    # enough frames: no warning, and the JSON says so
+    code, out, err = run(capsys, ["answer", str(short), "what is it ?", "--model", str(files["model"]), "--frames", "4",
+                                  "--max-new-tokens", "1", "--method", "dense", "--json"])
+    assert code == 0 and "warning" not in err and json.loads(out)["warnings"] == []

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import av
 import numpy as np
 import pytest
 from PIL import Image
 
 from sharpv import SharpVError
-from sharpv.video import read_video, uniform_indices
+from sharpv.video import FewerFramesWarning, read_video, uniform_indices
 
 
 def write_video(path, n=12, size=32, codec="libx264", fps=8):
@@ -40,8 +42,21 @@ def test_containers_decode_and_sample_uniformly(tmp_path, suffix, codec):
 
 
 def test_more_frames_than_the_video_has_takes_them_all(tmp_path):
-    video = read_video(write_video(tmp_path / "short.mp4", n=5), 32)
-    assert video.indices == [0, 1, 2, 3, 4]
+    path = write_video(tmp_path / "short.mp4", n=5)
+    with pytest.warns(FewerFramesWarning) as record:
+        video = read_video(path, 32)
+    assert video.indices == [0, 1, 2, 3, 4] and video.requested_frames == 32
+    [warning] = record
+    assert str(warning.message) == f"{path} has only 5 frames, fewer than the 32 to sample; sampling all 5"
+    assert (warning.message.requested, warning.message.available) == (32, 5)
+    for folder_or_file, n in ((path, 5), (path, 3)):  # enough frames: no warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FewerFramesWarning)
+            assert read_video(folder_or_file, n).requested_frames == n
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(tmp_path / f"{i:03d}.png")
+    with pytest.warns(FewerFramesWarning, match="has only 3 frames, fewer than the 4 to sample"):
+        assert read_video(tmp_path, 4).indices == [0, 1, 2]
 
 
 def test_image_folder(tmp_path):

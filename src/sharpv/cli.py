@@ -13,6 +13,7 @@ import json
 import math
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -139,7 +140,7 @@ def answer(
 
         check_overwrite(viz_dir, VIZ_FILES, overwrite, "--viz")
     _quiet_transformers()
-    with err.status("loading model", spinner="dots") as status:
+    with _noting_warnings() as noted, err.status("loading model", spinner="dots") as status:
         lm, processor = load_model(model, dtype=dtype, device=device)
         status.update(f"answering with {method}")
         if viz_dir is not None and len(questions) == 1:
@@ -159,10 +160,10 @@ def answer(
                 viz_for_questions(lm, processor, video, questions, method=chosen, frames=frames,
                                   chunk_frames=chunk_frames, model_dir=model, out=viz_dir)
     if len(questions) > 1:
-        _print_answers(results, as_json)
+        _print_answers(results, as_json, noted)
         return
     if as_json:
-        print(json.dumps(result.to_dict()))
+        print(json.dumps({**result.to_dict(), "warnings": noted}))
         return
     print(result.answer)
     err.print(
@@ -204,12 +205,12 @@ def _config_specs(configs: list[Path]) -> list:
     return specs
 
 
-def _print_answers(results: list, as_json: bool) -> None:
+def _print_answers(results: list, as_json: bool, noted: list[str]) -> None:
     """Several questions on one video: one JSON object per line, or question/answer pairs (and the
     shared prefill's cost on stderr)."""
     if as_json:
         for result in results:
-            print(json.dumps(result.to_dict()))
+            print(json.dumps({**result.to_dict(), "warnings": noted}))
         return
     for k, result in enumerate(results):
         if k:
@@ -616,6 +617,25 @@ def _one_line_warnings(show_others):
             show_others(message, category, filename, lineno, file, line)
 
     return show
+
+
+@contextmanager
+def _noting_warnings():
+    """The sharpv warnings shown while the block runs (a lying header, fewer frames than asked for),
+    as the one-line texts printed, for the JSON output; they are still shown as usual."""
+    noted: list[str] = []
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.split(".")[0] == "sharpv":
+            noted.append(_one_line(message))
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield noted
+    finally:
+        warnings.showwarning = shown
 
 
 def main(argv: list[str] | None = None) -> int:

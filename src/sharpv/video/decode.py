@@ -2,8 +2,9 @@
 
 A video file is sampled from the frames that actually decode, whatever its header claims (variable
 frame rate, re-muxed or truncated files often disagree); when the two differ, or the stream is cut
-short or damaged, one :class:`VideoReadWarning` says so with both counts. Only a file that does not
-open as a video, or yields no frame, raises :class:`SharpVError`.
+short or damaged, one :class:`VideoReadWarning` says so with both counts. A video with fewer frames
+than asked for is sampled whole, and one :class:`FewerFramesWarning` says so. Only a file that does
+not open as a video, or yields no frame, raises :class:`SharpVError`.
 
 Streaming: ``read_video(path, n, resize=...)`` resizes every kept frame right after it is decoded
 (``resize(frame, count)``: one (H, W, 3) uint8 frame of a clip of ``count`` sampled frames, to the
@@ -42,6 +43,10 @@ class SampledVideo:
     #: (height, width) of the frames as decoded, when they were resized while decoding (``frames`` then
     #: holds them at the model's input size); None when ``frames`` are at the decoded size
     source_size: tuple[int, int] | None = None
+    #: frames :func:`read_video` was asked to sample (more than ``len(indices)`` when the video has
+    #: fewer: then every frame was taken and a :class:`FewerFramesWarning` said so); None when the
+    #: video was not read by it
+    requested_frames: int | None = None
 
     @property
     def sampled_fps(self) -> float:
@@ -138,6 +143,17 @@ class VideoReadWarning(UserWarning):
     or part of the stream does not decode (cut short, damaged). The frames that decode were sampled;
     the message says how many.
     Silence it with ``warnings.filterwarnings("ignore", category=VideoReadWarning)``."""
+
+
+class FewerFramesWarning(UserWarning):
+    """:func:`read_video` was asked for more frames than the video has: every frame it has was
+    sampled, fewer than asked. ``path``, ``requested`` and ``available`` name them.
+    Silence it with ``warnings.filterwarnings("ignore", category=FewerFramesWarning)``."""
+
+    def __init__(self, path: str | Path, requested: int, available: int):
+        super().__init__(f"{path} has only {available} frames, fewer than the {requested} to sample; "
+                         f"sampling all {available}")
+        self.path, self.requested, self.available = str(path), requested, available
 
 
 def _decode_errors() -> tuple[type[BaseException], ...]:
@@ -285,6 +301,8 @@ def read_video(path: str | Path, num_frames: int, resize: FrameResize | None = N
 
     A video file is sampled from the frames that actually decode, whatever its header claims; see
     :func:`_read_video_file` for how, and for the :class:`VideoReadWarning` when the two differ.
+    When the video (or folder) has fewer than ``num_frames`` frames, every one of them is taken and
+    one :class:`FewerFramesWarning` says so; ``requested_frames`` of the result is ``num_frames``.
 
     ``resize`` (optional): ``resize(frame, count)`` maps each kept (H, W, 3) uint8 frame, right
     after it is decoded, to the model's input size, ``count`` being the number of frames the
@@ -298,10 +316,15 @@ def read_video(path: str | Path, num_frames: int, resize: FrameResize | None = N
     p = _existing(path)
     try:
         if p.is_dir():
-            return _read_image_folder(p, num_frames, resize)
-        return _read_video_file(p, num_frames, resize)
+            video = _read_image_folder(p, num_frames, resize)
+        else:
+            video = _read_video_file(p, num_frames, resize)
     except _ResizeFailed as failed:  # the resize's own error, e.g. a frame count the model refuses
         raise failed.__cause__ from None
+    video.requested_frames = num_frames
+    if len(video.indices) < num_frames:
+        warnings.warn(FewerFramesWarning(p, num_frames, len(video.indices)), stacklevel=2)
+    return video
 
 
 def iter_frames(path: str | Path, fps: float | None = None) -> Iterator[np.ndarray]:

@@ -103,11 +103,16 @@ class VizResult:
     grid_source: str  # "adapter" (the model's own) or "square" (a fallback factorisation)
     rows: list[VizRow]
     note: str = ""
+    #: frames asked for (``--frames``, else the checkpoint's default); more than ``sampled_frames``
+    #: when the video is shorter (every frame was then taken, and a warning said so); None when the
+    #: video was given already sampled
+    requested_frames: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "video": self.video, "model": self.model, "model_type": self.model_type, "question": self.question,
             "frames": len(self.frame_indices), "sampled_frames": self.sampled_frames,
+            "requested_frames": self.requested_frames,
             "frame_indices": list(self.frame_indices), "grid": list(self.grid), "grid_source": self.grid_source,
             "frame_size": list(self.frames.shape[1:3]), "note": self.note,
             "methods": [row.to_dict() for row in self.rows],
@@ -246,7 +251,7 @@ def build_result(model: torch.nn.Module, sampled: Any, inputs: dict[str, Any], r
     return VizResult(
         video=str(video), model=str(model_dir), model_type=str(model.config.model_type), question=question,
         frames=frames, frame_indices=indices, sampled_frames=len(sampled.frames), grid=grid, grid_source=source,
-        rows=rows, note=note,
+        rows=rows, note=note, requested_frames=getattr(sampled, "requested_frames", None),
     )
 
 
