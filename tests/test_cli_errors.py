@@ -35,6 +35,8 @@ def files(tmp_path_factory, tiny_dirs):
     (root / "full").mkdir()
     (root / "full" / "data.jsonl").write_text("{}\n")
     (root / "full" / "x.txt").write_text("x")
+    (root / "clips" / "videos").mkdir(parents=True)
+    (root / "clips" / "videos" / "1234-1.mp4").write_text("not sharpv's")
     write_video(root / "clip.mp4", n=12, size=64)
     return {"root": root, "model": tiny_dirs["qwen2.5-vl"], "clip": root / "clip.mp4"}
 
@@ -168,6 +170,7 @@ def cases():
         ("export out is a file", ["export-synthetic", "{root}/afile"], "is a file; pass a folder"),
         ("export out under a file", ["export-synthetic", "{root}/afile/ex"], "is a file, not a folder"),
         ("export data exists", ["export-synthetic", "{root}/full"], "data.jsonl exists"),
+        ("export clip exists", ["export-synthetic", "{root}/clips", "--n", "2"], "{root}/clips/videos/1234-1.mp4 exists"),
     ]
     if not HAS_MPS:
         rows.append(("answer device mps", a + ["--device", "mps"], "--device mps: MPS is not available here"))

@@ -459,7 +459,7 @@ def export_synthetic(
     seed: int = typer.Option(1234, "--seed", help="Seed of the set (1234: the held-out set `sharpv eval` uses)."),
     n: int = typer.Option(1200, "--n", help="Number of questions."),
     frames: int = typer.Option(16, "--frames", help="Frames per clip (>= 3)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing data.jsonl."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing data.jsonl, task files and clips of the same names."),
 ) -> None:
     """Write a synthetic QA set as mp4 files plus a JSONL file (`sharpv eval --data` reads it) and an
     lmms-eval task folder on it (`lmms-eval --include_path OUT_DIR --tasks sharpv_synthetic --model sharpv`)."""
@@ -471,10 +471,11 @@ def export_synthetic(
     check_at_least(seed, "--seed", 0)
     check_at_least(frames, "--frames", 3)
     check_output_dir(out_dir, "OUT_DIR")
-    for name in ("data.jsonl", *task_files(SYNTHETIC_TASK)):
+    items = generate(seed, n, frames=frames)  # cheap: a clip is only rendered when it is written
+    for name in ("data.jsonl", *task_files(SYNTHETIC_TASK), *(f"videos/{it.id}.mp4" for it in items)):
         if (out_dir / name).exists() and not overwrite:
             raise SharpVError(f"{out_dir / name} exists; pass another folder or --overwrite (nothing was written)")
-    data = export_jsonl(generate(seed, n, frames=frames), out_dir)
+    data = export_jsonl(items, out_dir)
     print(data)
     print(write_task(data, out_dir, SYNTHETIC_TASK, overwrite=True))
 
