@@ -22,6 +22,7 @@ from sharpv.methods import METHODS, PruningMethod, create
 
 from conftest import Family
 from reference import run_layers, stage1_by_hand, with_encoder_attention
+from sharpv.compat import output_cache
 
 PRE_LLM = ["random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip", "fastvid", "flashvid", "holitom"]
 
@@ -223,7 +224,7 @@ def test_vtw_withdraws_every_visual_token_at_layer_k(family):
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-4)
     n, n_vis = red.ids.shape[1], int(red.visual.sum())
     assert handle.stats.kv_withdraw_layer == 2
-    assert [layer.keys.shape[-2] for layer in out.past_key_values.layers] == [n + 2, n + 2, n - n_vis + 2, n - n_vis + 2]
+    assert [layer.keys.shape[-2] for layer in output_cache(out).layers] == [n + 2, n + 2, n - n_vis + 2, n - n_vis + 2]
     layers = family.model.config.get_text_config().num_hidden_layers
     assert create("vtw", keep_ratio=0.75).resolve_layer(layers) == 3
 
@@ -253,7 +254,7 @@ def test_fastv_keeps_its_budget_and_matches_a_reference_from_eager_attention(fam
         out = family.model.generate(**inputs, max_new_tokens=3, min_new_tokens=3, do_sample=False, return_dict_in_generate=True)
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=1e-4)
     n = red.ids.shape[1]
-    lengths = [layer.keys.shape[-2] for layer in out.past_key_values.layers]
+    lengths = [layer.keys.shape[-2] for layer in output_cache(out).layers]
     assert lengths == [n + 2, n + 2, n - vis.numel() + n_keep + 2, n - vis.numel() + n_keep + 2]
     assert handle.stats.extra_seconds > 0
 

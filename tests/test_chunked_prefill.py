@@ -9,6 +9,7 @@ import torch
 import sharpv
 from sharpv.errors import SharpVError
 from sharpv.streaming import ChunkedPrefill
+from sharpv.compat import cache_kwargs
 
 NEW = 4
 
@@ -47,7 +48,7 @@ def test_chunked_prefill_equals_one_shot_pruned_prefill(family, positions, chunk
         assert prefill.kept_per_frame == kept
         assert cache.get_seq_length() == handle.stats.sequence_length_out - 1
         rest = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
-        got = family.model.generate(**rest, past_key_values=cache, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+        got = family.model.generate(**rest, **cache_kwargs(cache), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
                                     output_logits=True, return_dict_in_generate=True)
     assert got.sequences.tolist() == want.sequences.tolist()
     for a, b in zip(got.logits, want.logits):
@@ -98,7 +99,7 @@ def test_stage2_per_chunk_equals_its_layer_by_layer_reference(family, mode, gran
             prefill.push(output, grid)
         cache = prefill.finish()
         rest = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
-        out = family.model.generate(**rest, past_key_values=cache, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
+        out = family.model.generate(**rest, **cache_kwargs(cache), max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
                                     output_logits=True, return_dict_in_generate=True)
     assert any(r.withdraw_layer is not None for r in prefill.chunk_reports), "the case must prune inside the LLM"
     red = stage1_by_hand(family, inputs, SharpVConfig(kv=False))

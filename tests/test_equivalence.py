@@ -11,6 +11,7 @@ from sharpv import SharpVConfig
 
 from conftest import ATTENTION_CALLS, Family
 from reference import stage1_by_hand
+from sharpv.compat import cache_kwargs, output_cache
 
 ATOL = 1e-5
 
@@ -29,7 +30,7 @@ def reference(fam: Family, inputs: dict, config: SharpVConfig, new_tokens: int =
     cache = DynamicCache(config=model.config.get_text_config())
     with torch.no_grad():
         hidden = lm(inputs_embeds=red.embeds, position_ids=red.positions, attention_mask=torch.ones(1, n, dtype=torch.long),
-                    past_key_values=cache, use_cache=True, **extra).last_hidden_state
+                    **cache_kwargs(cache), use_cache=True, **extra).last_hidden_state
         prefill = model.lm_head(hidden)
         tokens, steps = [], []
         logits = prefill[:, -1]
@@ -41,7 +42,7 @@ def reference(fam: Family, inputs: dict, config: SharpVConfig, new_tokens: int =
             p = red.positions[..., -1:] + step + 1
             hidden = lm(inputs_embeds=model.get_input_embeddings()(nxt), position_ids=p,
                         attention_mask=torch.ones(1, n + step + 1, dtype=torch.long),
-                        past_key_values=cache, use_cache=True).last_hidden_state
+                        **cache_kwargs(cache), use_cache=True).last_hidden_state
             logits = model.lm_head(hidden)[:, -1]
             steps.append(logits)
     return prefill, tokens, steps, red.keep
@@ -80,11 +81,11 @@ def test_manual_loop_without_positions_equals_generate(family):
     with sharpv.apply(family.model, keep_ratio=0.4, kv=False), torch.no_grad():
         gen = family.model.generate(**inputs, max_new_tokens=5, min_new_tokens=5, do_sample=False)
         out = family.model(**inputs, use_cache=True)
-        cache, tokens = out.past_key_values, []
+        cache, tokens = output_cache(out), []
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(5):
             tokens.append(int(nxt))
-            out = family.model(input_ids=nxt, past_key_values=cache, use_cache=True)
+            out = family.model(input_ids=nxt, **cache_kwargs(cache), use_cache=True)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     assert gen[0, inputs["input_ids"].shape[1]:].tolist() == tokens
 

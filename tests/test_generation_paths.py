@@ -9,6 +9,7 @@ import torch
 
 import sharpv
 from sharpv import SharpVConfig
+from sharpv.compat import cache_kwargs, output_cache
 from sharpv.errors import SharpVError
 
 from conftest import Family
@@ -52,9 +53,9 @@ def test_second_turn_on_pruned_cache_equals_fresh_prefill(family, setting, with_
         history = extend(inputs, torch.cat([first.sequences[:, inputs["input_ids"].shape[1]:], turn2], dim=1))
         if not with_video_again:
             history = {k: v for k, v in history.items() if k in ("input_ids", "attention_mask", "mm_token_type_ids")}
-        cache = first.past_key_values
+        cache = output_cache(first)
         lengths_before = [layer.keys.shape[-2] for layer in cache.layers]
-        second = greedy(family.model, **history, past_key_values=cache, max_new_tokens=NEW, min_new_tokens=NEW)
+        second = greedy(family.model, **history, **cache_kwargs(cache), max_new_tokens=NEW, min_new_tokens=NEW)
         fed = [layer.keys.shape[-2] for layer in cache.layers]
         fresh = greedy(family.model, **extend(inputs, history["input_ids"][:, inputs["input_ids"].shape[1]:]),
                        max_new_tokens=NEW, min_new_tokens=NEW)
@@ -78,7 +79,7 @@ def test_second_turn_refuses_a_history_that_is_not_the_cache(family):
             history["input_ids"][0, inputs["input_ids"].shape[1] - 3] = 5
         with pytest.raises(SharpVError, match="differ from the prompt"):
             family.model.generate(**{k: history[k] for k in ("input_ids", "attention_mask")},
-                                  past_key_values=first.past_key_values, max_new_tokens=2)
+                                  **cache_kwargs(output_cache(first)), max_new_tokens=2)
     assert handle.stats is not None
 
 
@@ -88,9 +89,9 @@ def test_a_new_video_in_a_later_turn_is_refused(family):
         out = family.model(**inputs, use_cache=True)
         again = {k: v for k, v in family.inputs("and this one ?", seed=4).items() if k != "attention_mask"}
         with pytest.raises(SharpVError, match="new video"):
-            family.model(**again, past_key_values=out.past_key_values)
+            family.model(**again, **cache_kwargs(output_cache(out)))
         # a placeholder id without video features is just a token, as in the unmodified model
-        family.model(input_ids=torch.full((1, 1), family.model.config.video_token_id), past_key_values=out.past_key_values)
+        family.model(input_ids=torch.full((1, 1), family.model.config.video_token_id), **cache_kwargs(output_cache(out)))
 
 
 def test_layerwise_second_turn_equals_reference_without_dropped_entries(family):
@@ -104,7 +105,7 @@ def test_layerwise_second_turn_equals_reference_without_dropped_entries(family):
         answer = first.sequences[:, inputs["input_ids"].shape[1]:]
         history = extend(inputs, torch.cat([answer, turn2], dim=1))
         second = greedy(family.model, input_ids=history["input_ids"], attention_mask=history["attention_mask"],
-                        past_key_values=first.past_key_values, max_new_tokens=NEW, min_new_tokens=NEW)
+                        **cache_kwargs(output_cache(first)), max_new_tokens=NEW, min_new_tokens=NEW)
     new = second.sequences[0, history["input_ids"].shape[1]:].tolist()
     red = stage1_by_hand(family, inputs, config)
     fed = answer[0].tolist() + turn2[0].tolist() + new[:-1]
@@ -125,16 +126,16 @@ def test_crop_then_continue_equals_never_feeding_the_rejected_tokens(family, set
         runs = []
         for speculate in (False, True):
             out = family.model(**batch, use_cache=True)
-            cache, mask = out.past_key_values, batch["attention_mask"]
+            cache, mask = output_cache(out), batch["attention_mask"]
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             logits = []
             for _ in range(3):
                 if speculate:  # three draft tokens go in and are all rejected
                     mask_d = torch.cat([mask, torch.ones_like(drafts)], dim=1)
-                    family.model(input_ids=drafts, attention_mask=mask_d, past_key_values=cache)
+                    family.model(input_ids=drafts, attention_mask=mask_d, **cache_kwargs(cache))
                     cache.crop(-drafts.shape[1])
                 mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
-                out = family.model(input_ids=nxt, attention_mask=mask, past_key_values=cache)
+                out = family.model(input_ids=nxt, attention_mask=mask, **cache_kwargs(cache))
                 logits.append(out.logits[:, -1])
                 nxt = out.logits[:, -1].argmax(-1, keepdim=True)
             runs.append(torch.stack(logits))
@@ -183,7 +184,7 @@ def test_pruned_beam_search_equals_exhaustive_two_step_search(family, setting):
         candidates = []
         for score, token in zip(*first.topk(2)):
             prefill = family.model(**inputs, use_cache=True)
-            step = family.model(input_ids=token.view(1, 1), past_key_values=prefill.past_key_values)
+            step = family.model(input_ids=token.view(1, 1), **cache_kwargs(output_cache(prefill)))
             second = torch.log_softmax(step.logits[0, -1].float(), -1)
             candidates += [(float(score + s), [int(token), int(t)]) for s, t in zip(*second.topk(2))]
     best = sorted(candidates, key=lambda c: -c[0])[:2]
@@ -344,7 +345,7 @@ def test_dynamic_cache_passed_explicitly_equals_the_default(family):
     inputs = family.inputs()
     with sharpv.apply(family.model, keep_ratio=0.5, kv_threshold=2.0), torch.no_grad():
         want = family.model.generate(**inputs, max_new_tokens=NEW, do_sample=False)
-        got = family.model.generate(**inputs, max_new_tokens=NEW, do_sample=False, past_key_values=DynamicCache())
+        got = family.model.generate(**inputs, max_new_tokens=NEW, do_sample=False, **cache_kwargs(DynamicCache()))
         named = family.model.generate(**inputs, max_new_tokens=NEW, do_sample=False, cache_implementation="dynamic")
     assert got.tolist() == want.tolist() == named.tolist()
 

@@ -17,6 +17,7 @@ from sharpv.streaming import ChunkedPrefill, LiveVideo
 from sharpv.video import SampledVideo, build_inputs
 
 from conftest import moving_square_video
+from sharpv.compat import cache_kwargs
 
 NEW = 4
 FPS = 4.0
@@ -131,7 +132,7 @@ def test_live_stage2_decides_per_chunk_like_chunked_prefill(family):
             prefill.push(output, grid)
         cache = prefill.finish()
         rest = {k: v for k, v in inputs.items() if k != "pixel_values_videos"}
-        want = greedy(model, **rest, past_key_values=cache)
+        want = greedy(model, **rest, **cache_kwargs(cache))
         live = LiveVideo(handle, family.processor, fps=FPS, chunk_frames=4)
         live.extend(video.frames)
         lengths = [layer.get_seq_length() for layer in live.cache.layers]

@@ -12,6 +12,7 @@ from sharpv import SharpVConfig
 
 from conftest import Family
 from reference import run_layers, stage1_by_hand
+from sharpv.compat import cache_kwargs, output_cache
 
 ATOL = 1e-5
 NEW = 5
@@ -90,7 +91,7 @@ def test_generate_matches_teacher_forced_reference_with_hidden_keys(family, mode
     pruned = [int(h[:n].sum()) for h in hidden_keys]
     assert any(pruned), "the case must prune something"
     assert stats.kv_cache_lengths == [n - p for p in pruned]
-    cache = out.past_key_values
+    cache = output_cache(out)
     assert [layer.keys.shape[-2] for layer in cache.layers] == [n - p + NEW - 1 for p in pruned]
     # reported bytes: sum over layers of length x kv heads x head dim x 2 x dtype size
     text = family.model.config.get_text_config()
@@ -108,11 +109,11 @@ def test_manual_decode_loop_equals_generate_with_stage2(family):
     with sharpv.apply(family.model, config), torch.no_grad():
         gen = family.model.generate(**inputs, max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False)
         out = family.model(**inputs, use_cache=True)
-        cache, tokens = out.past_key_values, []
+        cache, tokens = output_cache(out), []
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         for _ in range(NEW):
             tokens.append(int(nxt))
-            out = family.model(input_ids=nxt, past_key_values=cache, use_cache=True)
+            out = family.model(input_ids=nxt, **cache_kwargs(cache), use_cache=True)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     assert gen[0, inputs["input_ids"].shape[1]:].tolist() == tokens
 

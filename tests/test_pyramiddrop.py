@@ -16,6 +16,7 @@ from sharpv.stats import PruningStats, VideoStats
 
 from conftest import Family
 from reference import is_qwen, run_ranked, stage1_by_hand
+from sharpv.compat import output_cache
 
 N_LAYERS = 4  # the tiny models' depth
 
@@ -190,7 +191,7 @@ def test_pyramiddrop_equals_a_reference_ranked_from_eager_attention(family, tiny
     # the cache: every stage holds exactly its count of visual tokens
     stage_of = [sum(1 for k in layers if k <= layer) for layer in range(N_LAYERS)]
     want = [n - n_vis + ([n_vis] + counts)[s] + 2 for s in stage_of]
-    assert [layer.keys.shape[-2] for layer in out.past_key_values.layers] == want
+    assert [layer.keys.shape[-2] for layer in output_cache(out).layers] == want
     stats = handle.stats
     assert stats.kv_withdraw_layer == layers[0] and stats.extra_seconds > 0 and stats.method == "pyramiddrop"
     # generated tokens: teacher-forced reference (the ranking is the prompt's, so the same tokens go)

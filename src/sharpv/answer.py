@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from sharpv.compat import cache_kwargs, output_cache
 from sharpv.adapters import adapter_class_for
 from sharpv.errors import SharpVError
 from sharpv.methods import PruningMethod, SharpV
@@ -351,7 +352,7 @@ def generate_answers(model: torch.nn.Module, processor: Any, inputs_list: Sequen
     ``method`` is applied once; the shared prefix (:func:`shared_prefix_length`) is prefilled once
     with ``generate(max_new_tokens=1)`` (so the method prunes it exactly as it prunes a prompt:
     stage 1, and stage 2's per-layer cache), then every question runs
-    ``generate(input_ids=<its whole prompt>, attention_mask=..., past_key_values=<prefix cache>)``
+    ``generate(input_ids=<its whole prompt>, attention_mask=..., cache=<prefix cache>)`` (``past_key_values=`` before transformers 5.25)
     (the runtime recognises the repeated prefix tokens and feeds only the question's), and the cache
     is cut back to the prefix with ``cache.crop(-n)`` before the next one. Each answer equals
     answering its question alone with the same method (tested: greedy tokens equal, logits within
@@ -389,7 +390,7 @@ def generate_answers(model: torch.nn.Module, processor: Any, inputs_list: Sequen
         stats = handle.stats
         if stats is None:
             raise SharpVError("the prompt reached the model without video tokens; check the processor and the video")
-        cache = out.past_key_values
+        cache = output_cache(out)
         cached = int(cache.get_seq_length())
         generations = []
         for inputs in inputs_list:
@@ -397,7 +398,7 @@ def generate_answers(model: torch.nn.Module, processor: Any, inputs_list: Sequen
             measured: dict[str, Any] = {}
 
             def measure(output: Any, full_length: int = full_length, measured: dict = measured) -> None:
-                sizes, lengths, dense = cache_sizes(output.past_key_values, full_length)
+                sizes, lengths, dense = cache_sizes(output_cache(output), full_length)
                 measured.update(kv_cache_bytes_per_layer=sizes, kv_cache_bytes=sum(sizes), kv_cache_lengths=lengths,
                                 kv_cache_bytes_dense=dense, sequence_length_in=full_length,
                                 sequence_length_out=lengths[0] if lengths else 0)
@@ -407,7 +408,7 @@ def generate_answers(model: torch.nn.Module, processor: Any, inputs_list: Sequen
             start = time.perf_counter()
             with torch.inference_mode():
                 try:
-                    out = model.generate(**call, past_key_values=cache, max_new_tokens=max_new_tokens,
+                    out = model.generate(**call, **cache_kwargs(cache), max_new_tokens=max_new_tokens,
                                          do_sample=do_sample, return_dict_in_generate=True, **(generate_kwargs or {}))
                 finally:
                     timer.remove()

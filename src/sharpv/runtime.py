@@ -37,6 +37,7 @@ and ``reorder_cache`` need no bookkeeping of their own:
 from __future__ import annotations
 
 import contextlib
+import inspect
 import time
 import weakref
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from typing import Any
 import torch
 
 from sharpv.adapters import adapter_for
-from sharpv.compat import check_attention, check_cache, check_generation_config
+from sharpv.compat import check_attention, check_cache, check_cache_handover, check_generation_config, output_cache
 from sharpv.core import compact_positions, gather_positions, shorten, take
 from sharpv.core.kv import Layout
 from sharpv.errors import SharpVError
@@ -145,6 +146,16 @@ def _locate(given: torch.Tensor, full: torch.Tensor, seen: int, q: int) -> int:
     last = full[-1, :, -1] if full.dim() == 3 else full[:, -1]  # (B,): an M-RoPE plane, or the 1-D position
     linear = (last + (seen - length + 1) - given.reshape(-1, given.shape[-1])).unique()
     return int(linear) if linear.numel() == 1 else -1
+
+
+def _as_keywords(module: torch.nn.Module, args: tuple) -> dict[str, Any]:
+    """Positional arguments of a forward call under their parameter names (the hooks rewrite
+    keywords only; a positional argument left behind would be passed twice or lost)."""
+    params = [p for p in inspect.signature(module.forward).parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(args) > len(params):
+        raise SharpVError(f"this forward call has {len(args)} positional arguments; pass the inputs by name (input_ids=..., ...)")
+    return {p.name: value for p, value in zip(params, args)}
 
 
 def _sync(device: torch.device) -> None:
@@ -260,11 +271,10 @@ class AppliedMethod:
         if self._passthrough:
             return None
         if args:
-            kwargs = dict(kwargs)
-            kwargs.setdefault("input_ids", args[0])
+            kwargs = {**_as_keywords(module, args), **kwargs}
             args = ()
         self._pending, self._stepping = None, False
-        cache = kwargs.get("past_key_values")
+        cache = check_cache_handover(kwargs, pruned_live=len(self._caches) > 0 or self._has_video(kwargs))
         if _seq_length(cache) > 0:
             cont = self._caches.get(cache)
             if cont is not None:
@@ -291,7 +301,7 @@ class AppliedMethod:
         cont, self._pending = self._pending, None
         if cont is None:
             return None
-        cache = getattr(output, "past_key_values", None)  # None when the forward raised or use_cache=False
+        cache = output_cache(output)  # None when the forward raised or use_cache=False
         layouts = None
         if self.layer_pruner is not None:
             layouts = self.layer_pruner.end_prefill(cache)

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from sharpv.compat import cache_keys, cache_kwargs, output_cache
 from sharpv.errors import SharpVError
 from sharpv.harness.flops import computed_lengths, extra_score_tokens, prefill_flops
 from sharpv.methods import METHODS, PruningMethod, create
@@ -172,11 +173,11 @@ def run_once(model: torch.nn.Module, method: PruningMethod, inputs: dict, new_to
         out = model(**feed, use_cache=True, logits_to_keep=1)
         _sync(device)
         prefill_seconds = time.perf_counter() - start
-        cache = out.past_key_values
+        cache = output_cache(out)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         start = time.perf_counter()
         for _ in range(new_tokens):
-            out = model(input_ids=nxt, past_key_values=cache, use_cache=True)
+            out = model(input_ids=nxt, **cache_kwargs(cache), use_cache=True)
             nxt = out.logits[:, -1].argmax(-1, keepdim=True)
         _sync(device)
         decode_seconds = time.perf_counter() - start
@@ -240,7 +241,7 @@ def ideal_inputs(model, inputs: dict, kept: int, n_visual: int) -> dict:
             hook.remove()
         if handle.stats.visual_tokens_kept != kept:
             raise RuntimeError(f"ideal row: wanted {kept} visual tokens, the capture kept {handle.stats.visual_tokens_kept}")
-    return {k: v for k, v in captured.items() if k not in ("past_key_values", "use_cache", "cache_position")}
+    return {k: v for k, v in captured.items() if k not in (*cache_keys(), "use_cache", "cache_position")}
 
 
 def ideal_prefill(model, feed: dict) -> torch.Tensor:

@@ -180,6 +180,7 @@ def _pipeline(model, mode: str, frames: int, chunk_frames: int, tokens_per_frame
 
     import sharpv
     from sharpv.adapters import adapter_for
+    from sharpv.compat import cache_kwargs, output_cache
     from sharpv.shapes import synthetic_inputs, synthetic_pixels
 
     device = model.device
@@ -221,7 +222,7 @@ def _pipeline(model, mode: str, frames: int, chunk_frames: int, tokens_per_frame
                 tick(f"{last * unit_frames}/{frames} frames")
             start = time.perf_counter()
             cache = prefill.finish()
-            logits = model(input_ids=ids[:, -1:], past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = model(input_ids=ids[:, -1:], **cache_kwargs(cache), use_cache=True, logits_to_keep=1).logits
             first_token = int(logits[0, -1].argmax())
             _sync(device)
             question = time.perf_counter() - start
@@ -252,7 +253,7 @@ def _pipeline(model, mode: str, frames: int, chunk_frames: int, tokens_per_frame
             first_token = int(result.logits[0, -1].argmax())
             _sync(device)
             prefill_seconds = time.perf_counter() - start
-            cache = result.past_key_values
+            cache = output_cache(result)
             stats = handle.stats if handle is not None else None
         kept = stats.visual_tokens_kept if stats is not None else out["visual_tokens_in"]
         out.update(

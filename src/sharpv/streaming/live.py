@@ -50,6 +50,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from sharpv.compat import cache_kwargs
 from sharpv.errors import SharpVError
 from sharpv.streaming.prefill import ChunkedPrefill
 from sharpv.video.decode import SampledVideo
@@ -331,7 +332,7 @@ class LiveVideo(ChunkedPrefill):
             self._set_prompt(inputs)
             cache = self.finish()
             with torch.no_grad():
-                out = self.model.generate(**inputs, past_key_values=cache, max_new_tokens=max_new_tokens,
+                out = self.model.generate(**inputs, **cache_kwargs(cache), max_new_tokens=max_new_tokens,
                                           do_sample=do_sample, streamer=timer, **generate_kwargs)
         finally:
             self._restore(saved)

@@ -7,7 +7,7 @@ first answer token). Every piece is one ordinary forward call of the model on th
 with the model's own feature scattering (Qwen3-VL's deepstack included), explicit positions (the
 kept tokens' original positions, 1-D or M-RoPE, or compact ones) and a 2-D mask. The cache then
 equals the one-shot pruned prefill's cache at float precision, and the applied handle adopts it:
-``model.generate(**inputs, past_key_values=cache)`` continues exactly as after a one-shot pruned
+``model.generate(**inputs, cache=cache)`` (``past_key_values=`` before transformers 5.25) continues exactly as after a one-shot pruned
 prefill (the runtime maps the call from the cache's real length).
 
 Budget mode (``keep_ratio``) needs every frame's scores before it can split the total: each
@@ -34,7 +34,7 @@ Usage::
         for chunk in chunks:                        # the model's own get_video_features per chunk
             prefill.push(chunk.encoder_output, chunk.video_grid_thw)
         cache = prefill.finish()
-        out = model.generate(**inputs_without_pixels, past_key_values=cache)
+        out = model.generate(**inputs_without_pixels, cache=cache)  # past_key_values= before transformers 5.25
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from sharpv.compat import cache_kwargs
 from sharpv.core.kv import Layout
 from sharpv.core.positions import compact_positions
 from sharpv.core.selection import budget_total, select_budget
@@ -142,7 +143,7 @@ class ChunkedPrefill:
 
     def finish(self) -> Any:
         """Feed the rest of the prompt but its last token and hand the cache to the applied method;
-        returns the cache for ``generate(..., past_key_values=cache)``."""
+        returns the cache for ``generate(..., cache=cache)`` (``past_key_values=`` before transformers 5.25)."""
         if self.budget:
             self._select_budget()
         extra = self.placeholders.numel() - self.used
@@ -191,7 +192,7 @@ class ChunkedPrefill:
         if index.numel() == 0:
             return
         piece_ids = self.ids[:, index]
-        kwargs: dict[str, Any] = {"input_ids": piece_ids, "past_key_values": self.cache, "use_cache": True}
+        kwargs: dict[str, Any] = {"input_ids": piece_ids, **cache_kwargs(self.cache), "use_cache": True}
         if keep is not None and bool(keep.any()):
             kwargs["mm_encoder_outputs"] = {"video": self._kept_output(output, grids, keep, n, tail_only)}
         if self.inputs.get("mm_token_type_ids") is not None:
