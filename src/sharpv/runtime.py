@@ -102,11 +102,11 @@ class _Continuation:
 
     def last_position(self) -> torch.Tensor:
         """The position tokens after the prompt count from, (B, 1) or (P, B, 1): the last fed
-        token's, except where a prompt at original M-RoPE positions ends on a video token. The
-        next token then comes after the whole unpruned video (each row's largest position over
-        the M-RoPE planes), where the unpruned prompt's next text token is, whichever video
-        tokens were kept. A fourth, leading plane (transformers' text positions: the sequence
-        index, for masks) just continues."""
+        token's, as ``generate()`` continues a prompt (each plane + 1 per token), except where a
+        prompt at original M-RoPE positions ends on a video token. The next token then comes after
+        the whole unpruned video (each row's largest position over the M-RoPE planes), whichever
+        video tokens were kept. A fourth, leading plane (transformers' text positions: the
+        sequence index, for masks) just continues."""
         last = self.positions[..., -1:]
         ends_on_video = self.visual[:, -1]
         if not self.original or last.dim() != 3 or not bool(ends_on_video.any()):
@@ -142,9 +142,10 @@ def _locate(given: torch.Tensor, full: torch.Tensor, seen: int, q: int) -> int:
     if match.numel():
         return int(match[0])
     # generate() on Qwen-VL without the vision inputs extrapolates text positions over the whole
-    # history (index + rope delta): read the start from that line instead.
-    last = full[-1, :, -1] if full.dim() == 3 else full[:, -1]  # (B,): an M-RoPE plane, or the 1-D position
-    linear = (last + (seen - length + 1) - given.reshape(-1, given.shape[-1])).unique()
+    # history (index + rope delta, the delta counting from the prompt's largest position): read the
+    # start from that line instead.
+    top = (full[1:] if full.shape[0] == 4 else full).amax(dim=(0, 2)) if full.dim() == 3 else full.amax(dim=1)
+    linear = (top + (seen - length + 1) - given.reshape(-1, given.shape[-1])).unique()
     return int(linear) if linear.numel() == 1 else -1
 
 
