@@ -1,14 +1,19 @@
 """sharpv inside lmms-eval: the real ``lmms-eval`` command line, found through the entry point, on an
 offline task folder from ``sharpv export-synthetic``, gives ``sharpv eval``'s answers item by item.
 
-Runs in lmms-eval's own virtualenv (.ci/run builds it: ``pip install -e ".[lmms-eval]"`` next to
-the CPU torch); skipped where lmms-eval is not installed (the main environment).
+Runs in lmms-eval's own virtualenv (.ci/integration_lmms_eval.sh builds it afresh: ``pip install -e
+".[lmms-eval,test]"`` next to the CPU torch); skipped where lmms-eval is not installed (the main environment).
+
+lmms-eval catches an exception raised while it evaluates a task, logs "Error during evaluation" and still exits
+0 without writing results: every lmms-eval run here fails on that line, or on missing output files, with
+lmms-eval's own stdout and stderr in the failure message.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -44,25 +49,54 @@ def task(tmp_path_factory) -> Path:
     return out
 
 
+def _report(done: subprocess.CompletedProcess, what: str, tail: int = 5000) -> str:
+    """What went wrong, the command, and the end of lmms-eval's own stdout and stderr."""
+    return (f"{what}\n$ {shlex.join(done.args)}\nexit code {done.returncode}\n"
+            f"----- lmms-eval stdout (last {tail} characters) -----\n{done.stdout[-tail:]}\n"
+            f"----- lmms-eval stderr (last {tail} characters) -----\n{done.stderr[-tail:]}")
+
+
 def _lmms_eval(task: Path, model_args: str, out: Path) -> subprocess.CompletedProcess:
-    return _run([str(BIN / "lmms-eval"), "--model", "sharpv", "--model_args", model_args, "--include_path", str(task),
+    done = _run([str(BIN / "lmms-eval"), "--model", "sharpv", "--model_args", model_args, "--include_path", str(task),
                  "--tasks", "sharpv_synthetic", "--device", "cpu", "--log_samples", "--output_path", str(out)], out.parent)
+    if "Error during evaluation" in done.stdout + done.stderr:
+        pytest.fail(_report(done, "lmms-eval logged 'Error during evaluation' (it exits 0 all the same)"), pytrace=False)
+    return done
+
+
+def _outputs(task: Path, key: str) -> tuple[list[dict], dict, dict, str] | str:
+    """One lmms-eval run of RUNS[key]: its samples, results, pruning statistics and stderr, or why it failed."""
+    out = task.parent / f"lmms-{key}"
+    stats = task.parent / f"stats-{key}.json"
+    try:
+        done = _lmms_eval(task, f"{RUNS[key][0]},stats_path={stats}", out)
+    except pytest.fail.Exception as failed:
+        return failed.msg
+    if done.returncode != 0:
+        return _report(done, f"lmms-eval ({key}) failed")
+    samples = list(out.rglob("*_samples_sharpv_synthetic.jsonl"))
+    results = list(out.rglob("*_results.json"))
+    if len(samples) != 1 or len(results) != 1 or not stats.exists():
+        return _report(done, f"lmms-eval ({key}) exited 0 but wrote {len(samples)} samples and {len(results)} results "
+                             f"files (one each expected) and {'a' if stats.exists() else 'no'} statistics file under "
+                             f"{out}")
+    rows = [json.loads(line) for line in samples[0].read_text().splitlines()]
+    return (sorted(rows, key=lambda r: r["doc_id"]), json.loads(results[0].read_text()), json.loads(stats.read_text()),
+            done.stderr)
 
 
 @pytest.fixture(scope="module")
-def lmms_runs(task) -> dict[str, tuple[list[dict], dict, str]]:
-    runs = {}
-    for key, (model_args, _, _) in RUNS.items():
-        out = task.parent / f"lmms-{key}"
-        stats = task.parent / f"stats-{key}.json"
-        done = _lmms_eval(task, f"{model_args},stats_path={stats}", out)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        [samples] = list(out.rglob("*_samples_sharpv_synthetic.jsonl"))
-        [results] = [p for p in out.rglob("*_results.json")]
-        rows = [json.loads(line) for line in samples.read_text().splitlines()]
-        runs[key] = (sorted(rows, key=lambda r: r["doc_id"]), json.loads(results.read_text()), json.loads(stats.read_text()),
-                     done.stderr)
-    return runs
+def lmms_runs(task) -> dict[str, tuple[list[dict], dict, dict, str] | str]:
+    """Every run of RUNS, once per module; a failed run is its failure message (see _run_of), so that each test
+    fails with the output of the run it reads instead of erroring in this fixture."""
+    return {key: _outputs(task, key) for key in RUNS}
+
+
+def _run_of(lmms_runs: dict, key: str) -> tuple[list[dict], dict, dict, str]:
+    run = lmms_runs[key]
+    if isinstance(run, str):
+        pytest.fail(run, pytrace=False)
+    return run
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +119,7 @@ def test_the_entry_point_registers_the_model():
 
 @pytest.mark.parametrize("key", list(RUNS))
 def test_lmms_eval_answers_equal_sharpv_eval_item_by_item(key, task, lmms_runs, sharpv_eval):
-    rows, results, stats, stderr = lmms_runs[key]
+    rows, results, stats, stderr = _run_of(lmms_runs, key)
     _, method, budget = RUNS[key]
     predictions, records = sharpv_eval
     ours = [p for p in predictions if p["method"] == method and p["budget"] == budget]
@@ -111,11 +145,12 @@ def test_the_comparison_has_teeth(lmms_runs):
     reaching lmms-eval), and kept what it was asked to keep. (The first 20 held-out questions are
     easy: SharpV at 0.1 and adaptive answer them all as dense does; at 0.03 one answer changes,
     random tokens at 0.03 change several.)"""
-    answers = {key: [r["filtered_resps"] for r in run[0]] for key, run in lmms_runs.items()}
+    runs = {key: _run_of(lmms_runs, key) for key in RUNS}
+    answers = {key: [r["filtered_resps"] for r in run[0]] for key, run in runs.items()}
     differ = {key: sum(a != d for a, d in zip(answers[key], answers["dense"])) for key in answers}
     assert differ["sharpv-0.03"] >= 1 and differ["random-0.03"] >= 3, differ
-    assert lmms_runs["dense"][2]["summary"]["kept_share"] == 1.0
-    assert lmms_runs["sharpv-0.03"][2]["summary"]["kept_share"] == pytest.approx(0.03, abs=0.003)
+    assert runs["dense"][2]["summary"]["kept_share"] == 1.0
+    assert runs["sharpv-0.03"][2]["summary"]["kept_share"] == pytest.approx(0.03, abs=0.003)
 
 
 @pytest.mark.parametrize("model_args, expected", [
