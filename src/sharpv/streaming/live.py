@@ -24,9 +24,12 @@ Decisions:
   (``chunk_frames`` frames, or fewer if a question comes first) holds for the whole stream. With
   :class:`~sharpv.video.TorchVideoInputs` every later chunk is resized to it; the model's own
   transformers processor is called per chunk, and a chunk it sizes differently is refused with
-  the size to use. Where the budget does not bind (it does not for real checkpoints below ~100
-  frames per chunk), the answer equals the one-shot answer on the same frames exactly; where it
-  does, the one-shot path would have picked another size for the whole clip.
+  the size to use. The answer equals the one-shot answer on the same frames exactly while the
+  one-shot clip's frames x area fit the checkpoint's ``longest_edge`` pixel budget (or the first
+  chunk holds the whole clip): it is the one-shot clip's total frame count that binds, not the
+  chunk size (with the released Qwen3-VL configs, 58 frames of 768x576; docs/api.md has the
+  measured example). Beyond it the one-shot path shrinks every frame while the stream keeps the
+  first chunk's size, and holds more tokens.
 - **Qwen-VL encodes frames in pairs** (temporal patch 2): at a question, a last frame without its
   partner waits for the next push (``frames_seen`` says how many frames the answer saw).
 - **Adaptive mode only**: budget mode (``keep_ratio``) splits a total over the whole video, which
