@@ -20,8 +20,12 @@ list); the architecture decides that SharpV selects. Stage 2 (pruning inside the
 supported: vLLM's paged KV cache has one length for every layer of a request.
 
 vLLM finds the plugin through the ``vllm.general_plugins`` entry point (:func:`register`), in
-every engine process. Tested with vLLM 0.32 only (``TESTED``): with another version the plugin
-registers nothing and says so in one warning line, and the SharpV classes refuse to build.
+every engine process. Support is decided by feature, not by version string
+(:mod:`sharpv.integrations.vllm.features`): every vLLM interface the plugin uses is looked up in
+the installed vLLM's source; where one is gone the plugin registers nothing and says which, in one
+warning line. On a vLLM other than the one this project's CI runs end to end (0.32, ``TESTED``)
+it registers and logs a plain warning saying so. Each pruned video gets one log line
+(``vllm.sharpv`` logger, INFO, printed with vLLM's own log): kept / total video tokens.
 """
 
 from __future__ import annotations
@@ -32,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from sharpv.errors import SharpVError
+from sharpv.integrations.vllm.features import TESTED, missing_pieces, untested_warning
 
-#: the vLLM releases the plugin and its workarounds were tested with (major, minor)
-TESTED = ((0, 32),)
+__all__ = ["ARCHITECTURES", "TESTED", "architecture_for", "check_rate", "check_vllm", "llm_kwargs", "register"]
 
 ARCHITECTURES = {
     "qwen2_5_vl": "SharpVQwen2_5_VLForConditionalGeneration",
@@ -42,40 +46,42 @@ ARCHITECTURES = {
     "llava_onevision": "SharpVLlavaOnevisionForConditionalGeneration",
 }
 
-logger = logging.getLogger("sharpv.vllm")
+#: under vLLM's ``vllm`` logger, so that vLLM's logging configuration (handler, format,
+#: VLLM_LOGGING_LEVEL) prints these lines with its own
+logger = logging.getLogger("vllm.sharpv")
 
 
-def _version(text: str) -> tuple[int, int]:
-    parts = text.split("+")[0].split(".")
-    try:
-        return int(parts[0]), int(parts[1])
-    except (IndexError, ValueError):
-        return (-1, -1)
+def check_vllm(root: Path | None = None) -> None:
+    """Raise :class:`SharpVError` (one line naming each missing piece) unless the vLLM at ``root``
+    (default: the installed one) has every interface the plugin uses."""
+    missing = missing_pieces(root)
+    if missing:
+        raise SharpVError("sharpv's vLLM plugin cannot run on this vLLM: it lacks " + "; ".join(missing))
 
 
-def check_vllm_version(version: str | None = None) -> None:
-    """Raise :class:`SharpVError` (one line) unless ``version`` (default: the installed vLLM's)
-    is one the plugin was tested with."""
-    if version is None:
-        import vllm
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
 
-        version = vllm.__version__
-    if _version(version) not in TESTED:
-        tested = ", ".join(f"{a}.{b}.x" for a, b in TESTED)
-        raise SharpVError(f"sharpv's vLLM plugin is tested with vLLM {tested}, not {version}; "
-                          f"install a tested release (pip install 'sharpv[vllm]')")
+    return bool(current_platform.is_cpu())
 
 
 def register() -> None:
     """The ``vllm.general_plugins`` entry point: register the SharpV model classes and apply the
     workarounds for vLLM's own defects (:mod:`sharpv.integrations.vllm.workarounds`). Runs in every
-    vLLM process, whether or not a SharpV model is served, so an untested vLLM gets one warning and
-    nothing else."""
-    try:
-        check_vllm_version()
-    except SharpVError as exc:
-        logger.warning("%s (the SharpV model classes are not registered)", exc)
+    vLLM process, whether or not a SharpV model is served: a vLLM that lacks an interface the plugin
+    uses gets one warning line naming it and nothing registered; an untested vLLM that has them all
+    gets one plain warning and the registration."""
+    import vllm
+
+    version = getattr(vllm, "__version__", "unknown")
+    cpu = _on_cpu()
+    missing = missing_pieces(cpu=cpu)
+    if missing:
+        logger.warning("sharpv's vLLM plugin registers nothing: vLLM %s lacks %s", version, "; ".join(missing))
         return
+    warning = untested_warning(version)
+    if warning:
+        logger.warning("%s", warning)
     from vllm import ModelRegistry
 
     from sharpv.integrations.vllm.workarounds import apply_workarounds
@@ -84,20 +90,21 @@ def register() -> None:
     for name in ARCHITECTURES.values():
         if name not in supported:
             ModelRegistry.register_model(name, f"sharpv.integrations.vllm.models:{name}")
-    apply_workarounds()
+    apply_workarounds(cpu)
 
 
 def llm_kwargs(model: str | Path, video_pruning_rate: float, **extra: Any) -> dict[str, Any]:
-    """Keyword arguments for ``vllm.LLM`` that serve checkpoint ``model`` with SharpV stage 1 at
-    ``video_pruning_rate`` (the share of video tokens pruned, in [0, 1)), plus ``extra``. Refuses,
-    with one line (:class:`SharpVError`), a rate outside [0, 1), a checkpoint that is not
-    Qwen2.5-VL or Qwen3-VL, and an untested vLLM::
+    """Keyword arguments for ``vllm.LLM`` that serve checkpoint ``model`` (a local checkpoint
+    folder with its config.json) with SharpV stage 1 at ``video_pruning_rate`` (the share of video
+    tokens pruned, in [0, 1)), plus ``extra``. Refuses, with one line (:class:`SharpVError`), a
+    rate outside [0, 1), a folder without config.json, a checkpoint that is not Qwen2.5-VL,
+    Qwen3-VL or LLaVA-OneVision, and a vLLM that lacks an interface the plugin uses::
 
-        llm = LLM(**llm_kwargs("Qwen/Qwen2.5-VL-7B-Instruct", 0.7, max_model_len=32768))
+        llm = LLM(**llm_kwargs("/models/Qwen2.5-VL-7B-Instruct", 0.7, max_model_len=32768))
     """
     check_rate(video_pruning_rate)
     architecture = architecture_for(model)
-    check_vllm_version()
+    check_vllm()
     overrides = dict(extra.pop("hf_overrides", None) or {})
     overrides["architectures"] = [architecture]
     return {"model": str(model), "hf_overrides": overrides, "video_pruning_rate": float(video_pruning_rate), **extra}
@@ -114,7 +121,8 @@ def architecture_for(model: str | Path) -> str:
     or :class:`SharpVError` naming what the plugin supports."""
     config = Path(model) / "config.json"
     if not config.is_file():
-        raise SharpVError(f"{model} has no config.json; pass a local checkpoint directory (Qwen2.5-VL or Qwen3-VL)")
+        raise SharpVError(f"{model} has no config.json; pass a local checkpoint folder (Qwen2.5-VL, Qwen3-VL or "
+                          "LLaVA-OneVision), not a hub id")
     model_type = json.loads(config.read_text()).get("model_type")
     if model_type not in ARCHITECTURES:
         raise SharpVError(f"sharpv's vLLM plugin prunes Qwen2.5-VL, Qwen3-VL and LLaVA-OneVision checkpoints; {model} is "

@@ -20,7 +20,7 @@ from vllm.multimodal.video_prune.evs import compute_mrope_for_media, compute_ret
 
 from sharpv.core.selection import select_count
 from sharpv.errors import SharpVError
-from sharpv.integrations.vllm import check_vllm_version
+from sharpv.integrations.vllm import check_vllm, logger
 from sharpv.integrations.vllm.workarounds import without_outer_vision_start
 
 
@@ -43,7 +43,7 @@ class _SharpVPruning:
     def __init__(self, *, vllm_config, prefix: str = ""):
         # before vLLM's own constructor: a checkpoint of another family gets one line, not a
         # failure deep inside the model's construction
-        check_vllm_version()
+        check_vllm()
         found = getattr(vllm_config.model_config.hf_config, "model_type", None)
         if found != self.sharpv_model_type:
             raise SharpVError(f"{type(self).__name__} serves {self.sharpv_model_type!r} checkpoints, this one is {found!r}; "
@@ -61,7 +61,10 @@ class _SharpVPruning:
     def _sharpv_mask(self, embeds: torch.Tensor, frames: int, per_frame: int) -> torch.Tensor:
         """The (frames, per_frame) keep mask of one video, recorded in ``sharpv_kept_per_frame``."""
         mask = retention_mask(embeds, frames, per_frame, self.sharpv_rate, self.config.text_config.hidden_size)
-        self.sharpv_kept_per_frame.append(mask.sum(1).tolist())
+        kept = mask.sum(1).tolist()
+        self.sharpv_kept_per_frame.append(kept)
+        logger.info("SharpV kept %d of %d video tokens (%d frames of %d, rate %g)", sum(kept), frames * per_frame,
+                    frames, per_frame, self.sharpv_rate)
         return mask
 
     def _sharpv_qwen_mask(self, embeds: torch.Tensor, grid_thw) -> torch.Tensor:

@@ -1,30 +1,30 @@
-"""Workarounds for defects of vLLM itself, each isolated here, commented with the vLLM release it
-is for, and applied only on that release (:data:`sharpv.integrations.vllm.TESTED`). None patches
-vLLM's files; each wraps one method once, in the process that loads the plugin."""
+"""Workarounds for defects of vLLM itself, each isolated here, commented with the vLLM releases it
+is for, and applied where the defect's code is there (checked by feature,
+:mod:`sharpv.integrations.vllm.features`), not by version string. None patches vLLM's files; each
+wraps one method once, in the process that loads the plugin."""
 
 from __future__ import annotations
-
-import logging
-
-logger = logging.getLogger("sharpv.vllm")
 
 _MARK = "_sharpv_workaround"
 
 
-def apply_workarounds() -> None:
-    _cpu_runner_sets_the_pruning_flag()
+def apply_workarounds(cpu: bool) -> None:
+    """``cpu``: whether vLLM runs on its CPU platform."""
+    if cpu:
+        from sharpv.integrations.vllm.features import cpu_runner_workaround
+
+        if cpu_runner_workaround():
+            _cpu_runner_sets_the_pruning_flag()
 
 
 def _cpu_runner_sets_the_pruning_flag() -> None:
-    """vLLM 0.32: ``GPUModelRunner.load_model`` sets ``is_multimodal_pruning_enabled`` after the
-    model is built; ``CPUModelRunner`` overrides ``load_model`` and never does, so the CPU runner
-    skips the M-RoPE recomputation pruned videos need and merging the pruned embeddings fails with
-    a shape mismatch (EVS as well as SharpV). After the CPU runner's ``load_model``, set the flag the
-    way the GPU runner does."""
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
-        return
+    """vLLM 0.32 and 0.33 (``vllm.v1.worker.cpu_model_runner``, the same file in both):
+    ``GPUModelRunner.load_model`` sets ``is_multimodal_pruning_enabled`` after the model is built;
+    ``CPUModelRunner`` overrides ``load_model`` and never does, so the CPU runner skips the M-RoPE
+    recomputation pruned videos need and merging the pruned embeddings fails with a shape mismatch
+    (EVS as well as SharpV). After the CPU runner's ``load_model``, set the flag the way the GPU
+    runner does. vLLM 0.34 removed that runner; its CPU runner (``vllm.v1.worker.cpu``) builds the
+    recomputation itself whenever pruning is on, and this is not applied there."""
     from vllm.model_executor.models.interfaces import supports_multimodal_pruning
     from vllm.v1.worker.cpu_model_runner import CPUModelRunner
 
@@ -46,7 +46,8 @@ def _cpu_runner_sets_the_pruning_flag() -> None:
 
 
 def without_outer_vision_start(input_ids, vision_start: int, video: int, image: int):
-    """vLLM 0.32, Qwen3-VL with a pruned video: ``recompute_mrope_positions`` assumes every
+    """vLLM 0.32 to 0.34 (the same code in all three), Qwen3-VL with a pruned video:
+    ``recompute_mrope_positions`` assumes every
     ``<|vision_start|>`` opens media. Since transformers 5.10 the chat template's own
     ``<|vision_start|><|video_pad|><|vision_end|>`` stays around the expanded video, so an outer
     ``<|vision_start|>`` precedes the first ``<t seconds>`` text and the recomputation writes the
