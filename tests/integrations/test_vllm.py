@@ -1,10 +1,12 @@
-"""SharpV inside vLLM (issue 12): the plugin's selection equals sharpv's own, generation
-completes, EVS runs through the same engine as a control, and what the plugin does not support is
-refused in one line. Runs where vLLM is installed (CI: its own virtualenv, see .ci/run);
-elsewhere it is skipped."""
+"""SharpV inside vLLM (issues 12 and 26): the plugin's selection equals sharpv's own, generation
+completes, EVS and VidCom2 run through the same engine as controls, each pruned video gets one log
+line, vLLM's own --video-pruning-method takes no out-of-tree method, and what the plugin does not
+support is refused in one line. Runs where vLLM is installed (CI: its own virtualenv, see .ci/run);
+elsewhere it is skipped. The version-dependent branches run without vLLM in tests/test_vllm_compat.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
@@ -16,7 +18,7 @@ vllm = pytest.importorskip("vllm", reason="vLLM is not installed (CI runs this f
 import sharpv  # noqa: E402
 from sharpv.core.selection import select_count  # noqa: E402
 from sharpv.errors import SharpVError  # noqa: E402
-from sharpv.integrations.vllm import architecture_for, check_vllm_version, llm_kwargs  # noqa: E402
+from sharpv.integrations.vllm import architecture_for, check_vllm, features, llm_kwargs  # noqa: E402
 from sharpv.tiny import build_tiny_model  # noqa: E402
 from sharpv.video import SampledVideo, build_inputs, load_processor  # noqa: E402
 
@@ -72,6 +74,17 @@ def _hf(path, arch):
     return out, processor
 
 
+class _Lines(logging.Handler):
+    """The plugin's log lines (its logger sits under vLLM's ``vllm``, which does not propagate)."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())
+
+
 def test_sharpv_in_vllm_keeps_what_sharpv_keeps_and_generates(checkpoint):
     from vllm import SamplingParams
 
@@ -79,13 +92,21 @@ def test_sharpv_in_vllm_keeps_what_sharpv_keeps_and_generates(checkpoint):
     want, processor = _hf(path, arch)
     llm = _engine(path, **llm_kwargs(path, RATE))
     params = SamplingParams(max_tokens=NEW, min_tokens=NEW, temperature=0)
-    for video, (kept, total, tokens) in zip(VIDEOS, want):
-        out = llm.generate(_request(processor, video), params, use_tqdm=False)
-        (got,) = llm.apply_model(lambda model: model.sharpv_kept_per_frame)
-        assert got == [kept], "vLLM kept other tokens per frame than sharpv's transformers path"
-        assert sum(kept) == int(total * (1 - RATE))
-        assert len(out[0].outputs[0].token_ids) == NEW
-        assert list(out[0].outputs[0].token_ids) == tokens, "greedy answers differ between vLLM and transformers"
+    log = _Lines()
+    logging.getLogger("vllm.sharpv").addHandler(log)
+    try:
+        for video, (kept, total, tokens) in zip(VIDEOS, want):
+            log.lines.clear()
+            out = llm.generate(_request(processor, video), params, use_tqdm=False)
+            (got,) = llm.apply_model(lambda model: model.sharpv_kept_per_frame)
+            assert got == [kept], "vLLM kept other tokens per frame than sharpv's transformers path"
+            assert sum(kept) == int(total * (1 - RATE))
+            assert log.lines == [f"SharpV kept {sum(kept)} of {total} video tokens ({len(kept)} frames of "
+                                 f"{total // len(kept)}, rate {RATE:g})"], "one log line per pruned video"
+            assert len(out[0].outputs[0].token_ids) == NEW
+            assert list(out[0].outputs[0].token_ids) == tokens, "greedy answers differ between vLLM and transformers"
+    finally:
+        logging.getLogger("vllm.sharpv").removeHandler(log)
 
 
 def test_the_selection_is_sharpvs_on_vllms_own_features(checkpoint):
@@ -121,6 +142,50 @@ def test_evs_runs_through_the_same_engine_as_a_control(checkpoint):
     assert len(pruned.outputs[0].token_ids) == NEW
 
 
+def test_vidcom2_runs_through_the_same_engine_as_a_second_control(checkpoint):
+    """vLLM 0.32 prunes Qwen3-VL videos with VidCom2 too (``video_pruning_method="vidcom2"``; its count
+    is ``max(T, int(T * f * (1 - rate)))``, EVS's and SharpV's ``max(f, ...)``: equal here): the same
+    number of tokens as SharpV and EVS leave the prompt, and generation completes."""
+    from vllm import SamplingParams
+
+    arch, path = checkpoint
+    if arch != "qwen3-vl":
+        pytest.skip("vLLM 0.32 has VidCom2 for Qwen3-VL only (supported_video_pruning_methods)")
+    processor = load_processor(path, arch, backend="transformers")
+    request = _request(processor, VIDEOS[0])
+    # vLLM's own recomputation needs the prompt without the outer vision pair (see workarounds)
+    request["prompt"] = request["prompt"].replace("<|vision_start|><|video_pad|><|vision_end|>", "<|video_pad|>")
+    dense = _engine(path, model=str(path))
+    full = dense.generate(request, SamplingParams(max_tokens=2, temperature=0), use_tqdm=False)[0]
+    del dense
+    vidcom2 = _engine(path, model=str(path), video_pruning_rate=RATE, video_pruning_method="vidcom2")
+    pruned = vidcom2.generate(request, SamplingParams(max_tokens=NEW, min_tokens=NEW, temperature=0), use_tqdm=False)[0]
+    assert len(full.prompt_token_ids) - len(pruned.prompt_token_ids) == 64 - 32
+    assert len(pruned.outputs[0].token_ids) == NEW
+    del vidcom2
+    sharpv_engine = _engine(path, **llm_kwargs(path, RATE))
+    ours = sharpv_engine.generate(request, SamplingParams(max_tokens=1, temperature=0), use_tqdm=False)[0]
+    assert len(ours.prompt_token_ids) == len(pruned.prompt_token_ids)
+
+
+def test_vllms_pruning_switch_takes_no_out_of_tree_method():
+    """Why ``--video-pruning-method sharpv`` is not offered (docs/integrations.md): vLLM's method
+    names are a Literal (vllm/config/multimodal.py, ``VideoPruningMethod``), so its command line
+    refuses another name and so does its config, even after the plugin has loaded."""
+    import typing
+
+    from vllm.config.multimodal import MultiModalConfig, VideoPruningMethod
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    assert typing.get_args(VideoPruningMethod) == ("evs", "vidcom2")
+    parser = EngineArgs.add_cli_args(FlexibleArgumentParser())  # loads the general plugins first
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--video-pruning-method", "sharpv"])
+    with pytest.raises(Exception, match="Input should be 'evs' or 'vidcom2'"):
+        MultiModalConfig(video_pruning_method="sharpv")
+
+
 def test_what_the_plugin_does_not_support_is_refused_in_one_line(tmp_path, checkpoint):
     arch, path = checkpoint
     for rate in (1.0, -0.1, 1.5, "0.5", True):
@@ -133,9 +198,10 @@ def test_what_the_plugin_does_not_support_is_refused_in_one_line(tmp_path, check
         architecture_for(other)
     with pytest.raises(SharpVError, match="no config.json"):
         llm_kwargs(tmp_path, 0.5)
-    with pytest.raises(SharpVError, match="tested with vLLM 0.32.x, not 0.31.2"):
-        check_vllm_version("0.31.2")
-    check_vllm_version()  # the installed one is tested
+    check_vllm()  # the installed vLLM has every piece the plugin uses (by feature) ...
+    assert features.missing_pieces(cpu=True) == []
+    assert features.cpu_runner_workaround()  # ... and 0.32's CPU runner needs the workaround
+    assert features.untested_warning(vllm.__version__) is None
     assert llm_kwargs(path, 0.25)["hf_overrides"] == {"architectures": [architecture_for(path)]}
 
 
@@ -208,6 +274,8 @@ def test_openai_server_serves_sharpv_like_the_offline_engine(checkpoint, tmp_pat
     assert served["choices"][0]["message"]["content"] == offline.outputs[0].text
     (kept,) = llm.apply_model(lambda model: model.sharpv_kept_per_frame)  # vLLM's loader samples the frames it takes
     assert sum(kept[0]) == int(len(kept[0]) * 16 * (1 - RATE))
+    server_log = (tmp_path / "server.log").read_text()
+    assert server_log.count(f"SharpV kept {sum(kept[0])} of {len(kept[0]) * 16} video tokens") == 1, server_log[-3000:]
 
 
 def test_a_sharpv_architecture_on_another_family_stops_with_one_line(checkpoint):
