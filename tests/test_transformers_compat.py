@@ -132,3 +132,50 @@ def test_the_deprecation_check_has_teeth(family):
         hf_logging.remove_handler(records)
     said = [str(w.message) for w in caught] + records.messages
     assert any("deprecat" in m.lower() for m in said), said
+
+
+def test_stale_position_ids_without_a_mask_are_confirmed_by_the_call_s_tokens(family):
+    """transformers 5.20-5.22 give a new generate() call on a Qwen-VL cache position ids computed
+    from rope deltas an earlier prompt left on the model, and no attention mask. Simulated on any
+    release: a hook ahead of sharpv's replaces the second turn's position ids by such stale ones
+    and drops the mask; the turn must still equal the one generate() passes properly."""
+    inputs = family.inputs("what color is the square ?")
+    turn2 = family.processor.tokenizer(" is it red ?", return_tensors="pt", add_special_tokens=False)["input_ids"]
+
+    def corrupt(module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] > 1 and _cache_length(kwargs) > 0:
+            kwargs = dict(kwargs)
+            kwargs.pop("attention_mask", None)
+            kwargs["position_ids"] = torch.arange(1, 1 + ids.shape[1]).view(1, 1, -1)  # stale: starts at 1
+            return args, kwargs
+        return None
+
+    results = []
+    for stale in (False, True):
+        with sharpv.apply(family.model, keep_ratio=0.5), torch.no_grad():
+            first = family.model.generate(**inputs, max_new_tokens=2, do_sample=False, return_dict_in_generate=True)
+            history = torch.cat([first.sequences, turn2], dim=1)
+            extra = {}
+            if "mm_token_type_ids" in inputs:
+                extra["mm_token_type_ids"] = torch.cat(
+                    [inputs["mm_token_type_ids"], torch.zeros(1, history.shape[1] - inputs["input_ids"].shape[1],
+                                                              dtype=inputs["mm_token_type_ids"].dtype)], dim=1)
+            hook = family.model.register_forward_pre_hook(corrupt, with_kwargs=True, prepend=True) if stale else None
+            try:
+                out = family.model.generate(input_ids=history, attention_mask=torch.ones_like(history), **extra,
+                                            **cache_kwargs(output_cache(first)), max_new_tokens=NEW,
+                                            min_new_tokens=NEW, do_sample=False, output_logits=True,
+                                            return_dict_in_generate=True)
+            finally:
+                if hook is not None:
+                    hook.remove()
+        results.append(out)
+    assert torch.equal(results[0].sequences, results[1].sequences)
+    for a, b in zip(results[0].logits, results[1].logits):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def _cache_length(kwargs) -> int:
+    cache = next((kwargs[k] for k in cache_keys() if kwargs.get(k) is not None), None)
+    return 0 if cache is None else int(cache.get_seq_length())

@@ -118,10 +118,11 @@ class _Continuation:
         return out
 
 
-def _locate(given: torch.Tensor, full: torch.Tensor, seen: int, q: int) -> int:
-    """How many tokens before ``seen`` a call starts whose first token has position ``given``
+def _locate(given: torch.Tensor, full: torch.Tensor, seen: int, q: int) -> list[int]:
+    """How many tokens before ``seen`` a call may start whose first token has position ``given``
     ((B,) or (P', B)): the smallest r in [0, q) with the unpruned conversation's position at
-    index ``seen - r`` equal to ``given`` (-1 when none is). ``full`` holds the unpruned prompt's
+    index ``seen - r`` equal to ``given``, else the r that generate()'s extrapolation of text
+    positions gives (candidates in that order, possibly none). ``full`` holds the unpruned prompt's
     positions, (B, L) or (P, B, L); tokens after the prompt continue from its last position.
     Positions are unique in a conversation (text after a video continues past the video's
     largest position), so the match is unambiguous. For M-RoPE, 4 planes on both sides compare
@@ -140,13 +141,13 @@ def _locate(given: torch.Tensor, full: torch.Tensor, seen: int, q: int) -> int:
             given, candidates = given[-min(3, given.shape[0]):], candidates[-3:]
     match = (candidates == given[..., None]).reshape(-1, q).all(0).nonzero()
     if match.numel():
-        return int(match[0])
+        return [int(match[0])]
     # generate() on Qwen-VL without the vision inputs extrapolates text positions over the whole
     # history (index + rope delta, the delta counting from the prompt's largest position): read the
     # start from that line instead.
     top = (full[1:] if full.shape[0] == 4 else full).amax(dim=(0, 2)) if full.dim() == 3 else full.amax(dim=1)
     linear = (top + (seen - length + 1) - given.reshape(-1, given.shape[-1])).unique()
-    return int(linear) if linear.numel() == 1 else -1
+    return [int(linear)] if linear.numel() == 1 else []
 
 
 def _as_keywords(module: torch.nn.Module, args: tuple) -> dict[str, Any]:
@@ -480,7 +481,7 @@ class AppliedMethod:
                 "calls continuing a pruned cache take a 2-D attention_mask (or none); prepared 4-D masks come from "
                 "static caches, which sharpv does not support: leave cache_implementation unset (or 'dynamic')"
             )
-        repeated = self._repeated(mask, kwargs.get("position_ids"), cont, appended, q)
+        repeated = self._repeated(kwargs, key, cont, appended, q)
         fresh = q - repeated
         if fresh < q:
             kwargs = self._drop_repeated(kwargs, key, cont, seen, q - fresh)
@@ -512,45 +513,66 @@ class AppliedMethod:
             self._stepping = True
         return kwargs
 
-    @staticmethod
-    def _repeated(mask: torch.Tensor | None, position_ids: torch.Tensor | None, cont: _Continuation, appended: int, q: int) -> int:
+    def _repeated(self, kwargs: dict[str, Any], key: str, cont: _Continuation, appended: int, q: int) -> int:
         """How many of the call's ``q`` tokens the cache already holds.
 
         ``generate()`` slices a conversation by the cache's length, which is shorter than the
         conversation by the tokens pruning removed: on a new turn it hands over the last of them
         again. Where the call starts in the conversation is read from the 2-D attention mask
         (its length minus ``q``) or, without one, from the position ids (positions of the
-        unpruned sequence; the text plane for 4-plane Qwen-VL positions). Neither: all are new.
+        unpruned sequence; the text plane for 4-plane Qwen-VL positions). Position ids can be
+        stale: transformers before 5.23 computes a new call's Qwen-VL positions from rope deltas an
+        earlier prompt left on the model, and passes no mask. So a start read from them must be
+        confirmed by the call's tokens (those that repeat the prompt must be the prompt's), and when
+        none is, the start that generate()'s own slicing implies (where the cache ends, in the
+        conversation's coordinates) is tried, under the same check; a single token is then a
+        decode step. Neither mask nor positions: all are new.
         """
         seen = cont.full_length + appended
+        mask, position_ids = kwargs.get("attention_mask"), kwargs.get("position_ids")
         if mask is not None:
-            repeated = seen - (mask.shape[1] - q)
+            candidates = [seen - (mask.shape[1] - q)]
             where = f"attention_mask has {mask.shape[1]} columns"
         elif position_ids is not None:
-            repeated = _locate(position_ids[..., 0], cont.full_positions, seen, q)
+            candidates = _locate(position_ids[..., 0], cont.full_positions, seen, q)
+            candidates.append(cont.full_length - cont.reduced_length)  # generate()'s slicing by the cache's length
+            if q == 1:
+                candidates.append(0)  # a decode step whose positions extend stale ones
             where = f"position_ids start at {position_ids.reshape(-1)[0].item()}"
         else:
             return 0
-        if not 0 <= repeated < q:
+        valid = [r for r in candidates if 0 <= r < q]
+        if not valid:
             raise SharpVError(
                 f"{where}, but the cache holds {seen} tokens of the conversation and the call brings {q}: pass the "
                 "attention mask and positions of the whole conversation (the prompt before pruning included), as "
                 "generate() does, or omit them"
             )
-        return repeated
+        if mask is not None or key != "input_ids":
+            return valid[0]
+        for r in valid:
+            if self._repeats_prompt(kwargs[key], cont, seen, r):
+                return r
+        return valid[0]  # _drop_repeated refuses it with the reason
+
+    @staticmethod
+    def _repeats_prompt(ids: torch.Tensor, cont: _Continuation, seen: int, repeated: int) -> bool:
+        """Whether the call's first ``repeated`` tokens, read as the conversation's tokens
+        ``seen - repeated .. seen - 1``, agree with the prompt that filled the cache where they
+        overlap it."""
+        start = seen - repeated
+        overlap = max(0, min(cont.full_length, seen) - start)
+        return not overlap or torch.equal(ids[:, :overlap].to(cont.prompt_ids.device), cont.prompt_ids[:, start : start + overlap])
 
     def _drop_repeated(self, kwargs: dict[str, Any], key: str, cont: _Continuation, seen: int, repeated: int) -> dict[str, Any]:
         """Drop the call's first ``repeated`` tokens, which the cache already holds (the tokens
         ``seen - repeated .. seen - 1`` of the conversation), after checking the prompt's part."""
         ids = kwargs[key]
-        if key == "input_ids":
-            start = seen - repeated
-            overlap = max(0, min(cont.full_length, seen) - start)
-            if overlap and not torch.equal(ids[:, :overlap].to(cont.prompt_ids.device), cont.prompt_ids[:, start : start + overlap]):
-                raise SharpVError(
-                    "input_ids repeat tokens the cache holds, but they differ from the prompt that filled it; "
-                    "continue the same conversation, or start a fresh cache"
-                )
+        if key == "input_ids" and not self._repeats_prompt(ids, cont, seen, repeated):
+            raise SharpVError(
+                "input_ids repeat tokens the cache holds, but they differ from the prompt that filled it; "
+                "continue the same conversation, or start a fresh cache"
+            )
         q = ids.shape[1]
         kwargs[key] = ids[:, repeated:]
         for name in _SEQUENCE_KEYS:
