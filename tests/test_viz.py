@@ -1,5 +1,6 @@
 """`sharpv viz` and `sharpv answer --viz`: the kept-token maps (drawing on constructed masks), the
-files end to end on the shipped model and on a tiny Qwen2.5-VL (non-square merged grid), bad input."""
+files end to end on the shipped model and on a tiny Qwen2.5-VL (non-square merged grid), bad input.
+The page itself: tests/test_viz_page.py; on a real clip: tests/test_viz_real_clip.py."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from PIL import Image
 from sharpv.cli import main
 from sharpv.viz.token_maps import (
     DIM,
-    HEADER_H,
-    LABEL_H,
+    GRID_LINE,
+    KEPT_OUTLINE,
     PAD,
+    cell_edges,
+    cell_hw,
+    cell_shape,
     cell_size,
     dim_dropped,
     fit_frame,
@@ -24,6 +28,7 @@ from sharpv.viz.token_maps import (
     grid_image_size,
     mask_grid,
     square_grid,
+    strip_heights,
     token_map_grid,
 )
 
@@ -39,12 +44,28 @@ def _frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(60, 256, (h, w, 3), dtype=np.uint8)
 
 
-def _cell(image: np.ndarray, row: int, col: int, cell: int, y0: int = 0, x0: int = 0) -> np.ndarray:
-    return image[y0 + row * cell: y0 + (row + 1) * cell, x0 + col * cell: x0 + (col + 1) * cell]
+def _cell(image: np.ndarray, row: int, col: int, cell, y0: int = 0, x0: int = 0) -> np.ndarray:
+    ch, cw = cell_hw(cell)
+    return image[y0 + row * ch: y0 + (row + 1) * ch, x0 + col * cw: x0 + (col + 1) * cw]
 
 
 def _grey(pixels: np.ndarray) -> np.ndarray:
     return np.round(DIM * (pixels.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)))
+
+
+def _check_cell(got: np.ndarray, src: np.ndarray, kept: bool, cell) -> None:
+    """A drawn cell against its source pixels: inside its edge a kept cell is the frame and a
+    dropped one is grey at DIM of its brightness; its edge is the kept outline or the grid line."""
+    edge = cell_edges(cell)
+    assert not edge.all() and edge.any() == (min(cell_hw(cell)) >= 4)  # no outline on cells under 4 pixels
+    if kept:
+        assert np.array_equal(got[~edge], src[~edge])
+        assert (got[edge] == KEPT_OUTLINE).all()
+    else:
+        inside = got[~edge]
+        assert (inside[:, 0] == inside[:, 1]).all() and (inside[:, 1] == inside[:, 2]).all()  # grey
+        assert np.array_equal(inside[:, 0], _grey(src[~edge]))
+        assert (got[edge] == GRID_LINE).all()
 
 
 # --- drawing, on constructed masks ---------------------------------------------------------------
@@ -57,14 +78,38 @@ def test_kept_cells_are_the_frame_and_dropped_cells_are_dimmed():
     for r in range(2):
         for c in range(3):
             got, src = _cell(out, r, c, cell), _cell(frame, r, c, cell)
-            if keep[r, c]:
-                assert np.array_equal(got, src)
-            else:
-                assert (got[..., 0] == got[..., 1]).all() and (got[..., 1] == got[..., 2]).all()  # grey
-                assert np.array_equal(got[..., 0], _grey(src))
-                assert got.astype(int).sum(-1).max() < src.astype(int).sum(-1).min()  # darker than any source pixel
-    assert np.array_equal(dim_dropped(frame, np.ones(grid, bool), cell), frame)
-    assert not np.array_equal(dim_dropped(frame, np.zeros(grid, bool), cell), frame)
+            _check_cell(got, src, bool(keep[r, c]), cell)
+            if not keep[r, c]:
+                inside = got[~cell_edges(cell)]
+                assert inside.astype(int).sum(-1).max() < src.astype(int).sum(-1).min()  # darker than any source pixel
+    plain = dim_dropped(frame, np.ones(grid, bool), cell, outline=False)
+    assert np.array_equal(plain, frame)  # without outlines, all kept is the frame
+    assert not np.array_equal(dim_dropped(frame, np.zeros(grid, bool), cell, outline=False), frame)
+
+
+def test_kept_and_dropped_cells_differ_in_a_black_frame():
+    """A dark scene: dimming a black cell changes nothing, so only the outline tells a kept cell
+    from a dropped one; it must, on every cell's edge, and on rectangular cells too."""
+    for cell in (6, (3, 8), (24, 56)):
+        ch, cw = cell_hw(cell)
+        frame = np.zeros((2 * ch, 2 * cw, 3), np.uint8)
+        out = dim_dropped(frame, np.array([[True, False], [False, True]]), cell)
+        kept, dropped = _cell(out, 0, 0, cell), _cell(out, 0, 1, cell)
+        edge = cell_edges(cell)
+        assert (kept[edge] != dropped[edge]).any(-1).all()
+        assert (kept[edge] == KEPT_OUTLINE).all() and (dropped[edge] == GRID_LINE).all()
+
+
+def test_cell_shape_keeps_the_source_aspect():
+    # LLaVA-OneVision squashes a 640 x 272 frame to a square: a 4 x 4 grid's cells are drawn 160:68
+    ch, cw = cell_shape((4, 4), (272, 640), 96)
+    assert 4 * cw == 96 and ch / cw == pytest.approx(272 / 640, abs=0.03)
+    assert cell_shape((4, 4), None, 96) == (24, 24) == cell_shape((4, 4), (64, 64), 96)
+    # Qwen's merged grid already follows the aspect: square cells
+    assert cell_shape((2, 4), (56, 112), 96) == (24, 24)
+    # a ribbon is drawn at most 1:4
+    ch, cw = cell_shape((4, 4), (10, 1000), 96)
+    assert cw / ch == pytest.approx(4, abs=0.3)
 
 
 def test_panel_maps_token_j_to_row_major_cell_on_a_non_square_grid():
@@ -75,34 +120,35 @@ def test_panel_maps_token_j_to_row_major_cell_on_a_non_square_grid():
     panel = frame_panel(frame, flat, grid, cell)
     assert panel.shape == (2 * cell, 4 * cell, 3)
     fitted = fit_frame(frame, grid, cell)
-    assert np.array_equal(_cell(panel, 1, 1, cell), _cell(fitted, 1, 1, cell))
     for j in range(8):
-        if j != 5:
-            assert not np.array_equal(_cell(panel, j // 4, j % 4, cell), _cell(fitted, j // 4, j % 4, cell))
+        _check_cell(_cell(panel, j // 4, j % 4, cell), _cell(fitted, j // 4, j % 4, cell), j == 5, cell)
     assert np.array_equal(frame_panel(frame, None, grid, cell), fitted)
     with pytest.raises(ValueError):
         mask_grid(np.ones(7, bool), grid)
 
 
 def test_grid_image_size_and_contents():
-    grid, cell, frames = (3, 5), 4, 6
-    video = [_frame(30, 50, seed=t) for t in range(frames)]
-    rng = np.random.default_rng(3)
-    masks = [rng.random((frames, 15)) < 0.4, None]
-    image = token_map_grid(video, [("a: 40%", masks[0]), ("b: all", masks[1])], grid, cell)
-    ph, pw = 3 * cell, 5 * cell
-    assert image.shape[:2] == grid_image_size(2, frames, grid, cell)
-    assert image.shape == (HEADER_H + 2 * (LABEL_H + ph + PAD), PAD + frames * (pw + PAD), 3)
-    for t in range(frames):
-        fitted = fit_frame(video[t], grid, cell)
-        x = PAD + t * (pw + PAD)
-        top = image[HEADER_H + LABEL_H: HEADER_H + LABEL_H + ph, x: x + pw]
-        assert np.array_equal(top, dim_dropped(fitted, masks[0][t].reshape(grid), cell))
-        for j in range(15):
-            same = np.array_equal(_cell(top, j // 5, j % 5, cell), _cell(fitted, j // 5, j % 5, cell))
-            assert same == bool(masks[0][t, j])
-        y = HEADER_H + LABEL_H + ph + PAD + LABEL_H
-        assert np.array_equal(image[y: y + ph, x: x + pw], fitted)  # no mask: every cell as the frame
+    grid, frames = (3, 5), 6
+    for cell in (4, (4, 7), (3, 6)):
+        ch, cw = cell_hw(cell)
+        video = [_frame(30, 50, seed=t) for t in range(frames)]
+        rng = np.random.default_rng(3)
+        masks = [rng.random((frames, 15)) < 0.4, None]
+        image = token_map_grid(video, [("a: 40%", masks[0]), ("b: all", masks[1])], grid, cell)
+        ph, pw = 3 * ch, 5 * cw
+        width = PAD + frames * (pw + PAD)
+        header_h, label_h = strip_heights(width)
+        assert image.shape[:2] == grid_image_size(2, frames, grid, cell)
+        assert image.shape == (header_h + 2 * (label_h + ph + PAD), width, 3)
+        for t in range(frames):
+            fitted = fit_frame(video[t], grid, cell)
+            x = PAD + t * (pw + PAD)
+            top = image[header_h + label_h: header_h + label_h + ph, x: x + pw]
+            assert np.array_equal(top, dim_dropped(fitted, masks[0][t].reshape(grid), cell))
+            for j in range(15):
+                _check_cell(_cell(top, j // 5, j % 5, cell), _cell(fitted, j // 5, j % 5, cell), bool(masks[0][t, j]), cell)
+            y = header_h + label_h + ph + PAD + label_h
+            assert np.array_equal(image[y: y + ph, x: x + pw], fitted)  # no mask: every cell as the frame
 
 
 def test_cell_size_and_square_fallback():
@@ -153,20 +199,26 @@ def test_viz_end_to_end_on_the_shipped_model(capsys, tmp_path, clip):
         assert r["visual_tokens_kept"] == sharpv["visual_tokens_kept"]  # others at SharpV's adaptive share
     assert rows[1]["keep_ratio"] == pytest.approx(sharpv["kept_share"])
     assert sharpv["kv_threshold"] == 0.2 and len(sharpv["layer_similarity"]) >= 1
-    assert _png_size(out / "token_maps.png") == grid_image_size(3, 8, (4, 4), cell_size((4, 4)))
-    # the drawn map follows the mask: SharpV's dropped cells are grey and dark, kept ones are not all grey
+    cell = cell_hw(meta["cell_pixels"])
+    assert cell == cell_shape((4, 4), (64, 64), 96) == (24, 24)  # a square source: square cells
+    assert _png_size(out / "token_maps.png") == grid_image_size(3, 8, (4, 4), cell)
+    # the drawn map follows the mask: inside its edge a dropped cell is grey and dark, a kept one is not
     image = np.asarray(Image.open(out / "token_maps.png").convert("RGB"))
-    cell = cell_size((4, 4))
+    header_h, label_h = strip_heights(image.shape[1])
     mask = np.array(sharpv["keep_mask"])
+    edge = cell_edges(cell)
     for t in range(8):
-        x0 = PAD + t * (4 * cell + PAD)
+        x0 = PAD + t * (4 * cell[1] + PAD)
         for j in range(16):
-            pixels = _cell(image, j // 4, j % 4, cell, HEADER_H + LABEL_H, x0).astype(int)
-            grey = (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+            pixels = _cell(image, j // 4, j % 4, cell, header_h + label_h, x0).astype(int)
+            inside = pixels[~edge]
+            grey = (inside[:, 0] == inside[:, 1]).all() and (inside[:, 1] == inside[:, 2]).all()
             if not mask[t, j]:
-                assert grey and pixels.max() <= math.ceil(DIM * 255)
+                assert grey and inside.max() <= math.ceil(DIM * 255)
+                assert (pixels[edge] == GRID_LINE).all()
             else:
-                assert not (grey and pixels.max() <= math.ceil(DIM * 255))
+                assert not (grey and inside.max() <= math.ceil(DIM * 255))
+                assert (pixels[edge] == KEPT_OUTLINE).all()
     _check_page(out / "index.html", rows=3, frames=8)
 
 
@@ -193,6 +245,7 @@ def test_viz_with_a_budget_and_answer_viz(capsys, tmp_path, clip):
     assert row["kept_per_frame"] == plain["kept_per_frame"] and row["answer"] == plain["answer"]
     assert row["layer_similarity"] == pytest.approx(plain["layer_similarity"])
     assert _png_size(answer_dir / "token_maps.png") == grid_image_size(1, 8, (4, 4), cell_size((4, 4)))
+    assert row["visual_tokens_per_layer"] == [sum(plain["kept_per_frame"])] * 4  # the runtime's count, every layer
     assert (answer_dir / "stage2.png").is_file()
     _check_page(answer_dir / "index.html", rows=1, frames=8)
 
@@ -222,7 +275,7 @@ def test_viz_on_qwen_uses_the_merged_non_square_grid(capsys, tmp_path):
     assert meta["frames"] == t == 4 and meta["sampled_frames"] == 8 and meta["frame_indices"] == [0, 2, 4, 6]
     for row in meta["methods"]:
         assert np.array(row["keep_mask"]).shape == (4, grid[0] * grid[1])
-    assert _png_size(out / "token_maps.png") == grid_image_size(2, 4, grid, cell_size(grid))
+    assert _png_size(out / "token_maps.png") == grid_image_size(2, 4, grid, cell_hw(meta["cell_pixels"]))
     _check_page(out / "index.html", rows=2, frames=4)
 
 

@@ -20,6 +20,7 @@ from sharpv.viz.job import (
 )
 from sharpv.viz.token_maps import (
     DIM,
+    cell_shape,
     cell_size,
     dim_dropped,
     frame_panel,
@@ -28,7 +29,7 @@ from sharpv.viz.token_maps import (
 )
 
 __all__ = [
-    "DEFAULT_QUESTION", "DIM", "VizResult", "VizRow", "answer_with_viz", "cell_size", "collect_rows", "dim_dropped",
+    "DEFAULT_QUESTION", "DIM", "VizResult", "VizRow", "answer_with_viz", "cell_shape", "cell_size", "collect_rows", "dim_dropped",
     "encode_video", "frame_panel", "grid_image_size", "run_viz_job", "token_grid", "token_map_grid",
     "viz_for_questions", "write_viz",
 ]
