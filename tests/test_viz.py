@@ -174,10 +174,13 @@ def _check_page(path, rows: int, frames: int):
     assert '<input type="range" id="frame"' in text and f'max="{frames - 1}"' in text
     assert not re.search(r"https?://", text, re.IGNORECASE)
     assert "<script src" not in text and "<link" not in text
-    assert text.count("data:image/png;base64,") >= rows * (frames + 1) + 2  # slider panels, first views, grid, chart
+    assert text.count("data:image/png;base64,") >= rows * (frames + 1) + 1  # strip, first views, charts
     data = json.loads(re.search(r'<script type="application/json" id="viz-data">(.*?)</script>', text, re.DOTALL).group(1))
     assert data["frames"] == frames and len(data["rows"]) == rows
-    assert all(len(r["panels"]) == frames for r in data["rows"])
+    assert all(len(r["kept"]) == frames for r in data["rows"])
+    for r in range(rows):
+        for t in range(frames):
+            assert f'id="strip-{r}-{t}"' in text  # every frame of every method in the strip
     return text
 
 
@@ -185,10 +188,11 @@ def test_viz_end_to_end_on_the_shipped_model(capsys, tmp_path, clip):
     out = tmp_path / "viz"
     code, stdout, err = run(capsys, "viz", clip, "--out", out, "--methods", "sharpv,evs,random")
     assert code == 0, err
-    for name in ("index.html", "viz.json", "token_maps.png", "keep_ratio.png", "stage2.png"):
+    for name in ("index.html", "viz.json", "token_maps.png", "keep_ratio.png", "layers.png", "stage2.png"):
         assert (out / name).is_file() and str(out / name) in stdout
     meta = json.loads((out / "viz.json").read_text())
     assert meta["grid"] == [4, 4] and meta["grid_source"] == "adapter" and meta["frames"] == 8
+    assert meta["source_size"] == [64, 64] and meta["input_size"] == [64, 64] and meta["llm_layers"] == 4
     rows = meta["methods"]
     assert [r["label"] for r in rows] == ["sharpv", "evs", "random"]
     sharpv = rows[0]
@@ -197,7 +201,7 @@ def test_viz_end_to_end_on_the_shipped_model(capsys, tmp_path, clip):
         mask = np.array(r["keep_mask"])
         assert mask.shape == (8, 16) and mask.sum(1).tolist() == r["kept_per_frame"]
         assert r["visual_tokens_kept"] == sharpv["visual_tokens_kept"]  # others at SharpV's adaptive share
-    assert rows[1]["keep_ratio"] == pytest.approx(sharpv["kept_share"])
+    assert rows[1]["keep_ratio"] == pytest.approx(sharpv["kept_share"]) == pytest.approx(meta["budget"])
     assert sharpv["kv_threshold"] == 0.2 and len(sharpv["layer_similarity"]) >= 1
     cell = cell_hw(meta["cell_pixels"])
     assert cell == cell_shape((4, 4), (64, 64), 96) == (24, 24)  # a square source: square cells
@@ -276,6 +280,8 @@ def test_viz_on_qwen_uses_the_merged_non_square_grid(capsys, tmp_path):
     for row in meta["methods"]:
         assert np.array(row["keep_mask"]).shape == (4, grid[0] * grid[1])
     assert _png_size(out / "token_maps.png") == grid_image_size(2, 4, grid, cell_hw(meta["cell_pixels"]))
+    patch = json.loads((model / "config.json").read_text())["vision_config"]["patch_size"]
+    assert meta["source_size"] == [48, 128] and meta["input_size"] == [h * patch, w * patch]
     _check_page(out / "index.html", rows=2, frames=4)
 
 

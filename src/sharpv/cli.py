@@ -229,7 +229,7 @@ def _print_answers(results: list, as_json: bool, noted: list[str]) -> None:
 @app.command()
 def viz(
     video: Path = typer.Argument(..., help="Video file (mp4, webm, mkv, avi, mov) or a folder of frames."),
-    out: Path = typer.Option(..., "--out", help="Folder for index.html (everything, self-contained), token_maps.png, keep_ratio.png, stage2.png and viz.json."),
+    out: Path = typer.Option(..., "--out", help="Folder for index.html (everything, self-contained), token_maps.png, keep_ratio.png, layers.png, stage2.png and viz.json."),
     model: Optional[str] = typer.Option(None, "--model", help="Local model directory (from_pretrained) or a shipped model's name (mixed-dropout, uniform-dropout); default: the model sharpv ships."),
     methods: str = typer.Option("sharpv,evs,random", "--methods", help="Registered methods, comma-separated, or 'all'; NAME:key=value adds settings (e.g. sharpv:kv=false)."),
     keep_ratio: Optional[float] = typer.Option(None, "--keep-ratio", help="Every method at this budget. Omit: SharpV adaptive, every other method at the share SharpV adaptive keeps."),
@@ -239,8 +239,9 @@ def viz(
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
 ) -> None:
-    """Draw which visual tokens each method keeps in every frame (kept shown, dropped dimmed), the
-    keep ratio over time and SharpV's stage-2 curve, into one self-contained HTML page and PNGs."""
+    """Draw which visual tokens each method keeps in every frame (kept outlined, dropped dimmed), the
+    keep ratio over time, the visual tokens per LLM layer and SharpV's stage-2 curve, into one
+    self-contained HTML page and PNGs."""
     from sharpv.answer import check_device, check_dtype
     from sharpv.harness.bench import MethodSpec
 

@@ -1,9 +1,11 @@
 """Seeing what a pruning method keeps: ``sharpv viz`` and ``sharpv answer --viz``.
 
 - :mod:`sharpv.viz.token_maps`: kept-token maps (numpy + Pillow on a (T, f) keep mask and frames);
-- :mod:`sharpv.viz.charts`: the keep ratio per frame and SharpV's stage-2 curve (matplotlib, Agg);
+- :mod:`sharpv.viz.charts`: the share of each frame the LLM computes, the visual tokens per LLM
+  layer and SharpV's stage-2 curve (matplotlib, Agg), one style per method;
 - :mod:`sharpv.viz.page`: the self-contained HTML page (inline images, a frame slider);
-- :mod:`sharpv.viz.job`: running the methods on a video with the real runtime and writing it all.
+- :mod:`sharpv.viz.job`: running the methods on a video with the real runtime and writing it all;
+- :mod:`sharpv.viz.browser`: a headless Chromium over its DevTools pipe (tests and screenshots only).
 """
 
 from sharpv.viz.job import (

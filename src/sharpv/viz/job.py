@@ -11,6 +11,7 @@ method then prefills the prompt once on those features with the real runtime
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -23,8 +24,9 @@ from sharpv.viz.token_maps import square_grid
 
 #: the prompt of ``sharpv viz``: the methods never read the question, so any question gives the same maps
 DEFAULT_QUESTION = "Describe the video."
-#: files ``write_viz`` writes into its folder (``stage2.png`` only when a method has a stage-2 curve)
-FILES = ("index.html", "viz.json", "token_maps.png", "keep_ratio.png", "stage2.png")
+#: files ``write_viz`` writes into its folder (``layers.png`` only when the stats carry visual tokens
+#: per layer, ``stage2.png`` only when a method has a stage-2 curve)
+FILES = ("index.html", "viz.json", "token_maps.png", "keep_ratio.png", "layers.png", "stage2.png")
 
 
 @dataclass
@@ -57,26 +59,105 @@ class VizRow:
 
     @property
     def short_label(self) -> str:
-        budget = "adaptive" if self.keep_ratio is None and self.name == "sharpv" else (
-            f"r={self.keep_ratio:.3g}" if self.keep_ratio is not None else "")
-        return f"{self.label} ({budget})" if budget else self.label
+        """The method and its budget: ``sharpv, adaptive``, ``evs, keep_ratio 0.191``, ``dense``."""
+        if self.keep_ratio is not None:
+            return f"{self.label}, keep_ratio {self.keep_ratio:.3g}"
+        return f"{self.label}, adaptive" if self.name == "sharpv" else self.label
+
+    @property
+    def layers(self) -> int:
+        """LLM layers the prefill ran (0 when the stats carry no per-layer counts)."""
+        return len(self.visual_tokens_per_layer)
+
+    @property
+    def full_layers(self) -> int:
+        """How many of the first LLM layers compute every visual token of the video (all
+        ``tokens_in``), before the method withdraws any: the layers an in-LLM method cannot spare."""
+        count = 0
+        for tokens in self.visual_tokens_per_layer:
+            if tokens < self.tokens_in:
+                break
+            count += 1
+        return count
+
+    @property
+    def over_budget(self) -> bool:
+        """A method pruning inside the LLM whose layers compute more than its keep_ratio on average
+        (equivalent retention above the budget by more than one token's share)."""
+        return (self.prunes_inside_llm and self.keep_ratio is not None
+                and self.equivalent_retention > self.keep_ratio + 1 / max(self.tokens_in, 1))
+
+    @property
+    def under_budget(self) -> bool:
+        return (self.prunes_inside_llm and self.keep_ratio is not None
+                and self.equivalent_retention < self.keep_ratio - 1 / max(self.tokens_in, 1))
+
+    @property
+    def depth_bound(self) -> bool:
+        """Over budget because of the model's depth: the layers that compute every visual token
+        (:attr:`full_layers` of :attr:`layers`) already exceed the budget by themselves."""
+        return self.over_budget and self.layers > 0 and self.full_layers / self.layers >= self.keep_ratio
 
     @property
     def long_label(self) -> str:
         kept = sum(self.kept_per_frame)
-        text = f"{self.short_label}: {kept}/{self.tokens_in} visual tokens enter the LLM ({100 * self.kept_share:.1f}%)"
+        text = (f"{self.short_label}: {kept}/{self.tokens_in} visual tokens enter the LLM "
+                f"({100 * self.kept_share:.1f}%), equivalent retention {100 * self.equivalent_retention:.1f}%")
         if self.prunes_inside_llm:
-            text += f", equivalent retention {100 * self.equivalent_retention:.1f}%"
+            text += " (withdrawn inside the LLM)"
         if self.kv_withdraw_layer is not None and self.name == "sharpv":
-            text += f", withdrawn at layer {self.kv_withdraw_layer}"
+            text += f", stage 2 withdrew them at layer {self.kv_withdraw_layer}"
         if not self.mask_known:
             text += " (mask not reported)"
+        return text
+
+    @property
+    def retention_text(self) -> str:
+        """What the LLM's layers computed: the visual tokens per layer, their mean share
+        (equivalent retention), where it stands against the budget and why, and what SharpV's
+        stage 2 did."""
+        n, layers = self.tokens_in, self.layers
+        eq = f"{100 * self.equivalent_retention:.1f}%"
+        if not layers:
+            return f"equivalent retention {eq} (the per-layer counts were not reported)"
+        per_layer = self.visual_tokens_per_layer
+        if len(set(per_layer)) == 1:
+            text = f"equivalent retention {eq}: each of the {layers} LLM layers computes {per_layer[0]} of the {n} visual tokens"
+        else:
+            text = (f"equivalent retention {eq}: the {layers} LLM layers compute "
+                    f"{', '.join(str(v) for v in per_layer)} of the {n} visual tokens")
+        budget = f"{100 * self.keep_ratio:.1f}%" if self.keep_ratio is not None else ""
+        if self.over_budget:
+            k = self.full_layers
+            first = "the first" if k == 1 else f"the first {k}"
+            text += (f"; above the {budget} budget: {first} of this model's {layers} layers "
+                     f"compute{'s' if k == 1 else ''} all {n}")
+            if self.depth_bound:
+                text += (f" ({k}/{layers} = {100 * k / layers:.1f}% of dense by {'itself' if k == 1 else 'themselves'}), "
+                         "so at this depth it cannot reach the budget")
+        elif self.under_budget:
+            text += f"; below the {budget} budget" + (
+                f" (VTW withdraws at a whole layer: steps of {100 / layers:.1f}% on this model's {layers} layers)"
+                if self.name == "vtw" else "")
+        if self.name == "sharpv" and self.kv_min_layer is not None:
+            m, threshold = self.kv_min_layer, f"{self.kv_threshold:g}" if self.kv_threshold is not None else "?"
+            if self.kv_withdraw_layer is not None:
+                text += (f"; stage 2 withdrew them at layer {self.kv_withdraw_layer}, the first layer from kv_min_layer"
+                         f" = {m} on with s_l < M = {threshold}")
+            else:
+                text += (f"; stage 2 withdrew none: s_l stayed at or above M = {threshold} at every layer from "
+                         f"kv_min_layer = {m} on")
+            if layers and m < layers:
+                text += (f" (on this {layers}-layer model layer {m} is the earliest it can withdraw at, so its equivalent "
+                         f"retention cannot fall below {m}/{layers} of the share that enters, "
+                         f"{100 * m / layers * self.kept_share:.1f}%)")
         return text
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "label": self.label, "name": self.name, "keep_ratio": self.keep_ratio, "mode": self.mode,
-            "title": self.long_label, "kept_share": self.kept_share, "equivalent_retention": self.equivalent_retention,
+            "title": self.long_label, "retention": self.retention_text, "kept_share": self.kept_share,
+            "equivalent_retention": self.equivalent_retention,
             "visual_tokens_in": self.tokens_in, "visual_tokens_kept": int(sum(self.kept_per_frame)),
             "tokens_per_frame": self.tokens_per_frame, "kept_per_frame": list(self.kept_per_frame),
             "keep_ratio_per_frame": [k / max(self.tokens_per_frame, 1) for k in self.kept_per_frame],
@@ -84,6 +165,8 @@ class VizRow:
             "layer_similarity": list(self.layer_similarity), "kv_mode": self.kv_mode,
             "kv_withdraw_layer": self.kv_withdraw_layer, "kv_threshold": self.kv_threshold,
             "kv_min_layer": self.kv_min_layer, "visual_tokens_per_layer": list(self.visual_tokens_per_layer),
+            "layers_computing_every_visual_token": self.full_layers, "over_budget": self.over_budget,
+            "depth_bound": self.depth_bound,
             "prunes_inside_llm": self.prunes_inside_llm, "answer": self.answer, "config": self.config,
         }
 
@@ -107,14 +190,30 @@ class VizResult:
     #: when the video is shorter (every frame was then taken, and a warning said so); None when the
     #: video was given already sampled
     requested_frames: int | None = None
+    #: (height, width) of the video's frames as decoded; None when not known
+    source_size: tuple[int, int] | None = None
+    #: (height, width) of a frame as the model's vision tower takes it; None when not known
+    input_size: tuple[int, int] | None = None
+    #: what ``frames`` hold: "model input" (resized to ``input_size`` while decoding) or "decoded"
+    frames_drawn: str = "decoded"
+    total_frames: int | None = None  # frames in the video
+    model_label: str = ""  # how the page names the model (``shipped NAME model (folder)`` or the folder)
+    model_note: str = ""  # what to keep in mind about it (the shipped toy model: its choices on real footage)
+    llm_layers: int | None = None
+    #: the keep_ratio every budgeted method ran at (None: no method had one)
+    budget: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "video": self.video, "model": self.model, "model_type": self.model_type, "question": self.question,
+            "video": self.video, "model": self.model, "model_label": self.model_label, "model_note": self.model_note,
+            "model_type": self.model_type, "llm_layers": self.llm_layers, "question": self.question,
             "frames": len(self.frame_indices), "sampled_frames": self.sampled_frames,
-            "requested_frames": self.requested_frames,
+            "requested_frames": self.requested_frames, "total_frames": self.total_frames,
             "frame_indices": list(self.frame_indices), "grid": list(self.grid), "grid_source": self.grid_source,
-            "frame_size": list(self.frames.shape[1:3]), "note": self.note,
+            "frame_size": list(self.frames.shape[1:3]), "frames_drawn": self.frames_drawn,
+            "source_size": list(self.source_size) if self.source_size else None,
+            "input_size": list(self.input_size) if self.input_size else None,
+            "budget": self.budget, "note": self.note,
             "methods": [row.to_dict() for row in self.rows],
         }
 
@@ -208,6 +307,8 @@ def collect_rows(model: torch.nn.Module, processor: Any, inputs: dict[str, Any],
     rows: dict[int, VizRow] = {}
     share = keep_ratio
     note = f"every method at keep_ratio {keep_ratio:g}" if keep_ratio is not None else ""
+    if keep_ratio is not None and any(spec.name == "dense" for spec in specs):
+        note += " (dense: every token)"
     if keep_ratio is None:
         first = next((k for k, spec in enumerate(specs) if spec.name == "sharpv"), None)
         if on_step:
@@ -217,16 +318,17 @@ def collect_rows(model: torch.nn.Module, processor: Any, inputs: dict[str, Any],
         else:
             reference = rows[first] = run_method(model, processor, inputs, specs[first].build(None), specs[first].label)
         share = reference.kept_share
-        note = (f"SharpV adaptive ({reference.short_label}) kept {100 * share:.1f}% of the visual tokens; "
-                "every other method ran at that share (keep_ratio "
-                f"{share:.4g})" + ("" if first is not None else "; the SharpV run is not shown"))
+        named = "" if reference.label == "sharpv" else f" ({reference.label})"
+        note = (f"SharpV adaptive{named} let {100 * share:.1f}% of the visual tokens into the LLM; every other "
+                f"method ran at that share, keep_ratio {share:.4g}"
+                + ("" if first is not None else " (that SharpV run is not shown)"))
     for k, (spec, budget) in enumerate(plan_budgets(specs, keep_ratio)):
         if k in rows:
             continue
         if keep_ratio is None and spec.name not in ("dense", "sharpv"):
             budget = share
         if on_step:
-            on_step(f"{spec.label} ({'adaptive' if budget is None else f'r={budget:.3g}'})")
+            on_step(f"{spec.label} ({'no budget' if spec.name == 'dense' else 'adaptive' if budget is None else f'keep_ratio {budget:.3g}'})")
         rows[k] = run_method(model, processor, inputs, spec.build(budget), spec.label)
     return [rows[k] for k in range(len(specs))], note
 
@@ -240,6 +342,41 @@ def frames_for_rows(sampled: Any, steps: int) -> tuple[np.ndarray, list[int]]:
     return sampled.frames[picks], [int(sampled.indices[i]) for i in picks]
 
 
+def model_input_size(model: torch.nn.Module, sampled: Any, inputs: dict[str, Any]) -> tuple[int, int] | None:
+    """(height, width) of a frame as the model's vision tower takes it: the frames themselves when
+    they were resized to it while decoding; else Qwen-VL's ``video_grid_thw`` times the patch size,
+    or LLaVA-OneVision's square ``image_size``; None when it cannot tell."""
+    if getattr(sampled, "source_size", None) is not None:
+        return int(sampled.frames.shape[1]), int(sampled.frames.shape[2])
+    vision = getattr(model.config, "vision_config", None)
+    grid_thw = inputs.get("video_grid_thw")
+    if grid_thw is not None and getattr(vision, "patch_size", None):
+        _, h, w = (int(v) for v in grid_thw[0].tolist())
+        return h * int(vision.patch_size), w * int(vision.patch_size)
+    if model.config.model_type == "llava_onevision" and getattr(vision, "image_size", None):
+        return int(vision.image_size), int(vision.image_size)
+    return None
+
+
+def describe_viz_model(model: torch.nn.Module, model_dir: Any, input_size: tuple[int, int] | None) -> tuple[str, str]:
+    """(name, note) of the model for the page: a shipped checkpoint is named as results name it and
+    said to be the toy model it is; another is its folder as given."""
+    from sharpv.synthetic.model import describe_model, shipped_model_name
+
+    try:
+        shipped = shipped_model_name(model_dir)
+    except (OSError, TypeError, ValueError):
+        shipped = None
+    if shipped is None:
+        return str(model_dir), ""
+    layers = getattr(getattr(model.config, "text_config", model.config), "num_hidden_layers", None)
+    size = f"{input_size[0]} x {input_size[1]}" if input_size else "small"
+    return describe_model(model_dir), (
+        f"a toy model: the LLaVA-OneVision architecture with {layers} LLM layers, trained only on {size} synthetic "
+        "frames of moving coloured shapes. On real footage its choices show how each method behaves, not what a "
+        "real video LLM would keep; pass --model for a real checkpoint")
+
+
 def build_result(model: torch.nn.Module, sampled: Any, inputs: dict[str, Any], rows: list[VizRow], *,
                  video: Any, model_dir: Any, question: str, note: str = "") -> VizResult:
     steps = rows[0].keep.shape[0]
@@ -248,23 +385,43 @@ def build_result(model: torch.nn.Module, sampled: Any, inputs: dict[str, Any], r
     if grid is None or grid[0] * grid[1] != f:
         grid, source = square_grid(f), "square"
     frames, indices = frames_for_rows(sampled, steps)
+    decoded = getattr(sampled, "source_size", None)
+    source_size = tuple(int(v) for v in decoded) if decoded is not None else tuple(int(v) for v in sampled.frames.shape[1:3])
+    input_size = model_input_size(model, sampled, inputs)
+    label, model_note = describe_viz_model(model, model_dir, input_size)
+    layers = next((r.layers for r in rows if r.layers), None)
+    budget = next((r.keep_ratio for r in rows if r.keep_ratio is not None), None)
     return VizResult(
         video=str(video), model=str(model_dir), model_type=str(model.config.model_type), question=question,
         frames=frames, frame_indices=indices, sampled_frames=len(sampled.frames), grid=grid, grid_source=source,
-        rows=rows, note=note, requested_frames=getattr(sampled, "requested_frames", None),
+        rows=rows, note=note, requested_frames=getattr(sampled, "requested_frames", None), source_size=source_size,
+        input_size=input_size, frames_drawn="model input" if decoded is not None else "decoded",
+        total_frames=getattr(sampled, "total_frames", None), model_label=label, model_note=model_note,
+        llm_layers=layers, budget=budget,
     )
 
 
 # --- writing ---------------------------------------------------------------------------------
+def panel_target(base: int, size: tuple[int, int] | None, most: int = 340) -> int:
+    """The longer side to draw a panel at: ``base`` for a square frame, more for an elongated one
+    (about the area of a ``base``-pixel square, at most ``most``)."""
+    if not size or min(size) <= 0:
+        return base
+    return min(most, round(base * math.sqrt(max(size) / min(size))))
+
+
 def write_viz(result: VizResult, out: str | Path) -> list[Path]:
-    """Write ``token_maps.png``, ``keep_ratio.png``, ``stage2.png`` (when a method has a stage-2
-    curve), ``viz.json`` and ``index.html`` (all of it, self-contained) into ``out`` (created if
-    needed; only these files are written, replacing earlier ones of the same name)."""
-    from sharpv.viz.charts import keep_ratio_chart, stage2_chart
+    """Write ``token_maps.png``, ``keep_ratio.png``, ``layers.png`` (when the stats carry visual
+    tokens per layer), ``stage2.png`` (when a method has a stage-2 curve), ``viz.json`` and
+    ``index.html`` (all of it, self-contained) into ``out`` (created if needed; only these files are
+    written, replacing earlier ones of the same name; a chart an earlier run left that this run has
+    none of is removed)."""
+    from sharpv.viz.charts import keep_ratio_chart, layers_chart, stage2_chart
     from sharpv.viz.page import render_page
     from sharpv.viz.token_maps import (
+        GRID_PANEL,
         LARGE_PANEL,
-        cell_size,
+        cell_shape,
         frame_panel,
         png_bytes,
         token_map_grid,
@@ -273,30 +430,33 @@ def write_viz(result: VizResult, out: str | Path) -> list[Path]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame_labels = [f"#{i}" for i in result.frame_indices]
-    cell = cell_size(result.grid)
+    cell = cell_shape(result.grid, result.source_size, panel_target(GRID_PANEL, result.source_size))
     grid_png = png_bytes(token_map_grid(result.frames, [(r.long_label, r.keep if r.mask_known else None) for r in result.rows],
                                        result.grid, cell, frame_labels))
     written = [out / "token_maps.png"]
     written[0].write_bytes(grid_png)
-    keep_path = keep_ratio_chart(result.rows, out / "keep_ratio.png", frame_labels)
-    written.append(keep_path)
-    stage2_path = out / "stage2.png"
-    if stage2_chart(result.rows, stage2_path) is None:
-        stage2_path.unlink(missing_ok=True)  # a stale chart of an earlier run in this folder
-        stage2_path = None
-    else:
-        written.append(stage2_path)
-    large = cell_size(result.grid, LARGE_PANEL)
+    keep_chart = keep_ratio_chart(result.rows, out / "keep_ratio.png", frame_labels, budget=result.budget)
+    written.append(keep_chart.path)
+    optional = {}
+    for name, draw in (("layers", lambda p: layers_chart(result.rows, p, budget=result.budget)),
+                       ("stage2", lambda p: stage2_chart(result.rows, p))):
+        path = out / f"{name}.png"
+        if draw(path) is None:
+            path.unlink(missing_ok=True)  # a stale chart of an earlier run in this folder
+        else:
+            written.append(path)
+            optional[name] = path
+    large = cell_shape(result.grid, result.source_size, panel_target(LARGE_PANEL, result.source_size))
     panels = [[png_bytes(frame_panel(result.frames[t], row.keep[t] if row.mask_known else None, result.grid, large))
                for t in range(len(result.frames))] for row in result.rows]
     meta = result.to_dict()
-    meta.update(cell_pixels=cell, large_cell_pixels=large, files=[p.name for p in written] + ["viz.json", "index.html"])
+    meta.update(cell_pixels=list(cell), large_cell_pixels=list(large),
+                files=[p.name for p in written] + ["viz.json", "index.html"])
     (out / "viz.json").write_text(json.dumps(meta, indent=1) + "\n")
     written.append(out / "viz.json")
-    images = {"token_maps": grid_png, "keep_ratio": keep_path.read_bytes()}
-    if stage2_path is not None:
-        images["stage2"] = stage2_path.read_bytes()
-    (out / "index.html").write_text(render_page(result, panels, images), encoding="utf-8")
+    images = {"token_maps": grid_png, "keep_ratio": keep_chart.path.read_bytes()}
+    images.update({name: path.read_bytes() for name, path in optional.items()})
+    (out / "index.html").write_text(render_page(result, panels, images, keep_chart=keep_chart), encoding="utf-8")
     written.append(out / "index.html")
     return written
 
