@@ -44,11 +44,11 @@ def _row(label: str, name: str, keep_ratio, per_layer, *, kept: int | None = Non
 def _result(rows, source_size=(272, 640), frames_drawn="model input", model_note="a toy model: test") -> VizResult:
     rng = np.random.default_rng(1)
     frames = rng.integers(0, 256, (T, 64, 64, 3), dtype=np.uint8)
-    return VizResult(video="clip.mp4", model="/m", model_type="llava_onevision", question="Describe the video.",
+    return VizResult(video="clip.mp4", model="shipped test model", model_type="llava_onevision", question="Describe the video.",
                      frames=frames, frame_indices=[17 * t for t in range(T)], sampled_frames=T, grid=GRID,
                      grid_source="adapter", rows=rows, note="SharpV adaptive let 18.8% of the visual tokens into the LLM; "
                      "every other method ran at that share, keep_ratio 0.1875", source_size=source_size,
-                     input_size=(64, 64), frames_drawn=frames_drawn, total_frames=250, model_label="shipped test model",
+                     input_size=(64, 64), frames_drawn=frames_drawn, total_frames=250,
                      model_note=model_note, llm_layers=LAYERS, budget=0.1875)
 
 
@@ -168,6 +168,23 @@ def test_an_arrow_key_on_the_focused_slider_moves_one_frame(page):
         x = data["chart"]["x"]
         assert float(s["cursorLeft"].rstrip("%")) == pytest.approx(100 * (x[t] - (x[-1] - x[0]) / (len(x) - 1) / 2))
     assert log[-1]["keyStep"] == [T - 1, 0, 4, None]
+
+
+def test_key_handler_cancels_the_default_step_without_node(page):
+    """Where neither node nor a browser runs (the two tests around this one skip), the page's
+    script is read: one keydown listener, which takes the frame from keyStep() and cancels the
+    key's default action before it shows that frame, so a focused slider cannot step again."""
+    script = _script((page / "index.html").read_text(encoding="utf-8"))
+    assert script.count('addEventListener("keydown"') == 1
+    handler = script[script.index('addEventListener("keydown"'):]
+    handler = handler[: handler.index("});") + 3]
+    body = [line.strip() for line in handler.splitlines()[1:-1]]
+    assert body[0].startswith("if (e.defaultPrevented")
+    assert body[1] == "var next = keyStep(e.key, parseInt(slider.value, 10), data.frames);"
+    assert body[2] == "if (next === null) return;"
+    assert body[3].startswith("e.preventDefault();") and body[4] == "show(next);"
+    step = script[script.index("function keyStep"): script.index("(function ()")]
+    assert '"ArrowRight") return Math.min(frames - 1, t + 1)' in step and '"ArrowLeft") return Math.max(0, t - 1)' in step
 
 
 # --- 6. the "All frames" strip is HTML --------------------------------------------------------------
@@ -353,3 +370,35 @@ def test_page_reads_at_800_and_1400_pixels_in_chromium(page, width):
         assert len(widths) == len(_rows()) * T and min(widths) >= 56
         assert browser.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         assert browser.errors == []
+
+
+# --- the screenshot command of the docs ------------------------------------------------------------
+def test_screenshot_command_bad_input_is_one_line(capsys, tmp_path, page):
+    from sharpv.viz.browser import main as browser_main
+
+    cases = {
+        "missing page": ["screenshot", str(tmp_path / "nope.html"), str(tmp_path / "o.png")],
+        "colours 1": ["screenshot", str(page / "index.html"), str(tmp_path / "o.png"), "--colours", "1"],
+        "width not a number": ["screenshot", str(page / "index.html"), str(tmp_path / "o.png"), "--width", "wide"],
+        "no command": [],
+    }
+    for name, argv in cases.items():
+        try:
+            code = browser_main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+        out, err = capsys.readouterr()
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (name, err)
+        assert out == "", name
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_screenshot_command_in_chromium(tmp_path, page):
+    _chromium()
+    from sharpv.viz.browser import main as browser_main
+
+    out = tmp_path / "page-800.png"
+    assert browser_main(["screenshot", str(page / "index.html"), str(out), "--width", "800", "--colours", "256"]) == 0
+    with Image.open(out) as image:
+        assert image.width == 800 and image.height > 1500 and image.mode == "P"  # the whole page, 256 colours

@@ -101,9 +101,9 @@ def test_page_numbers_equal_the_stats(bikes, viz):
 def test_page_names_the_toy_model_and_the_frame_sizes(viz):
     out, meta, html = viz
     text = _text(html)
-    assert meta["model_label"] == "shipped mixed-dropout model (synthetic-qa)"
+    assert meta["model"] == "shipped mixed-dropout model (synthetic-qa)"
     assert "toy model" in meta["model_note"] and "64 x 64 synthetic frames" in meta["model_note"]
-    assert f"{meta['model_label']} is {meta['model_note']}." in text
+    assert f"{meta['model']} is {meta['model_note']}." in text
     assert meta["source_size"] == [272, 640] and meta["input_size"] == [64, 64]
     assert "source 640 x 272 (width x height)" in text and "the model's input 64 x 64" in text
     assert "changing its aspect ratio" in text and "at the source's aspect ratio" in text

@@ -176,6 +176,8 @@ class VizResult:
     """Everything the maps are drawn from."""
 
     video: str
+    #: the checkpoint as results name it: ``shipped NAME model (folder)`` (no machine-specific path),
+    #: else the folder as given (:func:`sharpv.synthetic.model.describe_model`)
     model: str
     model_type: str
     question: str
@@ -197,7 +199,6 @@ class VizResult:
     #: what ``frames`` hold: "model input" (resized to ``input_size`` while decoding) or "decoded"
     frames_drawn: str = "decoded"
     total_frames: int | None = None  # frames in the video
-    model_label: str = ""  # how the page names the model (``shipped NAME model (folder)`` or the folder)
     model_note: str = ""  # what to keep in mind about it (the shipped toy model: its choices on real footage)
     llm_layers: int | None = None
     #: the keep_ratio every budgeted method ran at (None: no method had one)
@@ -205,7 +206,7 @@ class VizResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "video": self.video, "model": self.model, "model_label": self.model_label, "model_note": self.model_note,
+            "video": self.video, "model": self.model, "model_note": self.model_note,
             "model_type": self.model_type, "llm_layers": self.llm_layers, "question": self.question,
             "frames": len(self.frame_indices), "sampled_frames": self.sampled_frames,
             "requested_frames": self.requested_frames, "total_frames": self.total_frames,
@@ -392,11 +393,11 @@ def build_result(model: torch.nn.Module, sampled: Any, inputs: dict[str, Any], r
     layers = next((r.layers for r in rows if r.layers), None)
     budget = next((r.keep_ratio for r in rows if r.keep_ratio is not None), None)
     return VizResult(
-        video=str(video), model=str(model_dir), model_type=str(model.config.model_type), question=question,
+        video=str(video), model=label, model_type=str(model.config.model_type), question=question,
         frames=frames, frame_indices=indices, sampled_frames=len(sampled.frames), grid=grid, grid_source=source,
         rows=rows, note=note, requested_frames=getattr(sampled, "requested_frames", None), source_size=source_size,
         input_size=input_size, frames_drawn="model input" if decoded is not None else "decoded",
-        total_frames=getattr(sampled, "total_frames", None), model_label=label, model_note=model_note,
+        total_frames=getattr(sampled, "total_frames", None), model_note=model_note,
         llm_layers=layers, budget=budget,
     )
 

@@ -256,7 +256,7 @@ def render_page(result: Any, panels: Sequence[Sequence[bytes]], images: dict[str
     layers = f", {result.llm_layers} LLM layers" if result.llm_layers else ""
     meta = [
         ("video", esc(result.video)),
-        ("model", f"{esc(result.model_label or result.model)} ({esc(result.model_type)}{layers})"),
+        ("model", f"{esc(result.model)} ({esc(result.model_type)}{layers})"),
         ("frames", f"{t_count}{of_video}{esc(step)}"),
         ("frame size", esc(frame_size_text(result))),
         ("token grid", f"{gh} x {gw} = {gh * gw} tokens per frame"
@@ -281,7 +281,7 @@ def render_page(result: Any, panels: Sequence[Sequence[bytes]], images: dict[str
         "<h1>Which visual tokens each method lets into the LLM</h1>",
     ]
     if result.model_note:
-        parts.append(f'<p class="toy" id="model-note"><b>{esc(result.model_label)}</b> is {esc(result.model_note)}.</p>')
+        parts.append(f'<p class="toy" id="model-note"><b>{esc(result.model)}</b> is {esc(result.model_note)}.</p>')
     parts += [
         '<table class="meta">' + "".join(f'<tr id="meta-{k.replace(" ", "-")}"><td><b>{k}</b></td><td>{v}</td></tr>'
                                          for k, v in meta) + "</table>",
