@@ -2,7 +2,7 @@
 package beyond the standard library): what the tests use to press keys on ``sharpv viz``'s page,
 and what made the page's screenshots in the docs::
 
-    python -m sharpv.viz.browser screenshot runs/viz/index.html docs/img/viz/page-1400.png --width 1400
+    python -m sharpv.viz.browser screenshot runs/viz/index.html page.png --width 1400 [--colours 256]
 
 Needs a Chromium binary (Debian: ``apt-get install chromium``; or ``SHARPV_CHROMIUM=/path/to/it``);
 :func:`find_chromium` says whether there is one. Not used by the library itself."""
@@ -221,17 +221,40 @@ class Chromium:
         return path
 
 
+def reduce_colours(path: str | Path, colours: int) -> Path:
+    """Rewrite the PNG at ``path`` with a palette of at most ``colours`` colours (no dithering)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        palette = image.convert("RGB").quantize(colors=colours, method=Image.Quantize.FASTOCTREE,
+                                                dither=Image.Dither.NONE)
+    palette.save(path, optimize=True)
+    return Path(path)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments: one ``error:`` line and exit code 2, as sharpv's commands do."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}\n")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sharpv.viz.browser", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _OneLineParser(prog="python -m sharpv.viz.browser", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
     shot = sub.add_parser("screenshot", help="a full-page PNG of a page at a window width")
     shot.add_argument("page", type=Path)
     shot.add_argument("out", type=Path)
     shot.add_argument("--width", type=int, default=1400)
     shot.add_argument("--height", type=int, default=900, help="viewport height (the whole page is captured)")
+    shot.add_argument("--colours", type=int, default=0,
+                      help="write the PNG with at most this many colours (2-256; smaller files for docs); 0: all")
     args = parser.parse_args(argv)
     if not args.page.is_file():
         print(f"error: {args.page} is not a file", file=sys.stderr)
+        return 2
+    if args.colours and not 2 <= args.colours <= 256:
+        print(f"error: --colours must be 0 or from 2 to 256, got {args.colours}", file=sys.stderr)
         return 2
     if find_chromium() is None:
         print("error: no Chromium found (install chromium, or set SHARPV_CHROMIUM)", file=sys.stderr)
@@ -239,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     with Chromium(width=args.width, height=args.height) as browser:
         browser.goto(args.page)
         browser.screenshot(args.out)
+        if args.colours:
+            reduce_colours(args.out, args.colours)
         if browser.errors:
             print("error: the page reported: " + "; ".join(browser.errors), file=sys.stderr)
             return 1
