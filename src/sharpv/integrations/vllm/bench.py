@@ -57,10 +57,10 @@ def modes_for(shape: str) -> tuple[str, ...]:
     return MODES if family(shape) == "qwen3-vl" else tuple(m for m in MODES if m != "vidcom2")
 
 
-def build_checkpoint(shape: str, tokens_per_step: int, out: Path) -> Path:
+def build_checkpoint(shape: str, tokens_per_step: int, out: Path, frames: int = 8) -> Path:
     """``shape``'s config (random weights come from vLLM's dummy loader) with the tiny model's
-    tokenizer and processor of the same family, set to the shape's patch size and to frames that
-    need no resize."""
+    tokenizer and processor of the same family, set to the shape's patch size and to ``frames``
+    frames that need no resize."""
     from sharpv.tiny import build_tiny_model
 
     if shape not in BENCH_SHAPES:
@@ -89,8 +89,8 @@ def build_checkpoint(shape: str, tokens_per_step: int, out: Path) -> Path:
     for name in ("preprocessor_config.json", "video_preprocessor_config.json"):
         settings = json.loads((out / name).read_text())
         # Qwen2.5-VL bounds each frame's pixels, Qwen3-VL's video processor the whole clip's: no resize either way
-        size = {"shortest_edge": side * side, "longest_edge": side * side} if arch == "qwen2.5-vl" else \
-            {"shortest_edge": side * side, "longest_edge": 1 << 30}
+        # (and no larger bound: vLLM profiles memory with a dummy video of the largest size the processor allows)
+        size = {"shortest_edge": side * side, "longest_edge": side * side * (1 if arch == "qwen2.5-vl" else frames)}
         settings.update(patch_size=config.vision_config.patch_size, size=size)
         (out / name).write_text(json.dumps(settings, indent=2))
     shutil.rmtree(out / "tiny")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="sharpv-vllm-bench-"))
     records = []
     try:
-        checkpoint = build_checkpoint(args.shape, args.tokens_per_step, work / "model")
+        checkpoint = build_checkpoint(args.shape, args.tokens_per_step, work / "model", args.frames)
         jobs = [("dense", 0.0)] + [(mode, r) for r in rates for mode in modes_for(args.shape) if mode != "dense"]
         for mode, rate in jobs:
             print(f"[vllm bench] {mode} rate {rate:g}", file=sys.stderr, flush=True)
