@@ -4,7 +4,7 @@ and what made the page's screenshots in the docs::
 
     python -m sharpv.viz.browser screenshot runs/viz/index.html page.png --width 1400 [--colours 256]
 
-Needs a Chromium binary (Debian: ``apt-get install chromium``; or ``SHARPV_CHROMIUM=/path/to/it``);
+Needs a Chromium binary (Debian: ``apt-get install chromium``; or ``--chromium /path/to/it``);
 :func:`find_chromium` says whether there is one. Not used by the library itself."""
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ KEYS = {"ArrowRight": ("ArrowRight", 39), "ArrowLeft": ("ArrowLeft", 37), "Arrow
         "ArrowDown": ("ArrowDown", 40), "Home": ("Home", 36), "End": ("End", 35)}
 
 
-def find_chromium() -> str | None:
-    """A Chromium (or Chrome) binary: ``$SHARPV_CHROMIUM``, else the first of chromium,
+def find_chromium(explicit: str | None = None) -> str | None:
+    """A Chromium (or Chrome) binary: ``explicit`` if given, else the first of chromium,
     chromium-browser, google-chrome, google-chrome-stable on PATH; None when there is none."""
-    explicit = os.environ.get("SHARPV_CHROMIUM")
     if explicit:
         return explicit if Path(explicit).is_file() else None
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -61,7 +60,7 @@ class Chromium:
         self.width, self.height, self.timeout = width, height, timeout
         self.binary = binary or find_chromium()
         if self.binary is None:
-            raise BrowserError("no Chromium found (install chromium, or set SHARPV_CHROMIUM)")
+            raise BrowserError("no Chromium found (install chromium, or pass its path)")
         self.errors: list[str] = []
         self._events: list[dict] = []
         self._buffer = b""
@@ -249,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     shot.add_argument("--height", type=int, default=900, help="viewport height (the whole page is captured)")
     shot.add_argument("--colours", type=int, default=0,
                       help="write the PNG with at most this many colours (2-256; smaller files for docs); 0: all")
+    shot.add_argument("--chromium", default=None, help="the Chromium binary (default: the first on PATH)")
     args = parser.parse_args(argv)
     if not args.page.is_file():
         print(f"error: {args.page} is not a file", file=sys.stderr)
@@ -256,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.colours and not 2 <= args.colours <= 256:
         print(f"error: --colours must be 0 or from 2 to 256, got {args.colours}", file=sys.stderr)
         return 2
-    if find_chromium() is None:
-        print("error: no Chromium found (install chromium, or set SHARPV_CHROMIUM)", file=sys.stderr)
+    binary = find_chromium(args.chromium)
+    if binary is None:
+        print("error: no Chromium found (install chromium, or pass --chromium PATH)", file=sys.stderr)
         return 2
-    with Chromium(width=args.width, height=args.height) as browser:
+    with Chromium(width=args.width, height=args.height, binary=binary) as browser:
         browser.goto(args.page)
         browser.screenshot(args.out)
         if args.colours:
