@@ -287,8 +287,9 @@ def bench(
     dtype: str = typer.Option("bfloat16", "--dtype", help="float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     vision: str = typer.Option("precomputed", "--vision", help="precomputed (synthetic features, vision tower skipped) or real (random pixels through the vision tower)."),
-    repeats: int = typer.Option(3, "--repeats", help="Timed runs per configuration (the median is reported)."),
-    warmup: int = typer.Option(1, "--warmup", help="Untimed runs before them."),
+    repeats: int = typer.Option(3, "--repeats", help="Timed rounds; each runs every method x budget x frames (dense and the ideal rows included) once, in a shuffled order; figures are the median [min-max] over the rounds, every ratio taken within a round."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed rounds before them (--long-video: untimed passes on a one-frame video)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the rounds' shuffled order (recorded in results.json; not --long-video)."),
     new_tokens: int = typer.Option(16, "--new-tokens", help="Tokens decoded to measure decode speed."),
     noise: float = typer.Option(0.3, "--feature-noise", help="Per-frame noise of the synthetic features, relative to the static frame."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md and PNG plots."),
@@ -359,7 +360,7 @@ def bench(
     run_bench_job(
         model_dir=model, shape=shape, frames=frame_list, tokens_per_frame=tokens_per_frame, specs=specs,
         budgets=budget_list, dtype=dtype, device=device, vision=vision, repeats=repeats, warmup=warmup,
-        new_tokens=new_tokens, noise=noise, out=out, console=err,
+        new_tokens=new_tokens, noise=noise, out=out, console=err, seed=seed,
     )
 
 

@@ -1,10 +1,15 @@
 """`sharpv bench`: efficiency of every method at equal budgets, against dense, in one run.
 
-For each frame count the harness builds one input, then runs dense and every method x budget on
-it: ``warmup`` untimed runs, then ``repeats`` timed runs, each a prefill (one forward with
-``logits_to_keep=1``, as ``generate()`` does) followed by a greedy decode of ``new_tokens`` tokens
-on the cache. Every figure is the median over the repeats; every ratio is against the dense run of
-the same invocation.
+For each frame count the harness builds one input; a *cell* is one (method, budget, frames),
+dense and the "ideal" rows included. The run is a sequence of interleaved rounds: ``warmup``
+untimed rounds, then ``repeats`` timed ones, each running every cell once in an order shuffled
+per round with a fixed seed, so a machine that speeds up or slows down during the run moves every
+cell of a round alike. A method cell's run is a prefill (one forward with ``logits_to_keep=1``, as
+``generate()`` does) followed by a greedy decode of ``new_tokens`` tokens on the cache. Every
+ratio (speedup against dense, prefill against the ideal) is taken within a round, against that
+round's dense / ideal of the same frame count; every figure is the median over the rounds with
+its [min, max] (``spread``), and each round's raw times stay in the record (``rounds``).
+:func:`flag_noise` marks what the rounds cannot tell from noise.
 
 Analytic prefill FLOPs: :mod:`sharpv.harness.flops` (the vision tower is not counted).
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -187,40 +193,6 @@ def run_once(model: torch.nn.Module, method: PruningMethod, inputs: dict, new_to
     return RunResult(prefill_seconds, vision_seconds, decode_seconds, peak, stats)
 
 
-def measure(model, method, inputs, *, repeats: int, warmup: int, new_tokens: int) -> dict:
-    memory = PeakMemory(model.device)
-    for _ in range(warmup):
-        run_once(model, method, inputs, new_tokens, memory)
-    runs = [run_once(model, method, inputs, new_tokens, memory) for _ in range(repeats)]
-    med = lambda xs: float(statistics.median(xs))  # noqa: E731
-    stats = runs[-1].stats
-    text_config = model.config.get_text_config()
-    lengths = computed_lengths(stats, text_config.num_hidden_layers)
-    extra = extra_score_tokens(stats, method.name)
-    prefill = med([r.prefill_seconds for r in runs])
-    vision = med([r.vision_seconds for r in runs])
-    decode = med([r.decode_seconds for r in runs])
-    return {
-        "visual_tokens_in": stats.visual_tokens_in,
-        "visual_tokens_kept": stats.visual_tokens_kept,
-        "kept_share": stats.visual_tokens_kept / max(1, stats.visual_tokens_in),
-        # the mean share of the video's visual tokens each LLM layer computes (= kept_share unless the
-        # method also prunes inside the LLM): the "equivalent retention" FlashVID and HoliTom report
-        "equivalent_retention": getattr(stats, "equivalent_retention", None),
-        "sequence_length": stats.sequence_length_out,
-        "prefill_seconds": prefill,
-        "vision_seconds": vision,
-        "ttft_seconds": prefill + vision,
-        "pruning_seconds": med([r.stats.pruning_seconds + r.stats.extra_seconds for r in runs]),
-        "decode_tokens_per_second": new_tokens / decode if decode > 0 else None,
-        "kv_cache_bytes": stats.kv_cache_bytes,
-        "kv_cache_bytes_per_layer": stats.kv_cache_bytes_per_layer,
-        "kv_withdraw_layer": stats.kv_withdraw_layer,
-        "peak_memory_bytes": max(r.peak_memory_bytes for r in runs),
-        "prefill_flops": prefill_flops(text_config, lengths, extra),
-    }
-
-
 def ideal_inputs(model, inputs: dict, kept: int, n_visual: int) -> dict:
     """The keyword arguments the model's language model receives when a pre-LLM method keeps
     ``kept`` of the ``n_visual`` visual tokens of ``inputs`` (captured from one such run; which
@@ -249,28 +221,6 @@ def ideal_prefill(model, feed: dict) -> torch.Tensor:
     hook of sharpv's: the unmodified model's prefill on a sequence that only ever had those tokens."""
     out = model.model.language_model(**feed, use_cache=True)
     return model.lm_head(out.last_hidden_state[:, -1:])
-
-
-def measure_ideal(model, inputs: dict, kept: int, n_visual: int, *, repeats: int, warmup: int) -> dict:
-    """The "ideal" prefill at ``kept`` of ``n_visual`` visual tokens (median of ``repeats``): the
-    unmodified language model on exactly the sequence a pre-LLM method that kept ``kept`` tokens
-    feeds it. No scoring, no selection, no rebuilding of the inputs, no merge of the video features
-    into the prompt: the limit any pre-LLM method can reach at that budget."""
-    feed = ideal_inputs(model, inputs, kept, n_visual)
-    device = model.device
-    times = []
-    for i in range(warmup + repeats):
-        with torch.inference_mode():
-            _sync(device)
-            start = time.perf_counter()
-            ideal_prefill(model, feed)
-            _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    length = next(v for k, v in feed.items() if k in ("inputs_embeds", "input_ids") and v is not None).shape[1]
-    return {"visual_tokens_in": n_visual, "visual_tokens_kept": kept, "kept_share": kept / n_visual,
-            "equivalent_retention": kept / n_visual, "sequence_length": int(length),
-            "prefill_seconds": float(statistics.median(times))}
 
 
 def environment(model, *, dtype: str, device: str, source: str, vision: str, noise: float) -> dict:
@@ -315,65 +265,300 @@ def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[M
     return runs
 
 
+
+# --- interleaved rounds ---------------------------------------------------------------------------
+
+#: ``noise`` flag: a cell whose own prefill seconds, or its frame count's dense prefill seconds, vary
+#: across the timed rounds by more than this share of their median, (max - min) / median
+NOISE_THRESHOLD = 0.20
+#: seed of the shuffled round order when none is given
+DEFAULT_SEED = 0
+#: the per-round series a record's median and [min, max] are taken over
+ROUND_SERIES = ("prefill_seconds", "vision_seconds", "ttft_seconds", "pruning_seconds", "decode_tokens_per_second",
+                "prefill_speedup", "ttft_speedup", "decode_speedup", "pruning_share_of_dense_prefill", "prefill_vs_ideal")
+
+
+@dataclass(eq=False)
+class Cell:
+    """One (method, budget, frames) of the plan, or (``spec`` None) the ideal row at
+    ``ideal_tokens`` visual tokens of that frame count: what a round runs once."""
+
+    frames: int
+    spec: MethodSpec | None
+    budget: float | None
+    ideal_tokens: int | None = None
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            if self.spec is None:
+                self.id = f"{self.frames} frames: ideal @ {self.ideal_tokens} visual tokens"
+            else:
+                at = self.budget if self.budget is not None else ADAPTIVE if self.spec.name != "dense" else "-"
+                self.id = f"{self.frames} frames: {self.spec.label} @ {at}"
+
+
+def plan_cells(runs: list[tuple[MethodSpec, float | None]], frames: list[int]) -> list[Cell]:
+    """Every method cell of the plan, frame count by frame count; ids are unique (a repeated spec
+    gets ``#2``, ``#3``)."""
+    cells, seen = [], {}
+    for n in frames:
+        for spec, budget in runs:
+            cell = Cell(n, spec, budget)
+            seen[cell.id] = seen.get(cell.id, 0) + 1
+            if seen[cell.id] > 1:
+                cell.id += f" #{seen[cell.id]}"
+            cells.append(cell)
+    return cells
+
+
+def relative_spread(values: list[float]) -> float | None:
+    """(max - min) / median; None for fewer than two values (no spread to speak of)."""
+    if len(values) < 2:
+        return None
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / mid if mid > 0 else None
+
+
 def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[MethodSpec], budgets: list[float | None],
               frames: list[int], repeats: int, warmup: int, new_tokens: int,
-              on_step: Callable[[str], None] | None = None, ideal: bool = True) -> list[dict]:
-    """Run the plan for every frame count; returns one record per method x budget x frames, then
-    (``ideal``) the "ideal" rows of :func:`measure_ideal` for that frame count."""
-    records = []
+              on_step: Callable[[str], None] | None = None, ideal: bool = True, seed: int = DEFAULT_SEED,
+              on_total: Callable[[int], None] | None = None) -> tuple[list[dict], list[dict]]:
+    """Interleaved rounds: ``warmup`` untimed rounds, then ``repeats`` timed ones; each round runs
+    every cell (method x budget x frames, dense and, with ``ideal``, the ideal rows included) once,
+    in an order shuffled per round by ``random.Random(seed)``. The ideal rows' token counts are
+    known once the methods have run, so the very first round (a warm-up one unless ``warmup`` is
+    0) runs them after its method cells, shuffled among themselves.
+
+    Returns the records (one per cell: frame count by frame count, the plan's order, then the
+    ideal rows; every figure the median over the timed rounds, every ratio taken within a round,
+    ``spread`` its [min, max], ``rounds`` each timed round's raw times and ratios, ``flag`` and
+    ``flag_reasons`` from :func:`flag_noise`) and the rounds (``index``, ``warmup``, ``order``:
+    the cell ids as they ran)."""
     runs = plan(methods, budgets)
-    for n_frames in frames:
-        inputs = make_inputs(n_frames)
-        dense: dict | None = None
-        for spec, budget in runs:
-            if on_step:
-                on_step(f"{n_frames} frames: {spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}")
-            result = measure(model, spec.build(budget), inputs, repeats=repeats, warmup=warmup, new_tokens=new_tokens)
-            if dense is None:
-                dense = result
-            record = {"method": spec.label, "method_name": spec.name, "budget": budget, "frames": n_frames, **result}
-            record["prefill_speedup"] = dense["prefill_seconds"] / result["prefill_seconds"]
-            record["ttft_speedup"] = dense["ttft_seconds"] / result["ttft_seconds"]
-            record["kv_ratio"] = result["kv_cache_bytes"] / dense["kv_cache_bytes"] if dense["kv_cache_bytes"] else None
-            record["flops_ratio"] = result["prefill_flops"] / dense["prefill_flops"]
-            record["pruning_share_of_dense_prefill"] = result["pruning_seconds"] / dense["prefill_seconds"]
-            tps, dtps = result["decode_tokens_per_second"], dense["decode_tokens_per_second"]
-            record["decode_speedup"] = tps / dtps if tps and dtps else None
-            records.append(record)
-        if ideal:
-            records.extend(_ideal_rows(model, inputs, records, n_frames, dense, repeats=repeats, warmup=warmup,
-                                       on_step=on_step))
-    return records
+    inputs = {n: make_inputs(n) for n in frames}
+    cells = plan_cells(runs, frames)
+    built = {c.id: c.spec.build(c.budget) for c in cells}
+    memory = PeakMemory(model.device)
+    rng = random.Random(seed)
+    timed: dict[str, list] = {c.id: [] for c in cells}
+    last: dict[str, RunResult] = {}
+    ideal_cells: list[Cell] = []
+    ideal_of: dict[str, int] = {}
+    feeds: dict[str, dict] = {}
+    total_rounds = warmup + repeats
+    if on_total:
+        on_total(len(cells) * total_rounds)
+    log: list[dict] = []
+
+    def run_cell(cell: Cell, index: int, is_timed: bool) -> None:
+        if on_step:
+            what = f"round {index - warmup + 1}/{repeats}" if is_timed else f"warm-up {index + 1}/{warmup}"
+            on_step(f"{what}: {cell.id}")
+        if cell.spec is None:
+            seconds = time_ideal(model, feeds[cell.id])
+            if is_timed:
+                timed[cell.id].append(seconds)
+            return
+        result = run_once(model, built[cell.id], inputs[cell.frames], new_tokens, memory)
+        last[cell.id] = result
+        if is_timed:
+            timed[cell.id].append(result)
+
+    for index in range(total_rounds):
+        is_timed = index >= warmup
+        order = rng.sample(cells + ideal_cells, len(cells) + len(ideal_cells))
+        for cell in order:
+            run_cell(cell, index, is_timed)
+        if ideal and index == 0:
+            ideal_cells, ideal_of = _ideal_cells(cells, last)
+            for cell in ideal_cells:
+                n_visual = last[f"{cell.frames} frames: dense @ -"].stats.visual_tokens_in
+                feeds[cell.id] = ideal_inputs(model, inputs[cell.frames], cell.ideal_tokens, n_visual)
+                timed[cell.id] = []
+            if on_total:
+                on_total((len(cells) + len(ideal_cells)) * total_rounds)
+            late = rng.sample(ideal_cells, len(ideal_cells))
+            for cell in late:
+                run_cell(cell, index, is_timed)
+            order = order + late
+        log.append({"index": index, "warmup": not is_timed, "order": [c.id for c in order]})
+
+    text_config = model.config.get_text_config()
+    records = []
+    for n in frames:
+        for cell in (c for c in cells if c.frames == n):
+            records.append(_method_record(cell, timed[cell.id], text_config, new_tokens, ideal_of.get(cell.id)))
+        for cell in (c for c in ideal_cells if c.frames == n):
+            records.append(_ideal_record(cell, timed[cell.id], last[f"{n} frames: dense @ -"].stats.visual_tokens_in,
+                                         feeds[cell.id]))
+    summarise_rounds(records)
+    flag_noise(records)
+    return records, log
 
 
-def _ideal_rows(model, inputs: dict, records: list[dict], n_frames: int, dense: dict, *, repeats: int, warmup: int,
-                on_step: Callable[[str], None] | None) -> list[dict]:
-    """One "ideal" row per visual-token count a method of this frame count handed the LLM (or, for
-    methods that prune inside it, per budget), and every record's ``prefill_vs_ideal``: its prefill
-    over the ideal prefill at the same count (1.02: within 2% of the limit)."""
+def time_ideal(model, feed: dict) -> float:
+    """Seconds of one :func:`ideal_prefill` on ``feed``."""
+    device = model.device
+    with torch.inference_mode():
+        _sync(device)
+        start = time.perf_counter()
+        ideal_prefill(model, feed)
+        _sync(device)
+    return time.perf_counter() - start
+
+
+def _ideal_cells(cells: list[Cell], last: dict[str, RunResult]) -> tuple[list[Cell], dict[str, int]]:
+    """One ideal cell per visual-token count a method of a frame count handed the LLM (or, for
+    methods that prune inside it, per budget), and each method cell's ideal token count."""
     from sharpv.core.selection import budget_total
 
-    mine = [r for r in records if r["frames"] == n_frames and r["method_name"] != "dense"]
-    wanted: dict[int, float | None] = {}
-    for r in mine:
-        n = r["visual_tokens_in"]
-        if r["visual_tokens_kept"] < n:
-            count = r["visual_tokens_kept"]
-        elif r["budget"] is not None:
-            count = budget_total(r["budget"], 1, n)
+    wanted: dict[tuple[int, int], float | None] = {}
+    ideal_of: dict[str, int] = {}
+    for cell in cells:
+        if cell.spec.name == "dense":
+            continue
+        stats = last[cell.id].stats
+        n = stats.visual_tokens_in
+        if stats.visual_tokens_kept < n:
+            count = stats.visual_tokens_kept
+        elif cell.budget is not None:
+            count = budget_total(cell.budget, 1, n)
         else:
             continue
-        r["_ideal_tokens"] = count
-        wanted.setdefault(count, r["budget"])
-    rows, by_count = [], {}
-    for count, budget in sorted(wanted.items()):
-        if on_step:
-            on_step(f"{n_frames} frames: ideal @ {count} visual tokens")
-        result = measure_ideal(model, inputs, count, dense["visual_tokens_in"], repeats=repeats, warmup=warmup)
-        by_count[count] = result["prefill_seconds"]
-        rows.append({"method": "ideal", "method_name": "ideal", "budget": budget, "frames": n_frames, **result,
-                     "prefill_speedup": dense["prefill_seconds"] / result["prefill_seconds"]})
-    for r in mine:
-        count = r.pop("_ideal_tokens", None)
-        r["prefill_vs_ideal"] = r["prefill_seconds"] / by_count[count] if count is not None else None
-    return rows
+        ideal_of[cell.id] = count
+        wanted.setdefault((cell.frames, count), cell.budget)
+    ideal_cells = [Cell(n, None, budget, count) for (n, count), budget in sorted(wanted.items())]
+    return ideal_cells, ideal_of
+
+
+def _method_record(cell: Cell, runs: list[RunResult], text_config, new_tokens: int, ideal_tokens: int | None) -> dict:
+    """A method cell's fixed figures (token counts, KV bytes, FLOPs: the same every round) and
+    every timed round's raw times."""
+    spec, stats = cell.spec, runs[-1].stats
+    lengths = computed_lengths(stats, text_config.num_hidden_layers)
+    extra = extra_score_tokens(stats, spec.name)
+    return {
+        "cell": cell.id, "method": spec.label, "method_name": spec.name, "budget": cell.budget, "frames": cell.frames,
+        "visual_tokens_in": stats.visual_tokens_in,
+        "visual_tokens_kept": stats.visual_tokens_kept,
+        "kept_share": stats.visual_tokens_kept / max(1, stats.visual_tokens_in),
+        # the mean share of the video's visual tokens each LLM layer computes (= kept_share unless the
+        # method also prunes inside the LLM): the "equivalent retention" FlashVID and HoliTom report
+        "equivalent_retention": getattr(stats, "equivalent_retention", None),
+        "sequence_length": stats.sequence_length_out,
+        "kv_cache_bytes": stats.kv_cache_bytes,
+        "kv_cache_bytes_per_layer": stats.kv_cache_bytes_per_layer,
+        "kv_withdraw_layer": stats.kv_withdraw_layer,
+        "peak_memory_bytes": max(r.peak_memory_bytes for r in runs),
+        "prefill_flops": prefill_flops(text_config, lengths, extra),
+        "ideal_visual_tokens": ideal_tokens,
+        "rounds": {
+            "prefill_seconds": [r.prefill_seconds for r in runs],
+            "vision_seconds": [r.vision_seconds for r in runs],
+            "decode_seconds": [r.decode_seconds for r in runs],
+            "pruning_seconds": [r.stats.pruning_seconds + r.stats.extra_seconds for r in runs],
+            "decode_tokens_per_second": [new_tokens / r.decode_seconds if r.decode_seconds > 0 else None for r in runs],
+        },
+    }
+
+
+def _ideal_record(cell: Cell, seconds: list[float], n_visual: int, feed: dict) -> dict:
+    """The "ideal" row: the unmodified language model on exactly the sequence a pre-LLM method that
+    kept ``cell.ideal_tokens`` tokens feeds it (:func:`ideal_inputs`). No scoring, no selection, no
+    rebuilding of the inputs, no merge of the video features into the prompt: the limit any pre-LLM
+    method can reach at that budget."""
+    kept = cell.ideal_tokens
+    length = next(v for k, v in feed.items() if k in ("inputs_embeds", "input_ids") and v is not None).shape[1]
+    return {"cell": cell.id, "method": "ideal", "method_name": "ideal", "budget": cell.budget, "frames": cell.frames,
+            "visual_tokens_in": n_visual, "visual_tokens_kept": kept, "kept_share": kept / n_visual,
+            "equivalent_retention": kept / n_visual, "sequence_length": int(length),
+            "rounds": {"prefill_seconds": list(seconds)}}
+
+
+def summarise_rounds(records: list[dict]) -> None:
+    """Every ratio within a round, then the medians: for each record (in place), from its
+    ``rounds`` raw times and those of the dense record (and of its ideal row, at
+    ``ideal_visual_tokens``) of the same frame count in the same round, the per-round series of
+    :data:`ROUND_SERIES` (added to ``rounds``), each figure as their median and ``spread[key]`` as
+    their [min, max]; ``kv_ratio`` and ``flops_ratio`` (the same every round) against dense."""
+    for n in dict.fromkeys(r["frames"] for r in records):
+        group = [r for r in records if r["frames"] == n]
+        dense = next(r for r in group if r["method_name"] == "dense")
+        ideals = {r["visual_tokens_kept"]: r for r in group if r["method_name"] == "ideal"}
+        d = dense["rounds"]
+        d_ttft = [p + v for p, v in zip(d["prefill_seconds"], d["vision_seconds"])]
+        for r in group:
+            rounds = r["rounds"]
+            prefill = rounds["prefill_seconds"]
+            rounds["prefill_speedup"] = [dp / p for dp, p in zip(d["prefill_seconds"], prefill)]
+            if r["method_name"] != "ideal":
+                ttft = [p + v for p, v in zip(prefill, rounds["vision_seconds"])]
+                rounds["ttft_seconds"] = ttft
+                rounds["ttft_speedup"] = [dt / t for dt, t in zip(d_ttft, ttft)]
+                rounds["pruning_share_of_dense_prefill"] = [s / dp for s, dp in zip(rounds["pruning_seconds"],
+                                                                                     d["prefill_seconds"])]
+                rounds["decode_speedup"] = [t / dt if t and dt else None for t, dt in
+                                            zip(rounds["decode_tokens_per_second"], d["decode_tokens_per_second"])]
+                r["kv_ratio"] = r["kv_cache_bytes"] / dense["kv_cache_bytes"] if dense["kv_cache_bytes"] else None
+                r["flops_ratio"] = r["prefill_flops"] / dense["prefill_flops"]
+            count = r.get("ideal_visual_tokens")
+            if count is not None and count in ideals:
+                rounds["prefill_vs_ideal"] = [p / i for p, i in zip(prefill, ideals[count]["rounds"]["prefill_seconds"])]
+            r["spread"] = {}
+            for key in ROUND_SERIES:
+                series = rounds.get(key)
+                if not series or any(v is None for v in series):
+                    if series is not None:
+                        r[key] = None
+                    continue
+                r[key] = float(statistics.median(series))
+                r["spread"][key] = [float(min(series)), float(max(series))]
+
+
+def flag_noise(records: list[dict], threshold: float = NOISE_THRESHOLD) -> list[str]:
+    """Flag (in place: ``flag``, ``flag_reasons``) what the rounds cannot tell from noise, and
+    return one line of why per flag for the terminal (a noisy dense: one line per frame count):
+
+    - ``noise``: the dense prefill of the record's frame count, or the record's own prefill,
+      varied across the timed rounds by more than ``threshold`` (:func:`relative_spread`);
+    - ``faster than ideal``: the record computes at least the ideal row's tokens in every layer
+      (its equivalent retention is not below the ideal's share) yet its prefill was below its
+      ideal's in every round: impossible, so the machine drifted or the ideal is not the same
+      computation.
+
+    Needs two timed rounds or more (one round has no spread); with one, nothing is flagged."""
+    lines: list[str] = []
+    for n in dict.fromkeys(r["frames"] for r in records):
+        group = [r for r in records if r["frames"] == n]
+        ideals = {r["visual_tokens_kept"]: r for r in group if r["method_name"] == "ideal"}
+        dense = next(r for r in group if r["method_name"] == "dense")
+        dense_spread = relative_spread(dense["rounds"]["prefill_seconds"])
+        noisy_dense = dense_spread is not None and dense_spread > threshold
+        if noisy_dense:
+            lines.append(f"noise: {n} frames: the dense prefill varied {dense_spread:.0%} across rounds (more than "
+                         f"{threshold:.0%}); every ratio at {n} frames is flagged")
+        for r in group:
+            codes, reasons = [], []
+            own = relative_spread(r["rounds"]["prefill_seconds"])
+            if noisy_dense:
+                codes.append("noise")
+                reasons.append(f"the dense prefill at {n} frames varied {dense_spread:.0%} across rounds")
+            if own is not None and own > threshold and r is not dense:
+                if "noise" not in codes:
+                    codes.append("noise")
+                reasons.append(f"its prefill varied {own:.0%} across rounds")
+                lines.append(f"noise: {r['cell']}: its prefill varied {own:.0%} across rounds (more than {threshold:.0%})")
+            vs = r["rounds"].get("prefill_vs_ideal")
+            ideal = ideals.get(r.get("ideal_visual_tokens"))
+            retention = r.get("equivalent_retention")
+            retention = r["kept_share"] if retention is None else retention
+            if vs and len(vs) >= 2 and ideal is not None and retention >= ideal["kept_share"] - 1e-9 and max(vs) < 1:
+                codes.append("faster than ideal")
+                why = (f"its prefill was {min(vs):.2f}-{max(vs):.2f}x its ideal's ({ideal['visual_tokens_kept']} "
+                       f"visual tokens) in every round, which it cannot be: drift, or the ideal is not the same computation")
+                reasons.append(why)
+                lines.append(f"faster than ideal: {r['cell']}: {why}")
+            r["flag"] = ", ".join(codes) or None
+            r["flag_reasons"] = reasons
+    return lines

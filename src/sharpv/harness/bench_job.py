@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sharpv.answer import DTYPES, load_model
-from sharpv.harness.bench import MethodSpec, environment, plan, run_bench
+from sharpv.harness.bench import DEFAULT_SEED, NOISE_THRESHOLD, MethodSpec, environment, plan, run_bench
 from sharpv.harness.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
 from sharpv.shapes import build_shape_model, synthetic_inputs
 
@@ -19,9 +20,12 @@ LONG_VIDEO_FILES = ("results.json", "results.md", "long_video.png")
 
 
 def write_bench_plots(records: list[dict], out: Path) -> None:
-    """Prefill speedup and KV bytes against the budget (adaptive runs at the share they kept)."""
-    plot_lines(records, budget_share, "prefill_speedup", out / "prefill_speedup.png", title="LLM prefill speedup over dense",
-               xlabel="budget: share of visual tokens kept", ylabel="dense / method (log scale)", reference=1.0, logy=True)
+    """Prefill speedup (median over the rounds, error bars: min-max) and KV bytes against the budget
+    (adaptive runs at the share they kept)."""
+    plot_lines(records, budget_share, "prefill_speedup", out / "prefill_speedup.png",
+               title="LLM prefill speedup over dense (median over rounds, bars: min-max)",
+               xlabel="budget: share of visual tokens kept", ylabel="dense / method (log scale)", reference=1.0, logy=True,
+               errors=True)
     plot_lines(records, budget_share, "kv_ratio", out / "kv_bytes.png", title="KV cache bytes after prefill",
                xlabel="budget: share of visual tokens kept", ylabel="method / dense", reference=1.0)
 
@@ -29,7 +33,7 @@ def write_bench_plots(records: list[dict], out: Path) -> None:
 def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int], tokens_per_frame: int,
                   specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str, vision: str,
                   repeats: int, warmup: int, new_tokens: int, noise: float, out: Path | None,
-                  console: Console) -> list[dict]:
+                  console: Console, seed: int = DEFAULT_SEED) -> list[dict]:
     with console.status("building the model", spinner="dots"):
         if shape is not None:
             model = build_shape_model(shape, tokens_per_frame, dtype=DTYPES[dtype], device=device)
@@ -46,10 +50,10 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
     def make_inputs(n_frames: int) -> dict:
         return synthetic_inputs(model, n_frames, tokens_per_frame, vision=vision, noise=noise)
 
-    total = len(plan(specs, budgets)) * len(frames)
+    load_before = _load_average()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
-        task = progress.add_task("bench", total=total)
+        task = progress.add_task("bench", total=len(plan(specs, budgets)) * len(frames) * (warmup + repeats))
 
         def step(label: str) -> None:
             done = progress.tasks[0].completed
@@ -57,25 +61,60 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
                 progress.advance(task)
             progress.update(task, description=label)
 
-        records = run_bench(model, make_inputs, methods=specs, budgets=budgets, frames=frames, repeats=repeats,
-                            warmup=warmup, new_tokens=new_tokens, on_step=step)
+        def total(n: int) -> None:
+            progress.update(task, total=n)
+
+        records, rounds = run_bench(model, make_inputs, methods=specs, budgets=budgets, frames=frames, repeats=repeats,
+                                    warmup=warmup, new_tokens=new_tokens, on_step=step, seed=seed, on_total=total)
         progress.advance(task)
     env = environment(model, dtype=dtype, device=device, source=source, vision=vision, noise=noise)
-    env.update(tokens_per_frame=tokens_per_frame, repeats=repeats, warmup=warmup, new_tokens=new_tokens)
+    env.update(tokens_per_frame=tokens_per_frame, repeats=repeats, warmup=warmup, new_tokens=new_tokens, seed=seed,
+               noise_threshold=NOISE_THRESHOLD, load_average_before=load_before, load_average_after=_load_average())
+    notes = bench_notes(records, env)
     Console(width=max(200, Console().width)).print(
         rich_table(records, BENCH_COLUMNS, title=f"sharpv bench: {source}, {dtype}, {device}, vision {vision}")
     )
+    for line in notes:
+        console.print(line, markup=False, highlight=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "results.json", {"environment": env, "records": records})
+        write_json(out / "results.json", {"environment": env, "rounds": rounds, "records": records})
         (out / "results.md").write_text(
-            f"Model: {source}; dtype {dtype}; device {device}; vision {vision}; "
-            f"medians of {repeats} runs after {warmup} warm-up.\n\n" + markdown_table(records, BENCH_COLUMNS)
+            f"Model: {source}; dtype {dtype}; device {device}; vision {vision}; {method_line(env)}\n\n"
+            + markdown_table(records, BENCH_COLUMNS) + "".join(f"\n- {line}" for line in notes) + ("\n" if notes else "")
         )
         pruned = [r for r in records if r["method_name"] != "dense"]
         write_bench_plots(pruned, out)
         console.print(f"wrote {out}/results.json, results.md, prefill_speedup.png, kv_bytes.png")
     return records
+
+
+def _load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the platform has none)."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def method_line(env: dict) -> str:
+    """How the figures were taken, for results.md."""
+    load = lambda v: "/".join(f"{x:.2f}" for x in v) if v else "unknown"  # noqa: E731
+    rounds = env["repeats"]
+    return (f"{rounds} timed round{'s' if rounds != 1 else ''} after {env['warmup']} warm-up round"
+            f"{'s' if env['warmup'] != 1 else ''}, each running every cell (dense and the ideal rows included) once in "
+            f"an order shuffled per round (seed {env['seed']}); every ratio taken within a round; figures: median "
+            f"[min-max] over the rounds; {env.get('threads')} torch threads; load average (1/5/15 min) "
+            f"{load(env.get('load_average_before'))} before, {load(env.get('load_average_after'))} after.")
+
+
+def bench_notes(records: list[dict], env: dict) -> list[str]:
+    """One line per noise flag (see :func:`sharpv.harness.bench.flag_noise`), or why there are none."""
+    from sharpv.harness.bench import flag_noise
+
+    if env["repeats"] < 2:
+        return ["one timed round: no spread, so nothing can be told from noise (use --repeats 5 or more)"]
+    return flag_noise(records, env.get("noise_threshold", NOISE_THRESHOLD))
 
 
 def write_long_video_results(result: dict, out: Path) -> None:

@@ -24,7 +24,10 @@ BENCH_COLUMNS: list[Column] = [
     ("kv_ratio", "KV ratio", "{:.3f}"),
     ("peak_memory_bytes", "peak MiB", "{:.0f}"),
     ("prefill_flops", "TFLOPs", "{:.2f}"),
+    ("flag", "flag", "{}"),
 ]
+#: bench columns shown as ``median [min-max]`` over the rounds (the record's ``spread``)
+SPREAD_KEYS = ("prefill_seconds", "prefill_speedup", "prefill_vs_ideal", "ttft_seconds")
 
 _SCALE = {"pruning_seconds": 1e3, "kv_cache_bytes": 1 / 2**20, "peak_memory_bytes": 1 / 2**20, "prefill_flops": 1e-12}
 
@@ -33,9 +36,13 @@ def cell(record: dict, key: str, fmt: str) -> str:
     value = record.get(key)
     if value is None:
         return "adaptive" if key == "budget" and record.get("method_name") not in (None, "dense") else "-"
-    if key in _SCALE:
-        value = value * _SCALE[key]
-    return fmt.format(value)
+    scale = _SCALE.get(key, 1)
+    text = fmt.format(value * scale)
+    spread = (record.get("spread") or {}).get(key) if key in SPREAD_KEYS else None
+    if spread and spread[0] != spread[1]:  # median [min-max] over the rounds; one round: the value alone
+        lo, hi = (fmt.format(v * scale).rstrip("x") for v in spread)
+        text += f" [{lo}-{hi}]"
+    return text
 
 
 def markdown_table(records: Sequence[dict], columns: Sequence[Column]) -> str:
@@ -66,6 +73,12 @@ def budget_share(record: dict) -> float:
     return record["budget"] if record.get("budget") is not None else record["kept_share"]
 
 
+def _span(record: dict, key: str) -> tuple[float, float]:
+    """[min, max] of ``key`` over the rounds (the value itself when the record has no spread)."""
+    lo, hi = (record.get("spread") or {}).get(key) or (record[key], record[key])
+    return lo, hi
+
+
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8")
 LINESTYLES = ("-", "--", "-.", ":")
 
@@ -73,13 +86,14 @@ LINESTYLES = ("-", "--", "-.", ":")
 def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str, path: Path, *, title: str,
                xlabel: str, ylabel: str, group: str = "method", panel: str | None = "frames",
                reference: float | dict | None = None, logy: bool = False, panels: Sequence | None = None,
-               sharex: bool = False) -> None:
+               sharex: bool = False, errors: bool = False) -> None:
     """One PNG: ``y`` against ``x`` (a key or a function of a record), a line per ``group``, a
     panel per ``panel`` value (sorted, or in the order of ``panels``). One title (panels are
     labelled by their value only); every line has its own marker and dash, and lines drawn earlier
     are wider, so one that lies exactly on another still shows around it; ``logy`` for values that
     span orders of magnitude. ``reference``: a dashed horizontal line, one value for every panel or
-    a dict panel value -> value; ``sharex``: the panels share the x axis too (the y axis always)."""
+    a dict panel value -> value; ``sharex``: the panels share the x axis too (the y axis always);
+    ``errors``: error bars from each record's ``spread[y]`` ([min, max] over the bench's rounds)."""
     xof = x if callable(x) else (lambda r: r[x])
     import matplotlib
 
@@ -94,12 +108,16 @@ def plot_lines(records: Sequence[dict], x: str | Callable[[dict], float], y: str
     for ax, value in zip(axes[0], panels):
         subset = [r for r in records if panel is None or r[panel] == value]
         for i, name in enumerate(groups):
-            points = sorted((xof(r), r[y]) for r in subset if r[group] == name and r.get(y) is not None)
+            points = sorted((xof(r), r[y], _span(r, y)) for r in subset if r[group] == name and r.get(y) is not None)
             if points:
-                xs, ys = zip(*points)
+                xs, ys, spans = zip(*points)
                 width = 1.2 + 2.4 * (len(groups) - 1 - i) / max(1, len(groups) - 1)
-                ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
-                        linewidth=width, markersize=3 + width, label=name, alpha=0.85)
+                line, = ax.plot(xs, ys, marker=MARKERS[i % len(MARKERS)], linestyle=LINESTYLES[i % len(LINESTYLES)],
+                                linewidth=width, markersize=3 + width, label=name, alpha=0.85)
+                if errors:
+                    yerr = [[v - lo for v, (lo, _) in zip(ys, spans)], [hi - v for v, (_, hi) in zip(ys, spans)]]
+                    ax.errorbar(xs, ys, yerr=yerr, fmt="none", ecolor=line.get_color(), elinewidth=1.0, capsize=3,
+                                alpha=0.85)
         line = reference.get(value) if isinstance(reference, dict) else reference
         if line is not None:
             ax.axhline(line, color="grey", linewidth=0.8, linestyle="--")
