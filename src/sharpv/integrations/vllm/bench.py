@@ -181,14 +181,15 @@ def _environment(args) -> dict:
 
 
 def _commit() -> dict:
-    """The sharpv commit the bench ran from (a git checkout), and whether its sources differed from it."""
+    """The sharpv commit the bench ran from (a git checkout), and the source files that differed from it."""
     repo = Path(__file__).resolve().parents[4]
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "-C", str(repo), "diff", "--quiet", "HEAD", "--", "src"], capture_output=True)
+        changed = subprocess.run(["git", "-C", str(repo), "diff", "--name-only", "HEAD", "--", "src"], capture_output=True,
+                                 text=True, check=True)
     except (OSError, subprocess.CalledProcessError):
         return {"sharpv_commit": None}
-    return {"sharpv_commit": commit.stdout.strip(), "sharpv_sources_modified": dirty.returncode != 0}
+    return {"sharpv_commit": commit.stdout.strip(), "sharpv_modified_files": changed.stdout.split()}
 
 
 def markdown(result: dict) -> str:
@@ -198,7 +199,8 @@ def markdown(result: dict) -> str:
         f"{s['side']}x{s['side']} ({s['video_tokens']} video tokens), {s['requests']} requests per batch, "
         f"{s['new_tokens']} new tokens each; vLLM {env['vllm']} on {env['cpu']} ({env['cores']} cores), "
         f"torch {env['torch']}, transformers {env['transformers']}; sharpv {(env.get('sharpv_commit') or 'unknown')[:10]}"
-        f"{' (modified)' if env.get('sharpv_sources_modified') else ''}, whole run {result.get('wall_seconds', 0) / 60:.1f} min.",
+        f"{' (with uncommitted changes)' if env.get('sharpv_modified_files') else ''}, whole run "
+        f"{result.get('wall_seconds', 0) / 60:.1f} min, load average {s.get('load_average', '?')} (start, end).",
         "",
         "| mode | rate | prompt tokens | video tokens kept | requests/s | vs dense | vs EVS | vs VidCom2 | TTFT median s (batch) | TTFT alone s |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rates or any(not 0 < r < 1 for r in rates):
         raise SystemExit(f"--rates takes numbers in (0, 1), got {args.rates!r}")
     started = time.perf_counter()
+    load_start = os.getloadavg()[0]
     work = Path(tempfile.mkdtemp(prefix="sharpv-vllm-bench-"))
     records = []
     try:
@@ -280,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0")
             done = subprocess.run(command, env=env, capture_output=True, text=True)
             if done.returncode != 0:
-                raise SystemExit(f"{mode} at rate {rate:g} failed:\n" + "\n".join(done.stderr.splitlines()[-15:]))
+                killed = " (killed: out of memory?)" if done.returncode in (-9, 137) else ""
+                raise SystemExit(f"{mode} at rate {rate:g} failed with exit code {done.returncode}{killed}:\n"
+                                 + "\n".join(done.stderr.splitlines()[-15:]))
             records.append(json.loads(result_file.read_text()))
             print(f"[vllm bench]   {records[-1]['requests_per_second']:.3f} requests/s, "
                   f"{records[-1]['prompt_tokens']} prompt tokens", file=sys.stderr, flush=True)
@@ -292,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {"shape": args.shape, "frames": args.frames, "side": side, "dtype": args.dtype,
                      "video_tokens": args.frames // 2 * args.tokens_per_step, "requests": args.requests,
                      "new_tokens": args.new_tokens, "rates": rates,
+                     # the machine's 1-minute load average when the run started and ended: the timings are only
+                     # comparable where it stayed near the bench's own load
+                     "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
                      "command": "python -m sharpv.integrations.vllm.bench " + " ".join(argv if argv is not None else sys.argv[1:])},
         "records": records,
         "wall_seconds": time.perf_counter() - started,
