@@ -16,33 +16,14 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 
 # SHARPV_LMMS_EVAL_VENV=DIR builds it in DIR instead (emptied first, kept afterwards: to look around after a failure)
-if [[ -n "${SHARPV_LMMS_EVAL_VENV:-}" ]]; then
-    venv="$SHARPV_LMMS_EVAL_VENV"
-    rm -rf "$venv"
-else
-    root="$(mktemp -d "${TMPDIR:-/tmp}/sharpv-lmms-eval.XXXXXX")"
-    trap 'rm -rf "$root"' EXIT
-    venv="$root/venv"
-fi
-python -m venv "$venv"
-py="$venv/bin/python"
-
-"$py" -m pip install --quiet torch==2.13.0
-torch_cpu="$("$py" -c 'import importlib.metadata as m; print(m.version("torch"))')"
+source .ci/fresh_venv.sh
+fresh_venv lmms-eval "${SHARPV_LMMS_EVAL_VENV:-}"
 "$py" -m pip install --quiet -e ".[lmms-eval,test]" torch==2.13.0 torchvision==0.28.0
-"$py" -c "import importlib.metadata as m, sys; v = m.version('torch'); sys.exit(v != '$torch_cpu' and f'the extra replaced torch $torch_cpu by {v}')"
-
-site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-cp tests/integrations/torchvision_cpu_shim.py "$site/sharpv_torchvision_cpu_shim.py"
-echo "import sharpv_torchvision_cpu_shim" > "$site/sharpv_torchvision_cpu_shim.pth"
+keeps_cpu_torch "the extra"
+install_torchvision_shim
 
 echo "lmms-eval virtualenv built in $((SECONDS - start)) s:"
-"$py" - <<'EOF'
-import importlib.metadata as m
-
-for name in ("lmms-eval", "transformers", "torch", "torchvision", "filelock", "datasets"):
-    print(f"  {name} {m.version(name)}")
-EOF
+print_versions lmms-eval transformers torch torchvision filelock datasets
 # the test file skips itself where lmms-eval does not import: here that must be an error, not 11 skips
 "$py" -c "import lmms_eval.evaluator, lmms_eval.models, sharpv.integrations.lmms_eval.model"
 

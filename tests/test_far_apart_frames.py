@@ -23,6 +23,8 @@ from sharpv.cli import main
 from sharpv.compat import cache_kwargs, output_cache
 from sharpv.video import build_inputs, read_video
 
+from conftest import extend
+
 NEW = 4
 QUESTIONS = ["what color is the square ?", "is it red ?"]
 # nothing pruned before the LLM (dense, VTW, a budget that rounds to every token), and real pruning
@@ -113,17 +115,9 @@ def test_second_turn_equals_a_fresh_prefill_of_the_conversation(family, far_vide
     turn2 = family.processor.tokenizer(" where is it at the end ?", return_tensors="pt",
                                        add_special_tokens=False)["input_ids"]
 
-    def extend(tokens):
-        out = dict(x)
-        out["input_ids"] = torch.cat([x["input_ids"], tokens], dim=1)
-        out["attention_mask"] = torch.ones_like(out["input_ids"])
-        if "mm_token_type_ids" in x:
-            out["mm_token_type_ids"] = torch.cat([x["mm_token_type_ids"], torch.zeros_like(tokens)], dim=1)
-        return out
-
     with METHODS[method]()(family.model), torch.no_grad():
         first = _greedy(family.model, **x)
-        history = extend(torch.cat([first.sequences[:, x["input_ids"].shape[1]:], turn2], dim=1))
+        history = extend(x, torch.cat([first.sequences[:, x["input_ids"].shape[1]:], turn2], dim=1))
         second = _greedy(family.model, **history, **cache_kwargs(output_cache(first)))
         fresh = _greedy(family.model, **history)
     n = history["input_ids"].shape[1]

@@ -12,7 +12,7 @@ from sharpv import SharpVConfig
 from sharpv.compat import cache_kwargs, output_cache
 from sharpv.errors import SharpVError
 
-from conftest import Family
+from conftest import Family, extend
 from reference import run_layers, stage1_by_hand
 
 NEW = 4
@@ -29,16 +29,6 @@ def greedy(model, **kwargs):
 
 def text_ids(fam: Family, text: str) -> torch.Tensor:
     return fam.processor.tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
-
-
-def extend(inputs: dict, tokens: torch.Tensor) -> dict:
-    """``inputs`` with ``tokens`` (1, n) appended to the prompt (mask and token types follow)."""
-    out = dict(inputs)
-    out["input_ids"] = torch.cat([inputs["input_ids"], tokens], dim=1)
-    out["attention_mask"] = torch.ones_like(out["input_ids"])
-    if "mm_token_type_ids" in inputs:
-        out["mm_token_type_ids"] = torch.cat([inputs["mm_token_type_ids"], torch.zeros_like(tokens)], dim=1)
-    return out
 
 
 # --- 1. conversations --------------------------------------------------------------------------
