@@ -57,7 +57,7 @@ from sharpv.compat import cache_kwargs
 from sharpv.errors import SharpVError
 from sharpv.streaming.prefill import ChunkedPrefill
 from sharpv.video.decode import SampledVideo
-from sharpv.video.processing import TorchVideoInputs, build_inputs
+from sharpv.video.processing import TorchVideoInputs, build_inputs, qwen3_collapses_outer_wrapper
 
 DEFAULT_LIVE_CHUNK_FRAMES = 8
 PIXEL_KEYS = ("pixel_values_videos", "video_grid_thw")
@@ -123,7 +123,12 @@ class _PromptParts:
         prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         if self.video_text not in prompt:
             raise SharpVError(f"the chat template does not place the video token {self.video_text!r}; is this a video LLM's processor?")
-        before, after = prompt.split(self.video_text, 1)
+        marker = self.video_text
+        if self.family == "qwen3-vl" and qwen3_collapses_outer_wrapper():
+            wrapper = (_token_text(self.processor, "vision_start_token", "<|vision_start|>") + self.video_text
+                       + _token_text(self.processor, "vision_end_token", "<|vision_end|>"))
+            marker = wrapper if wrapper in prompt else marker  # the processor replaces the template's whole wrapper
+        before, after = prompt.split(marker, 1)
         return before, after
 
     def _encode(self, text: str, first: bool = False) -> list[int]:

@@ -20,9 +20,11 @@ that its inputs equal the processor's (tests/test_processor_parity.py compares t
   pixels over the clip's real frame count, before the last frame is repeated to fill the last
   temporal patch), temporal x spatial patches, ``video_grid_thw``, ``mm_token_type_ids``;
   Qwen2.5-VL adds ``second_per_grid_ts``; Qwen3-VL writes ``<t seconds>`` before each temporal
-  step. transformers 5.x replaces only the ``<|video_pad|>`` of the chat template's
+  step. transformers 5.0-5.24 replace only the ``<|video_pad|>`` of the chat template's
   ``<|vision_start|><|video_pad|><|vision_end|>``, so that outer pair stays around the timestamped
-  steps (Qwen's own 4.x processor replaced all three); the stand-in does the same as the 5.x processor.
+  steps; from 5.25 (as Qwen's own 4.x processor did) the whole wrapper is replaced. The stand-in
+  does what the installed transformers' processor does, found by feature
+  (:func:`qwen3_collapses_outer_wrapper`).
 
 Streaming input: :meth:`TorchVideoInputs.input_size` says which (h, w) the resize above produces for
 a clip of n frames of H x W (LLaVA-OneVision: the fixed size; Qwen: the family's ``smart_resize``,
@@ -159,6 +161,17 @@ def _resize(video: torch.Tensor, size: tuple[int, int], resample: int = 3) -> to
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def qwen3_collapses_outer_wrapper() -> bool:
+    """Whether the installed transformers' Qwen3-VL processor replaces the chat template's whole
+    ``<|vision_start|><|video_pad|><|vision_end|>`` by the timestamped steps (5.25 on: it defines
+    its own ``get_text_with_replacements`` for that) rather than only the ``<|video_pad|>``."""
+    try:
+        from transformers.models.qwen3_vl.processing_qwen3_vl import Qwen3VLProcessor
+    except ImportError:
+        return False
+    return "get_text_with_replacements" in vars(Qwen3VLProcessor)
 
 
 @dataclass
@@ -352,7 +365,11 @@ class TorchVideoInputs:
             seconds = [i / (video.source_fps or 24) for i in idx]
             stamps = [(seconds[i] + seconds[i + tp - 1]) / 2 for i in range(0, len(seconds), tp)]
             body = "".join(f"<{stamps[t]:.1f} seconds>" + start + video_token * per_step + end for t in range(gt))
-            text = prompt.replace(video_token, body, 1)  # the template's outer start/end pair stays, as in transformers 5.x
+            wrapper = start + video_token + end
+            if qwen3_collapses_outer_wrapper() and wrapper in prompt:
+                text = prompt.replace(wrapper, body, 1)  # transformers >= 5.25: the template's outer pair goes
+            else:
+                text = prompt.replace(video_token, body, 1)  # the template's outer start/end pair stays
             extra = {}
         enc = self._tokenize(text)
         video_id = self.tokenizer.convert_tokens_to_ids(video_token)
