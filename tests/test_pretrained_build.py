@@ -356,3 +356,19 @@ def test_real_build_generates_what_the_gguf_model_generates(tmp_path):
     got = model.generate(input_ids=ids, max_new_tokens=12, do_sample=False)
     assert torch.equal(got, want)
     assert "Paris" in tok.decode(got[0, ids.shape[1]:])
+
+
+def test_model_option_takes_a_built_models_name(tmp_path, monkeypatch, capsys):
+    from sharpv.cli_values import resolve_model, resolve_models
+    from sharpv.pretrained import assemble as assemble_module
+
+    monkeypatch.setattr(assemble_module, "default_out", lambda name: tmp_path / "models" / name)
+    with pytest.raises(SharpVError, match="--model smollm2-dinov2 is not built yet; run `sharpv model build smollm2-dinov2` first"):
+        resolve_model("smollm2-dinov2")
+    assert main(["eval", "--model", "smollm2-dinov2", "--n", "2", "--out", str(tmp_path / "ev")]) == 2
+    assert "is not built yet" in _one_error_line(capsys)
+    built = tmp_path / "models" / "smollm2-dinov2"
+    built.mkdir(parents=True)
+    (built / MARKER).write_text("{}")
+    assert resolve_model("smollm2-dinov2") == built
+    assert resolve_models(["smollm2-dinov2"]) == [("smollm2-dinov2", built)]

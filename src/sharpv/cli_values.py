@@ -94,6 +94,10 @@ def resolve_models(values: list[str], flag: str = "--model") -> list[tuple[str, 
         if value in SHIPPED_MODELS:
             out.append((value, shipped_model_path(value)))
             continue
+        built = _built_model(value, flag)
+        if built is not None:
+            out.append((value, built))
+            continue
         path = Path(value)
         if not path.exists():
             raise SharpVError(f"{flag} {value} does not exist; pass a local checkpoint folder or a shipped model name "
@@ -101,6 +105,21 @@ def resolve_models(values: list[str], flag: str = "--model") -> list[tuple[str, 
         check_model_dir(path, flag)
         out.append((value, path))
     return out
+
+
+def _built_model(value: str, flag: str) -> Path | None:
+    """The folder ``sharpv model build NAME`` writes by default, for a ``--model NAME`` that names a
+    buildable model (``./NAME`` for a local folder of that name); refuses when it is not built yet."""
+    from sharpv.pretrained.assemble import MARKER, default_out
+    from sharpv.pretrained.sources import MODELS
+
+    if value not in MODELS:
+        return None
+    folder = default_out(value)
+    if not (folder / MARKER).is_file():
+        raise SharpVError(f"{flag} {value} is not built yet; run `sharpv model build {value}` first (or pass ./{value} "
+                          "for a local folder of that name)")
+    return folder
 
 
 def resolve_model(value: str | Path | None, flag: str = "--model") -> Path | None:
