@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import platform
 import random
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,6 +28,7 @@ import torch
 from sharpv.compat import cache_keys, cache_kwargs, output_cache
 from sharpv.errors import SharpVError
 from sharpv.harness.flops import computed_lengths, extra_score_tokens, prefill_flops
+from sharpv.harness.rounds import DEFAULT_SEED, NOISE_THRESHOLD, median_spread, ratios, relative_spread, shuffled
 from sharpv.methods import METHODS, PruningMethod, create
 
 ADAPTIVE = "adaptive"
@@ -268,11 +268,9 @@ def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[M
 
 # --- interleaved rounds ---------------------------------------------------------------------------
 
-#: ``noise`` flag: a cell whose own prefill seconds, or its frame count's dense prefill seconds, vary
-#: across the timed rounds by more than this share of their median, (max - min) / median
-NOISE_THRESHOLD = 0.20
-#: seed of the shuffled round order when none is given
-DEFAULT_SEED = 0
+# NOISE_THRESHOLD (the ``noise`` flag: a cell whose own prefill seconds, or its frame count's dense prefill
+# seconds, vary across the timed rounds by more than this share of their median), DEFAULT_SEED, the round
+# shuffle and the median [min, max] come from sharpv.harness.rounds, shared with the vLLM benchmark
 #: the per-round series a record's median and [min, max] are taken over
 ROUND_SERIES = ("prefill_seconds", "vision_seconds", "ttft_seconds", "pruning_seconds", "decode_tokens_per_second",
                 "prefill_speedup", "ttft_speedup", "decode_speedup", "pruning_share_of_dense_prefill", "prefill_vs_ideal")
@@ -310,14 +308,6 @@ def plan_cells(runs: list[tuple[MethodSpec, float | None]], frames: list[int]) -
                 cell.id += f" #{seen[cell.id]}"
             cells.append(cell)
     return cells
-
-
-def relative_spread(values: list[float]) -> float | None:
-    """(max - min) / median; None for fewer than two values (no spread to speak of)."""
-    if len(values) < 2:
-        return None
-    mid = statistics.median(values)
-    return (max(values) - min(values)) / mid if mid > 0 else None
 
 
 def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[MethodSpec], budgets: list[float | None],
@@ -367,7 +357,7 @@ def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[Method
 
     for index in range(total_rounds):
         is_timed = index >= warmup
-        order = rng.sample(cells + ideal_cells, len(cells) + len(ideal_cells))
+        order = shuffled(rng, cells + ideal_cells)
         for cell in order:
             run_cell(cell, index, is_timed)
         if ideal and index == 0:
@@ -378,7 +368,7 @@ def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[Method
                 timed[cell.id] = []
             if on_total:
                 on_total((len(cells) + len(ideal_cells)) * total_rounds)
-            late = rng.sample(ideal_cells, len(ideal_cells))
+            late = shuffled(rng, ideal_cells)
             for cell in late:
                 run_cell(cell, index, is_timed)
             order = order + late
@@ -491,11 +481,11 @@ def summarise_rounds(records: list[dict]) -> None:
         for r in group:
             rounds = r["rounds"]
             prefill = rounds["prefill_seconds"]
-            rounds["prefill_speedup"] = [dp / p for dp, p in zip(d["prefill_seconds"], prefill)]
+            rounds["prefill_speedup"] = ratios(d["prefill_seconds"], prefill)
             if r["method_name"] != "ideal":
                 ttft = [p + v for p, v in zip(prefill, rounds["vision_seconds"])]
                 rounds["ttft_seconds"] = ttft
-                rounds["ttft_speedup"] = [dt / t for dt, t in zip(d_ttft, ttft)]
+                rounds["ttft_speedup"] = ratios(d_ttft, ttft)
                 rounds["pruning_share_of_dense_prefill"] = [s / dp for s, dp in zip(rounds["pruning_seconds"],
                                                                                      d["prefill_seconds"])]
                 rounds["decode_speedup"] = [t / dt if t and dt else None for t, dt in
@@ -504,7 +494,7 @@ def summarise_rounds(records: list[dict]) -> None:
                 r["flops_ratio"] = r["prefill_flops"] / dense["prefill_flops"]
             count = r.get("ideal_visual_tokens")
             if count is not None and count in ideals:
-                rounds["prefill_vs_ideal"] = [p / i for p, i in zip(prefill, ideals[count]["rounds"]["prefill_seconds"])]
+                rounds["prefill_vs_ideal"] = ratios(prefill, ideals[count]["rounds"]["prefill_seconds"])
             r["spread"] = {}
             for key in ROUND_SERIES:
                 series = rounds.get(key)
@@ -512,8 +502,7 @@ def summarise_rounds(records: list[dict]) -> None:
                     if series is not None:
                         r[key] = None
                     continue
-                r[key] = float(statistics.median(series))
-                r["spread"][key] = [float(min(series)), float(max(series))]
+                r[key], r["spread"][key] = median_spread(series)
 
 
 def flag_noise(records: list[dict], threshold: float = NOISE_THRESHOLD) -> list[str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -11,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sharpv.answer import DTYPES, load_model
 from sharpv.harness.bench import DEFAULT_SEED, NOISE_THRESHOLD, MethodSpec, environment, plan, run_bench
 from sharpv.harness.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
+from sharpv.harness.rounds import load_average
 from sharpv.shapes import build_shape_model, synthetic_inputs
 
 #: files `sharpv bench --out DIR` writes into DIR
@@ -50,7 +50,7 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
     def make_inputs(n_frames: int) -> dict:
         return synthetic_inputs(model, n_frames, tokens_per_frame, vision=vision, noise=noise)
 
-    load_before = _load_average()
+    load_before = load_average()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("bench", total=len(plan(specs, budgets)) * len(frames) * (warmup + repeats))
@@ -69,7 +69,7 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
         progress.advance(task)
     env = environment(model, dtype=dtype, device=device, source=source, vision=vision, noise=noise)
     env.update(tokens_per_frame=tokens_per_frame, repeats=repeats, warmup=warmup, new_tokens=new_tokens, seed=seed,
-               noise_threshold=NOISE_THRESHOLD, load_average_before=load_before, load_average_after=_load_average())
+               noise_threshold=NOISE_THRESHOLD, load_average_before=load_before, load_average_after=load_average())
     notes = bench_notes(records, env)
     Console(width=max(200, Console().width)).print(
         rich_table(records, BENCH_COLUMNS, title=f"sharpv bench: {source}, {dtype}, {device}, vision {vision}")
@@ -87,14 +87,6 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
         write_bench_plots(pruned, out)
         console.print(f"wrote {out}/results.json, results.md, prefill_speedup.png, kv_bytes.png")
     return records
-
-
-def _load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages (None where the platform has none)."""
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def method_line(env: dict) -> str:

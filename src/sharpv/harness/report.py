@@ -36,13 +36,11 @@ def cell(record: dict, key: str, fmt: str) -> str:
     value = record.get(key)
     if value is None:
         return "adaptive" if key == "budget" and record.get("method_name") not in (None, "dense") else "-"
-    scale = _SCALE.get(key, 1)
-    text = fmt.format(value * scale)
+    from sharpv.harness.rounds import with_spread
+
+    # median [min-max] over the rounds; one round: the value alone
     spread = (record.get("spread") or {}).get(key) if key in SPREAD_KEYS else None
-    if spread and spread[0] != spread[1]:  # median [min-max] over the rounds; one round: the value alone
-        lo, hi = (fmt.format(v * scale).rstrip("x") for v in spread)
-        text += f" [{lo}-{hi}]"
-    return text
+    return with_spread(fmt, value, spread, _SCALE.get(key, 1))
 
 
 def markdown_table(records: Sequence[dict], columns: Sequence[Column]) -> str:
