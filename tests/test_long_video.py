@@ -65,7 +65,8 @@ def test_long_video_records_every_field(tmp_path, tiny_dirs, arch):
     out = tmp_path / "out"
     write_long_video_results(result, out)
     payload = json.loads((out / "results.json").read_text())
-    assert set(payload) == {"environment", "settings", "records", "summary"} and payload["records"] == records
+    assert set(payload) == {"environment", "settings", "records", "summary", "provenance"}
+    assert payload["records"] == records and payload["provenance"]["wall_seconds"] >= 0
     for key in ("torch", "transformers", "cpu", "threads", "device", "dtype", "tokens_per_frame"):
         assert payload["environment"][key] is not None, key
     md = (out / "results.md").read_text()

@@ -228,13 +228,9 @@ def environment(model, *, dtype: str, device: str, source: str, vision: str, noi
 
     from sharpv import __version__
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
+    from sharpv.harness.provenance import cpu_name
+
+    cpu = cpu_name()
     env = {
         "sharpv": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
         "python": platform.python_version(), "platform": platform.platform(), "cpu": cpu,

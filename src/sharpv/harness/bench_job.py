@@ -9,6 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sharpv.answer import DTYPES, load_model
 from sharpv.harness.bench import DEFAULT_SEED, NOISE_THRESHOLD, MethodSpec, environment, plan, run_bench
+from sharpv.harness.provenance import Clock, describe, provenance
 from sharpv.harness.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
 from sharpv.harness.rounds import load_average
 from sharpv.shapes import build_shape_model, synthetic_inputs
@@ -34,6 +35,7 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
                   specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str, vision: str,
                   repeats: int, warmup: int, new_tokens: int, noise: float, out: Path | None,
                   console: Console, seed: int = DEFAULT_SEED) -> list[dict]:
+    clock = Clock()
     with console.status("building the model", spinner="dots"):
         if shape is not None:
             model = build_shape_model(shape, tokens_per_frame, dtype=DTYPES[dtype], device=device)
@@ -78,9 +80,11 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
         console.print(line, markup=False, highlight=False)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "results.json", {"environment": env, "rounds": rounds, "records": records})
+        origin = provenance(clock)  # sharpv commit, package versions, wall time
+        write_json(out / "results.json", {"environment": env, "provenance": origin, "rounds": rounds, "records": records})
         (out / "results.md").write_text(
-            f"Model: {source}; dtype {dtype}; device {device}; vision {vision}; {method_line(env)}\n\n"
+            f"Model: {source}; dtype {dtype}; device {device}; vision {vision}; {method_line(env)} {describe(origin)}."
+            "\n\n"
             + markdown_table(records, BENCH_COLUMNS) + "".join(f"\n- {line}" for line in notes) + ("\n" if notes else "")
         )
         pruned = [r for r in records if r["method_name"] != "dense"]

@@ -183,6 +183,10 @@ def results_markdown(summary: dict, rows: list[dict], heldout: dict | None) -> s
         ]
     else:
         lines += ["No held-out set was evaluated.", ""]
+    if summary.get("provenance"):
+        from sharpv.harness.provenance import describe
+
+        lines += [describe(summary["provenance"]) + ".", ""]
     return "\n".join(lines).lstrip("\n")
 
 
@@ -195,6 +199,9 @@ def run_calibrate_job(*, model_dir: Path | None, data: Path | None, seed: int, n
     from sharpv.methods import SharpV, create, write_config
     from sharpv.synthetic.model import describe_model, shipped_model_path
 
+    from sharpv.harness.provenance import Clock, provenance
+
+    clock = Clock()
     started = time.perf_counter()
     model_path = model_dir if model_dir is not None else shipped_model_path()
     model_name = describe_model(model_path)
@@ -296,7 +303,8 @@ def run_calibrate_job(*, model_dir: Path | None, data: Path | None, seed: int, n
 
     summary = {"command": command, "config": json.loads((out / "config.json").read_text()),
                "calibration": calibration, "heldout": heldout_out,
-               "seconds": round(time.perf_counter() - started, 1)}
+               "seconds": round(time.perf_counter() - started, 1),
+               "provenance": provenance(clock)}  # sharpv commit, package versions, wall time
     write_json(out / "results.json", summary)
     (out / "results.md").write_text(results_markdown(summary, rows, heldout_out), encoding="utf-8")
     console.print(f"wrote {out}/config.json, curve.json, accuracy_vs_kept_share.png, results.json, results.md")

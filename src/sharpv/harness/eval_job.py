@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec, plan
 from sharpv.harness.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples, video_groups
+from sharpv.harness.provenance import Clock, describe, provenance
 from sharpv.harness.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
 #: files `sharpv eval --out DIR` writes into DIR (the two plots only when there is something to draw)
@@ -76,7 +77,8 @@ def _report_text(env: dict) -> str:
             "evidence kept = share of the cells showing the question's objects that entered the LLM (evidence frames: "
             "share of the frames showing them with at least one such cell kept); prefill = mean prefill time per "
             "question (generate()'s first forward; where several questions share a video, its pruned prefix is "
-            "prefilled once per method and that time is spread over them).\n\n")
+            "prefilled once per method and that time is spread over them)."
+            + (f" {describe(env['provenance'])}." if env.get("provenance") else "") + "\n\n")
 
 
 def model_names(records: list[dict]) -> list[str]:
@@ -219,6 +221,7 @@ def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int
     prediction gets a ``model`` field (the label) and the tables and plots are split per model."""
     from sharpv.synthetic.model import describe_model
 
+    clock = Clock()
     several = len(models) > 1
     records, predictions, per_model = [], [], []
     for label, model_path in models:
@@ -249,6 +252,7 @@ def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int
                    command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
         if several:
             env["models"] = [dict(model=m["model"], checkpoint=m["described"], frames=m["frames"]) for m in per_model]
+        env["provenance"] = provenance(clock)  # sharpv commit, package versions, wall time of the whole run
         write_json(out / "run.json", env)
         write_eval_report(out, records, env)
         console.print(f"wrote {out}/results.json, results.md, run.json, predictions.jsonl, accuracy_vs_kept_share.png"

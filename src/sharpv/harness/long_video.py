@@ -513,10 +513,13 @@ def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[in
                    isolate: bool = True, on_step: Callable[[str], None] | None = None,
                    on_record: Callable[[dict], None] | None = None) -> dict:
     """Every (frames, mode) in its own worker process, frame counts ascending; returns
-    ``{"environment", "settings", "records", "summary"}``.
+    ``{"environment", "settings", "records", "summary", "provenance"}``.
 
     ``isolate=False`` runs the jobs in this process instead (for tests: peaks then mix, and only
     the time cap is enforced, at chunk boundaries and after the run)."""
+    from sharpv.harness.provenance import Clock, provenance
+
+    clock = Clock()
     work = Path(tempfile.mkdtemp(prefix="sharpv-long-video-"))
     records: list[dict] = []
     env: dict | None = None
@@ -572,7 +575,9 @@ def run_long_video(*, model_dir: Path | None, shape: str | None, frames: list[in
         "pixel_noise": noise, "warmup": warmup, "max_seconds": max_seconds, "max_memory_bytes": max_memory_bytes,
         "question_tokens": 20, "prefix_tokens": 14, "vision_layers": vision_layers,
     }
-    return {"environment": env, "settings": settings, "records": records, "summary": summarize(records)}
+    # provenance: the sharpv commit, package versions and the wall time of every run together
+    return {"environment": env, "settings": settings, "records": records, "summary": summarize(records),
+            "provenance": provenance(clock)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,6 +218,10 @@ def long_video_markdown(result: dict) -> str:
         lines.append(f"- {b['claim']}: {b['share']:.2%} ({'met' if b['met'] else 'not met'}).")
     else:
         lines.append(f"- {b['claim']}: not measured at that frame count{'; measured: ' + shares if shares else ''}.")
+    if result.get("provenance"):
+        from sharpv.harness.provenance import describe
+
+        lines += ["", describe(result["provenance"]) + "."]
     return "\n".join(lines) + "\n"
 
 
