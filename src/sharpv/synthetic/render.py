@@ -1,4 +1,9 @@
-"""Pixels of a synthetic scene: a smooth texture (static or drifting) with flat-coloured shapes."""
+"""Pixels of a synthetic scene: a smooth texture (static or drifting) with flat-coloured shapes.
+
+Everything scales with the frame size (positions, object sizes, texture blocks and drift are
+fractions of the frame), so ``render(scene, 224)`` draws the same scene as ``render(scene, 64)`` with
+sharper edges: what a 224-px vision tower (DINOv2, 16 x 16 patches of 14 px) should see.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,19 @@ import numpy as np
 from sharpv.synthetic.scene import COLOURS, Scene, SceneObject
 
 
+#: texture blocks across the frame side (16 blocks of 8 px at 64 px); the texture is twice as wide
+TEXTURE_BLOCKS = 8
+
+
 def _texture(seed: int, size: int) -> np.ndarray:
-    """A muted, blocky random texture twice the frame size (room to drift)."""
+    """A muted, blocky random texture twice the frame size (room to drift): the same 16 x 16 blocks
+    at every size, each ``size / 8`` pixels wide, so a scene rendered at 224 px is the 64-px scene
+    at a higher resolution (blocks of 28 px, two DINOv2 patches), not a finer texture. At 64 px
+    this is the texture the shipped models were trained on, bit for bit."""
     rng = np.random.default_rng(seed)
-    cells = rng.integers(70, 150, (size // 4, size // 4, 3), dtype=np.uint8)
-    return np.kron(cells, np.ones((8, 8, 1), dtype=np.uint8))
+    cells = rng.integers(70, 150, (2 * TEXTURE_BLOCKS, 2 * TEXTURE_BLOCKS, 3), dtype=np.uint8)
+    index = np.arange(2 * size) * (2 * TEXTURE_BLOCKS) // (2 * size)
+    return cells[index][:, index]
 
 
 def object_mask(obj: SceneObject, t: int, size: int) -> np.ndarray:
