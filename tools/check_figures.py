@@ -1,0 +1,779 @@
+"""Recompute the published figures of README.md, docs/evaluation.md and docs/benchmark.md from the
+committed artefacts, and say which ones no longer match (issue 28, point 7).
+
+Every claim is the text of a document with ``{}`` where each number stands, and how to recompute
+those numbers from the files under ``eval/``, ``bench/`` and ``docs/img/``:
+
+- accuracies from the answers themselves (``predictions.jsonl.gz``: the share of ``correct``, per
+  question type by the question's index, the synthetic generator's round robin), never from
+  ``results.json``; a separate check says each ``results.json`` record agrees with its answers;
+- paired differences and their 95% intervals by this script's own bootstrap: a paired difference
+  per question is -1, 0 or +1, so a resample of the questions is a multinomial draw of the three
+  counts (20,000 draws, ``numpy.random.Generator(PCG64(2811))``), independent of
+  ``sharpv.harness.evaluate.paired_difference`` (2,000 index resamples, seed 0); the bounds must agree
+  within 0.3 points, and an "order" that depends on a bound within 0.3 points of 0 accepts either word;
+- costs (kept share, equivalent retention, KV and FLOPs share, evidence recall) from ``results.json``,
+  memory and seconds from the bench records' raw bytes and seconds.
+
+A number matches when it equals the recomputed value rounded as the document writes it (half a unit
+of its last digit, plus a claim's own tolerance). A claim whose text is no longer in its document
+fails too: a sentence that changed must have its claim updated with it.
+
+    python tools/check_figures.py            # every claim: OK / FAIL lines, exit 1 on any failure
+    python tools/check_figures.py --list     # the claims, one line each, with their artefacts
+
+Standard library and numpy only; a few seconds. tests/test_published_figures.py runs it in CI.
+Not covered here (owned elsewhere): the llava-onevision-0.5b-cpu efficiency tables and README's
+"Efficiency" paragraph (docs/benchmark.md "Results on this project's CPU", first section) and the
+vLLM figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the synthetic generator's question types, in its round-robin order (sharpv.synthetic.QUESTION_TYPES)
+TYPES = ("colour", "position", "motion", "appearance_time", "colour_change", "count")
+MIXED, UNIFORM = "mixed-dropout", "uniform-dropout"
+BOOT_TOL = 0.3  # points: this bootstrap's bounds against the published ones
+NUMBER = r"[-+]?\d[\d,]*(?:\.\d+)?"
+MIB = 2**20
+
+
+# --- artefacts --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def load_json(path: str):
+    return json.loads((ROOT / path).read_text())
+
+
+@lru_cache(maxsize=None)
+def _rows(run: str) -> tuple[dict, ...]:
+    with gzip.open(ROOT / "eval" / run / "predictions.jsonl.gz", "rt") as f:
+        return tuple(json.loads(line) for line in f)
+
+
+def _index(p: dict) -> int:
+    """The question's index in its synthetic set (ids are SEED-INDEX)."""
+    return int(p["id"].rsplit("-", 1)[1])
+
+
+@lru_cache(maxsize=None)
+def answers(run: str) -> dict:
+    """``{(model, method, budget): (question indices, correct as a bool array)}`` from
+    ``eval/RUN/predictions.jsonl.gz`` (model None for a one-model run), in question order."""
+    rows: dict = {}
+    for p in _rows(run):
+        rows.setdefault((p.get("model"), p["method"], p["budget"]), []).append((_index(p), bool(p["correct"])))
+    out = {}
+    for key, items in rows.items():
+        items.sort()
+        out[key] = (np.array([i for i, _ in items]), np.array([c for _, c in items]))
+    return out
+
+
+def _pick(run: str, model: str | None, method: str, budget: float | None) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return answers(run)[(model, method, budget)]
+    except KeyError:
+        raise KeyError(f"eval/{run}: no answers for model {model}, method {method}, budget {budget}") from None
+
+
+def acc(run: str, model: str | None, method: str, budget: float | None = None, qtype: str | None = None,
+        questions: slice | None = None) -> float:
+    """Accuracy in percent from the answers; ``qtype``: one question type; ``questions``: a block of indices."""
+    idx, correct = _pick(run, model, method, budget)
+    keep = np.ones(len(idx), bool)
+    if qtype is not None:
+        keep &= idx % len(TYPES) == TYPES.index(qtype)
+    if questions is not None:
+        keep &= (idx >= questions.start) & (idx < questions.stop)
+    return float(100 * correct[keep].mean())
+
+
+def count_correct(run: str, model: str | None, method: str, budget: float | None = None) -> int:
+    return int(_pick(run, model, method, budget)[1].sum())
+
+
+@lru_cache(maxsize=None)
+def paired(run: str, model: str | None, method: str, reference: str, budget: float | None,
+           block: tuple[int, int] | None = None) -> tuple[float, float, float]:
+    """``method`` minus ``reference`` in points over the same questions, and this script's own
+    paired bootstrap 95% interval (multinomial draws of the -1/0/+1 counts)."""
+    ia, a = _pick(run, model, method, budget)
+    ib, b = _pick(run, model, reference, budget)
+    if not np.array_equal(ia, ib):
+        raise ValueError(f"eval/{run}: {method} and {reference} answered different questions")
+    if block is not None:
+        keep = (ia >= block[0]) & (ia < block[1])
+        a, b = a[keep], b[keep]
+    d = a.astype(int) - b.astype(int)
+    n = d.size
+    counts = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()])
+    draws = np.random.Generator(np.random.PCG64(2811)).multinomial(n, counts / n, size=20_000)
+    means = (draws[:, 2] - draws[:, 0]) / n
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(100 * d.mean()), float(100 * low), float(100 * high)
+
+
+def record(run: str, model: str | None, method: str, budget: float | None) -> dict:
+    """A record of ``eval/RUN/results.json`` (costs, evidence)."""
+    for r in load_json(f"eval/{run}/results.json"):
+        if r.get("model") == model and r["method"] == method and r["budget"] == budget:
+            return r
+    raise KeyError(f"eval/{run}/results.json: no record for {model}, {method}, {budget}")
+
+
+def heldout(run: str, method: str, budget: float | None) -> dict:
+    for r in load_json(f"eval/{run}/results.json")["heldout"]["records"]:
+        if r["method"] == method and r["budget"] == budget:
+            return r
+    raise KeyError(f"eval/{run}: no held-out record {method} @ {budget}")
+
+
+def curve_point(run: str, **match) -> dict:
+    points = [p for p in load_json(f"eval/{run}/curve.json")["points"]
+              if all(p.get(k) == v for k, v in match.items())]
+    if len(points) != 1:
+        raise KeyError(f"eval/{run}/curve.json: {len(points)} points match {match}")
+    return points[0]
+
+
+def long_video(run: str, frames: int, mode: str) -> dict:
+    for r in load_json(f"bench/{run}/results.json")["records"]:
+        if r["frames"] == frames and r["mode"] == mode:
+            return r
+    raise KeyError(f"bench/{run}: no record {frames} frames {mode}")
+
+
+def rss(frames: int, code: str = "HEAD") -> float:
+    """Peak RSS in MB (10^6 bytes) of bench/answer-rss-cpu at ``frames`` for ``code`` (HEAD or before)."""
+    for r in load_json("bench/answer-rss-cpu/results.json")["runs"]:
+        if r["frames"] == frames and r["code"].startswith(code):
+            return r["max_rss_kib"] * 1024 / 1e6
+    raise KeyError(f"bench/answer-rss-cpu: no run {code} at {frames} frames")
+
+
+def viz_method(label: str) -> dict:
+    return next(m for m in load_json("docs/img/viz/viz.json")["methods"] if m["label"] == label)
+
+
+# --- claims -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    """``text`` (whitespace as in the document, any run of it matching any other) with a ``{}`` per
+    number; ``values`` recomputes them, in order; ``tol``: extra tolerance per value (one for all, or a
+    sequence); ``words``: for each ``{w}`` field, the words that may stand there (a predicate's
+    outcome); ``holds``: a statement without numbers of its own, true on the artefacts."""
+
+    doc: str
+    text: str
+    values: Callable[[], Sequence[float]]
+    source: str
+    tol: float | Sequence[float] = 0.0
+    words: Callable[[], Sequence[set[str]]] | None = None
+    holds: Callable[[], bool] | None = None
+
+    def describe(self) -> str:
+        return f"{self.doc}: {' '.join(self.text.split())}  <-  {self.source}"
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _pattern(text: str) -> re.Pattern:
+    out = []
+    for piece in re.split(r"(\{\}|\{w\})", _norm(text)):
+        if piece == "{}":
+            out.append(f"({NUMBER})")
+        elif piece == "{w}":
+            out.append(r"([a-z*][a-z ,*]*?)")
+        else:
+            out.append(re.escape(piece))
+    return re.compile("".join(out))
+
+
+def _decimals(shown: str) -> int:
+    return len(shown.split(".")[1]) if "." in shown else 0
+
+
+def _matches(claim: Claim, numbers: list[str], words: list[str], want: list[float], allowed: list[set[str]]) -> str | None:
+    tols = claim.tol if isinstance(claim.tol, (list, tuple)) else [claim.tol] * len(want)
+    for shown, value, extra in zip(numbers, want, tols):
+        got = float(shown.replace(",", ""))
+        if abs(got - value) > 0.5 * 10 ** -_decimals(shown) + extra + 1e-9:
+            return f"{shown} published, {value:.4g} recomputed"
+    for shown, ok in zip(words, allowed):
+        if shown not in ok:
+            return f"'{shown}' published, {' or '.join(sorted(ok))} recomputed"
+    return None
+
+
+@lru_cache(maxsize=None)
+def document(doc: str) -> str:
+    return _norm((ROOT / doc).read_text())
+
+
+def check(claim: Claim) -> str | None:
+    """None when the claim holds; else why not."""
+    try:
+        want = [float(v) for v in claim.values()]
+        allowed = list(claim.words()) if claim.words else []
+        holds = claim.holds() if claim.holds else True
+    except (KeyError, ValueError, FileNotFoundError, StopIteration) as exc:
+        return f"artefact: {exc}"
+    found = list(_pattern(claim.text).finditer(document(claim.doc)))
+    if not found:
+        return "text not found in the document (changed? update the claim with it)"
+    if not holds:
+        return "the statement no longer holds on the artefacts"
+    reasons = []
+    for m in found:
+        groups = list(m.groups())
+        numbers = [g for g, piece in zip(groups, _fields(claim.text)) if piece == "{}"]
+        words = [g.strip() for g, piece in zip(groups, _fields(claim.text)) if piece == "{w}"]
+        if len(numbers) != len(want):
+            return f"{len(numbers)} numbers in the text, {len(want)} recomputed"
+        why = _matches(claim, numbers, words, want, allowed)
+        if why is None:
+            return None
+        reasons.append(why)
+    return "; ".join(dict.fromkeys(reasons))
+
+
+def _fields(text: str) -> list[str]:
+    return re.findall(r"\{\}|\{w\}", text)
+
+
+CLAIMS: list[Claim] = []
+
+
+def add(doc: str, text: str, values: Callable[[], Sequence[float]], source: str, tol=0.0, words=None,
+        holds=None) -> None:
+    CLAIMS.append(Claim(doc, text, values, source, tol, words, holds))
+
+
+SQ, TC = "synthetic-qa", "target-check"
+README, EVAL, BENCH, API = "README.md", "docs/evaluation.md", "docs/benchmark.md", "docs/api.md"
+P_SQ = "eval/synthetic-qa/predictions.jsonl.gz"
+R_SQ = "eval/synthetic-qa/results.json"
+P_TC = "eval/target-check/predictions.jsonl.gz"
+BOTH = (MIXED, UNIFORM)
+
+
+def both(method: str, budget: float | None, qtype: str | None = None, run: str = SQ) -> list[float]:
+    return [acc(run, m, method, budget, qtype) for m in BOTH]
+
+
+def diff_ci(run: str, model: str, method: str, budget: float, reference: str = "sharpv", block=None) -> list[float]:
+    return list(paired(run, model, method, reference, budget, block))
+
+
+# README: fidelity -------------------------------------------------------------------------------------
+
+add(README, "dense answers {}% / {}%", lambda: both("dense", None), P_SQ)
+add(README, "at 0.2 by +{} / +{} points ({}% / {}% against {}% / {}%)",
+    lambda: [paired(SQ, MIXED, "sharpv", "random", 0.2)[0], paired(SQ, UNIFORM, "sharpv", "random", 0.2)[0],
+             *both("sharpv", 0.2), *both("random", 0.2)], P_SQ)
+add(README, "by **+{} / +{}** (paired 95% intervals [{}, {}] / [{}, {}]) on the held-out set enlarged to 3,600 questions",
+    lambda: [paired(TC, MIXED, "sharpv", "random", 0.2)[0], paired(TC, UNIFORM, "sharpv", "random", 0.2)[0],
+             *paired(TC, MIXED, "sharpv", "random", 0.2)[1:], *paired(TC, UNIFORM, "sharpv", "random", 0.2)[1:]],
+    P_TC + " (own bootstrap)", tol=[0, 0, BOOT_TOL, BOOT_TOL, BOOT_TOL, BOOT_TOL])
+add(README, "adaptive SharpV at the default K ({}% kept) is too sparse for counting ({}% / {}%)",
+    lambda: [100 * record(SQ, MIXED, "sharpv", None)["kept_share"], *both("sharpv", None, "count")], f"{R_SQ}, {P_SQ}")
+add(README, "at budget 0.2 their layers compute {}% and {}% of the visual tokens (FLOPs share {} and {} against SharpV's {})",
+    lambda: [100 * record(SQ, MIXED, "fastv", 0.2)["equivalent_retention"],
+             100 * record(SQ, MIXED, "pyramiddrop", 0.2)["equivalent_retention"],
+             record(SQ, MIXED, "fastv", 0.2)["flops_share"], record(SQ, MIXED, "pyramiddrop", 0.2)["flops_share"],
+             record(SQ, MIXED, "sharpv", 0.2)["flops_share"]], R_SQ)
+add(README, "and SharpV at 0.3 beats both at 0.2 on both models.", lambda: [], P_SQ, holds=lambda: all(
+    acc(SQ, m, "sharpv", 0.3) > max(acc(SQ, m, "fastv", 0.2), acc(SQ, m, "pyramiddrop", 0.2)) for m in BOTH))
+for label, method, bold in (("SharpV", "sharpv", "{}% | **{}%**"), ("EVS", "evs", "**{}%** | {}%"),
+                            ("DivPrune", "divprune", "{}% | {}%"), ("FastV", "fastv", "{}% | {}%"),
+                            ("PyramidDrop", "pyramiddrop", "{}% | **{}%**")):
+    add(README, f"| {label} | {bold} | {{}} |",
+        lambda method=method: [*both(method, 0.1), record(SQ, MIXED, method, 0.1)["equivalent_retention"]],
+        f"{P_SQ}, {R_SQ}")
+add(README, "although it lets in {}% of the question's object cells against their {}-{}%",
+    lambda: [100 * record(SQ, MIXED, "sharpv", 0.1)["evidence_recall"],
+             *sorted(100 * record(SQ, MIXED, m, 0.1)["evidence_recall"] for m in ("evs", "divprune"))], R_SQ)
+add(README, "**PyramidDrop is ahead of it at 0.1 on `uniform-dropout`** (+{}, at the edge of noise) with {}x its visual tokens per layer",
+    lambda: [paired(SQ, UNIFORM, "pyramiddrop", "sharpv", 0.1)[0],
+             record(SQ, UNIFORM, "pyramiddrop", 0.1)["equivalent_retention"]
+             / record(SQ, UNIFORM, "sharpv", 0.1)["equivalent_retention"]], f"{P_SQ}, {R_SQ}")
+add(README, "keeps {}% of dense with {}% of the tokens on `mixed-dropout`, but on `uniform-dropout` it needs {}%",
+    lambda: [100 * heldout("calibrate-shipped", "sharpv[calibrated]", None)["accuracy_vs_dense"],
+             100 * heldout("calibrate-shipped", "sharpv[calibrated]", None)["kept_share"],
+             100 * heldout("calibrate-uniform", "sharpv[calibrated]", None)["kept_share"]],
+    "eval/calibrate-shipped/results.json, eval/calibrate-uniform/results.json")
+add(README, "SharpV adaptive keeps {} of {} tokens",
+    lambda: [viz_method("sharpv")["visual_tokens_kept"], viz_method("sharpv")["visual_tokens_in"]], "docs/img/viz/viz.json")
+add(README, "FastV lets all {} tokens into the first {} of the model's {} layers, so its layers compute {}% of the visual tokens at keep_ratio {}",
+    lambda: [viz_method("fastv")["visual_tokens_in"], viz_method("fastv")["layers_computing_every_visual_token"],
+             load_json("docs/img/viz/viz.json")["llm_layers"], 100 * viz_method("fastv")["equivalent_retention"],
+             load_json("docs/img/viz/viz.json")["budget"]], "docs/img/viz/viz.json")
+
+def training(folder: str) -> dict:
+    return load_json(f"src/sharpv/assets/{folder}/training.json")
+
+
+TRAINING = "src/sharpv/assets/synthetic-qa/training.json, src/sharpv/assets/synthetic-qa-uniform/training.json"
+add(README, "they also differ in seed and length (seed {} and {} steps against seed {} and {}), so a difference between them is not the dropout's alone",
+    lambda: [training("synthetic-qa")["seed"], training("synthetic-qa")["steps"], training("synthetic-qa-uniform")["seed"],
+             training("synthetic-qa-uniform")["steps"]], TRAINING)
+add(EVAL, "and for their seed and length (seed {} and {} steps for `mixed-dropout`, seed {} and {} steps for `uniform-dropout`:",
+    lambda: [training("synthetic-qa")["seed"], training("synthetic-qa")["steps"], training("synthetic-qa-uniform")["seed"],
+             training("synthetic-qa-uniform")["steps"]], TRAINING)
+add(README, "the +{} target holds on these point estimates, the rule fixed before the run, but both lower bounds are below 5",
+    lambda: [5], P_TC + " (own bootstrap)", holds=lambda: all(
+        (d := paired(TC, m, "sharpv", "random", 0.2))[0] >= 5 > d[1] for m in BOTH))
+add(EVAL, "differ by up to {} and {}",
+    lambda: [max(abs(record(SQ, MIXED, meth, b)[k] - record(SQ, UNIFORM, meth, b)[k])
+                 for b in (0.1, 0.2, 0.3) for k in ("equivalent_retention", "kv_share", "flops_share"))
+             for meth in ("fastv", "pyramiddrop")], R_SQ, tol=[0.00005, 0.0005])
+
+# README: long videos ----------------------------------------------------------------------------------
+
+RSS = "bench/answer-rss-cpu/results.json"
+add(README, "peak RSS {} MB against {} MB at 64 frames ({}x; {} GB and {} MB with the code before frames were resized",
+    lambda: [rss(795), rss(64), rss(795) / rss(64), rss(795, "before") / 1000, rss(64, "before")], RSS)
+BUDGET_MODE = "196 x 896 x 2 bytes, LLaVA-OneVision-0.5B's tokens per frame x hidden size x bf16"
+add(README, "({} MiB per 1,024 frames for the 0.5B shape in bf16)", lambda: [196 * 896 * 2 * 1024 / MIB], BUDGET_MODE)
+add(API, "196 x 896 x 2 bytes = {} KiB per frame, {} MiB for 1,024 frames",
+    lambda: [196 * 896 * 2 / 1024, 196 * 896 * 2 * 1024 / MIB], BUDGET_MODE)
+
+LV_FULL, LV_1024, LV_1L = "long-video-cpu-64-full", "long-video-cpu-1024", "long-video-cpu-1layer"
+
+
+def _mib(r: dict, key: str) -> float:
+    return r[key] / MIB
+
+
+add(README, "| 64 | full | SharpV one-shot | {} | {} | {} ({}) |",
+    lambda: [(r := long_video(LV_FULL, 64, "sharpv-oneshot"))["ttft_seconds"], r["question_to_first_token_seconds"],
+             _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_FULL}/results.json")
+add(README, "| 64 | full | SharpV chunked | {} | **{} ({}%)** | {} ({}) |",
+    lambda: [(r := long_video(LV_FULL, 64, "sharpv-chunked"))["ttft_seconds"], r["question_to_first_token_seconds"],
+             100 * r["question_to_first_token_seconds"] / long_video(LV_FULL, 64, "sharpv-oneshot")["ttft_seconds"],
+             _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_FULL}/results.json")
+add(README, "| 64 | 1 layer | dense | {} | {} | {} ({}) |",
+    lambda: [(r := long_video(LV_1L, 64, "dense"))["ttft_seconds"], r["question_to_first_token_seconds"],
+             _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_1L}/results.json")
+add(README, "| 256 | 1 layer | dense | did not finish in {} s |",
+    lambda: [load_json(f"bench/{LV_1L}/results.json")["settings"]["max_seconds"]
+             if long_video(LV_1L, 256, "dense")["status"] == "did not finish" else -1], f"bench/{LV_1L}/results.json")
+add(README, "| 64 | 1 layer | SharpV chunked | {} | {} | {} ({}) |",
+    lambda: [(r := long_video(LV_1024, 64, "sharpv-chunked"))["ttft_seconds"], r["question_to_first_token_seconds"],
+             _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_1024}/results.json")
+add(README, "| 1,024 | 1 layer | SharpV chunked | {} | {} | **{} ({}): {}x the 64-frame peak** |",
+    lambda: [(r := long_video(LV_1024, 1024, "sharpv-chunked"))["ttft_seconds"], r["question_to_first_token_seconds"],
+             _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes"),
+             r["peak_memory_bytes"] / long_video(LV_1024, 64, "sharpv-chunked")["peak_memory_bytes"]],
+    f"bench/{LV_1024}/results.json")
+
+# evaluation.md: the fidelity table, every row ------------------------------------------------------------
+
+ROWS = [("sharpv", b) for b in (0.1, 0.2, 0.3, None)] + [
+    (m, b) for m in ("random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip", "fastvid", "flashvid",
+                     "holitom", "vtw", "fastv", "pyramiddrop") for b in (0.1, 0.2, 0.3)]
+
+
+#: PyramidDrop ranks tokens by the model's own attention, so its per-layer counts (and costs) differ a little
+#: between the models; the table shows the mixed-dropout run's
+COST_SPREAD = {"pyramiddrop": 0.0025}
+
+
+def _costs(method: str, budget: float | None) -> list[float]:
+    """visual/layer, KV share, FLOPs share of the mixed-dropout run, from results.json; the same
+    under both models (within rounding; PyramidDrop within COST_SPREAD)."""
+    out = []
+    for key in ("equivalent_retention", "kv_share", "flops_share"):
+        a, b = (record(SQ, m, method, budget)[key] for m in BOTH)
+        if abs(a - b) > COST_SPREAD.get(method, 5e-4):
+            raise ValueError(f"{method}@{budget}: {key} differs between the models ({a:.4f} / {b:.4f})")
+        out.append(a)
+    return out
+
+
+def _order(method: str, budget: float) -> set[str]:
+    """'same' / 'flips' / 'flips, within noise' by this script's bootstrap; both words where a bound
+    sits within BOOT_TOL of 0 (the word then depends on the bootstrap's draws)."""
+    diffs = [paired(SQ, m, method, "sharpv", budget) for m in BOTH]
+    signs = {(d > 0) - (d < 0) for d, _, _ in diffs}
+    if not {-1, 1} <= signs:
+        return {"same"}
+    clear = [lo > 0 or hi < 0 for _, lo, hi in diffs]
+    near = any(abs(lo) < BOOT_TOL or abs(hi) < BOOT_TOL for _, lo, hi in diffs)
+    word = "flips" if all(clear) else "flips, within noise"
+    return {"flips", "flips, within noise"} if near else {word}
+
+
+add(EVAL, "| dense | - | {} | {} | - | - | - | {} | {} | {} |",
+    lambda: [acc(SQ, m, "dense") / 100 for m in BOTH] + _costs("dense", None), f"{P_SQ}, {R_SQ}")
+for method, budget in ROWS:
+    shown = "adaptive" if budget is None else f"{budget:g}"
+    if method == "sharpv":
+        add(EVAL, f"| **sharpv** | {shown} | **{{}}** | **{{}}** | - | - | - | {{}} | {{}} | {{}} |",
+            lambda b=budget: [acc(SQ, m, "sharpv", b) / 100 for m in BOTH] + _costs("sharpv", b), f"{P_SQ}, {R_SQ}")
+        continue
+    bold = "**" if method in () else ""
+    add(EVAL, f"| {method} | {shown} | {{}} | {{}} | {{}} | {{}} | {{w}} | {{}} | {{}} | {{}} |",
+        lambda m_=method, b=budget: [acc(SQ, m, m_, b) / 100 for m in BOTH]
+        + [paired(SQ, m, m_, "sharpv", b)[0] / 100 for m in BOTH] + _costs(m_, b),
+        f"{P_SQ} (order: own bootstrap), {R_SQ}",
+        words=lambda m_=method, b=budget: [_order(m_, b) | ({"**flips**"} if "flips" in _order(m_, b) else set())])
+
+# evaluation.md: what holds on both models ------------------------------------------------------------
+
+add(EVAL, "**Dense quality**: {}% and {}% (position the weakest type: {}% and {}%, against a majority rate of {}%)",
+    lambda: [*both("dense", None), *both("dense", None, "position"),
+             100 * load_json("eval/synthetic-qa/run.json")["majority_by_type"]["position"]], f"{P_SQ}, eval/synthetic-qa/run.json")
+add(EVAL, "+{} / +{} points at 0.1, +{} / +{} at 0.2, +{} / +{} at 0.3 (mixed / uniform), every paired interval above 0 (at 0.2: [{}, {}] and [{}, {}])",
+    lambda: [paired(SQ, m, "sharpv", "random", b)[0] for b in (0.1, 0.2, 0.3) for m in BOTH]
+    + [*paired(SQ, MIXED, "sharpv", "random", 0.2)[1:], *paired(SQ, UNIFORM, "sharpv", "random", 0.2)[1:]]
+    if all(paired(SQ, m, "sharpv", "random", b)[1] > 0 for b in (0.1, 0.2, 0.3) for m in BOTH) else [-99] * 10,
+    P_SQ + " (own bootstrap)", tol=[0] * 6 + [BOOT_TOL] * 4)
+add(EVAL, "it is **+{} [{}, {}] and +{} [{}, {}]**",
+    lambda: [*paired(TC, MIXED, "sharpv", "random", 0.2), *paired(TC, UNIFORM, "sharpv", "random", 0.2)],
+    P_TC + " (own bootstrap)", tol=[0, BOOT_TOL, BOOT_TOL] * 2)
+add(EVAL, "appearance time and motion ({}-{}% for random at 0.2, {}-{}% for SharpV)",
+    lambda: [min(r := [acc(SQ, m, "random", 0.2, t) for m in BOTH for t in ("appearance_time", "motion")]), max(r),
+             min(s := [acc(SQ, m, "sharpv", 0.2, t) for m in BOTH for t in ("appearance_time", "motion")]), max(s)], P_SQ)
+add(EVAL, "random lets at least one of its cells in for {}%, SharpV for {}-{}%",
+    lambda: [100 * record(SQ, MIXED, "random", 0.2)["evidence_frame_recall"],
+             *sorted(100 * record(SQ, m, "sharpv", 0.2)["evidence_frame_recall"] for m in BOTH)], R_SQ)
+add(EVAL, "**SharpV counts worse than random on both** ({}% / {}% against {}% / {}% at 0.2; {}% / {}% against {}% / {}% at 0.1)",
+    lambda: [*both("sharpv", 0.2, "count"), *both("random", 0.2, "count"), *both("sharpv", 0.1, "count"),
+             *both("random", 0.1, "count")], P_SQ)
+add(EVAL, "twice the counting evidence ({}% of the objects' cells against random's {}% at 0.2)",
+    lambda: [100 * record(SQ, MIXED, "sharpv", 0.2)["evidence_recall_by_type"]["count"],
+             100 * record(SQ, MIXED, "random", 0.2)["evidence_recall_by_type"]["count"]], R_SQ)
+OC = "eval/object-coverage/results.json"
+
+
+def _oc(model: str, method: str, key: str) -> float:
+    return load_json(OC)["results"][model][method][key]
+
+
+add(EVAL, "SharpV, random and EVS all keep at least one cell of {}% of the objects",
+    lambda: [100 * _oc(m, meth, "objects_seen_share") for m in BOTH for meth in ("sharpv", "random", "evs")][:1]
+    if len({_oc(m, meth, "objects_seen_share") for m in BOTH for meth in ("sharpv", "random", "evs")}) == 1 else [-1], OC)
+add(EVAL, "SharpV shows each object in more frames ({} / {} against random's {}) and with more cells ({} / {} against {})",
+    lambda: [_oc(MIXED, "sharpv", "frames_per_object"), _oc(UNIFORM, "sharpv", "frames_per_object"),
+             _oc(MIXED, "random", "frames_per_object"), _oc(MIXED, "sharpv", "cells_per_object"),
+             _oc(UNIFORM, "sharpv", "cells_per_object"), _oc(MIXED, "random", "cells_per_object")], OC)
+C7 = "counting-seed7"
+P_C7 = "eval/counting-seed7/predictions.jsonl.gz"
+
+
+def _count_errors() -> list[float]:
+    """SharpV's counting errors at 0.2 on uniform-dropout, seed 7: how many read two as three, of how many."""
+    wrong = [(p["answer"], p["prediction"]) for p in _rows(C7) if p["model"] == UNIFORM and p["method"] == "sharpv"
+             and p["budget"] == 0.2 and _index(p) % len(TYPES) == TYPES.index("count") and not p["correct"]]
+    return [sum(w == ("two", "three") for w in wrong), len(wrong)]
+
+
+add(EVAL, "errors on `uniform-dropout` are mostly two objects read as three ({} of its {})", _count_errors, P_C7)
+add(EVAL, "Random tokens at SharpV's own per-frame counts count as well as random or better ({}% / {}% against {}% / {}%, uniform / mixed)",
+    lambda: [acc(C7, m, "random:counts=sharpv", 0.2, "count") for m in (UNIFORM, MIXED)]
+    + [acc(C7, m, "random", 0.2, "count") for m in (UNIFORM, MIXED)], P_C7)
+add(EVAL, "w = 0.5 ties the default ({}% / {}%, counting {}% / {}%, against the default's {}% / {}%)",
+    lambda: [acc(C7, m, "sharpv:spatial_weight=0.5", 0.2) for m in (UNIFORM, MIXED)]
+    + [acc(C7, m, "sharpv:spatial_weight=0.5", 0.2, "count") for m in (UNIFORM, MIXED)]
+    + [acc(C7, m, "sharpv", 0.2) for m in (UNIFORM, MIXED)], P_C7)
+add(EVAL, "w = 0 ({}% / {}%), w = 2 ({}% / {}%) and `min_tokens_per_frame=0` ({}% / {}%) score at or below it",
+    lambda: [acc(C7, m, f"sharpv:{s}", 0.2) for s in ("spatial_weight=0", "spatial_weight=2", "min_tokens_per_frame=0")
+             for m in (UNIFORM, MIXED)]
+    if all(acc(C7, m, f"sharpv:{s}", 0.2) <= acc(C7, m, "sharpv", 0.2) for m in BOTH
+           for s in ("spatial_weight=0", "spatial_weight=2", "min_tokens_per_frame=0")) else [-1] * 6, P_C7)
+add(EVAL, "on these 16-token frames on both: {}% kept, {}% / {}% overall, counting {}% / {}%, position {}% / {}%",
+    lambda: [100 * record(SQ, MIXED, "sharpv", None)["kept_share"], *both("sharpv", None),
+             *both("sharpv", None, "count"), *both("sharpv", None, "position")], f"{P_SQ}, {R_SQ}")
+MERGING = ("visionzip", "fastvid", "flashvid", "holitom")
+def _merging() -> list[float]:
+    pooling = [acc(SQ, m, "pooling", b) for m in BOTH for b in (0.1, 0.2, 0.3)]
+    gaps = [-paired(SQ, m, meth, "sharpv", b)[0] for m in BOTH for meth in MERGING for b in (0.1, 0.2, 0.3)]
+    visionzip = [acc(SQ, UNIFORM, "visionzip", b) for b in (0.1, 0.2, 0.3)]
+    if min(gaps) <= 0:
+        raise ValueError("a merging method is not below SharpV everywhere")
+    return [min(pooling), max(pooling), min(gaps), max(gaps), min(visionzip), max(visionzip)]
+
+
+add(EVAL, "pooling {}-{}%, VisionZip, FastVID, FlashVID and HoliTom below SharpV at every budget on both (by {} to {} points; VisionZip's contextual tokens hurt most: {}-{}% on `uniform-dropout`)",
+    _merging, P_SQ)
+add(EVAL, "VidCom2 lets in the most evidence ({}-{}%) and counts worst ({}-{}% on both)",
+    lambda: [min(e := [100 * record(SQ, m, "vidcom2", b)["evidence_recall"] for m in BOTH for b in (0.1, 0.2, 0.3)]),
+             max(e), min(c := [acc(SQ, m, "vidcom2", b, "count") for m in BOTH for b in (0.1, 0.2, 0.3)]), max(c)], f"{P_SQ}, {R_SQ}")
+add(EVAL, "at budget 0.2 their layers compute {}% and {}% of the visual tokens (FLOPs share {} and {}, KV share {} and {}) against SharpV's {}% ({}, {})",
+    lambda: [100 * record(SQ, MIXED, "fastv", 0.2)["equivalent_retention"],
+             100 * record(SQ, MIXED, "pyramiddrop", 0.2)["equivalent_retention"],
+             *(record(SQ, MIXED, m, 0.2)["flops_share"] for m in ("fastv", "pyramiddrop")),
+             *(record(SQ, MIXED, m, 0.2)["kv_share"] for m in ("fastv", "pyramiddrop")),
+             100 * record(SQ, MIXED, "sharpv", 0.2)["equivalent_retention"],
+             record(SQ, MIXED, "sharpv", 0.2)["flops_share"], record(SQ, MIXED, "sharpv", 0.2)["kv_share"]], R_SQ)
+add(EVAL, "SharpV ({}% / {}% at {} of the compute) is above FastV at 0.2 ({}% / {}%) and PyramidDrop at 0.2 ({}% / {}%) on both models",
+    lambda: [*both("sharpv", 0.3), record(SQ, MIXED, "sharpv", 0.3)["flops_share"], *both("fastv", 0.2),
+             *both("pyramiddrop", 0.2)], f"{P_SQ}, {R_SQ}")
+add(EVAL, "VTW drops the whole video after layer 1 of 4 (retention {}): {}% / {}%",
+    lambda: [record(SQ, MIXED, "vtw", 0.2)["equivalent_retention"], *both("vtw", 0.2)], f"{P_SQ}, {R_SQ}")
+
+# evaluation.md: where the two models disagree ------------------------------------------------------------
+
+add(EVAL, "ahead on `mixed-dropout` ({}% and {}% against {}%: +{} [{}, {}] and +{} [{}, {}], paired 95% intervals), behind on `uniform-dropout` ({}% and {}% against {}%: {} [{}, {}] and {} [{}, {}])",
+    lambda: [acc(SQ, MIXED, "evs", 0.1), acc(SQ, MIXED, "divprune", 0.1), acc(SQ, MIXED, "sharpv", 0.1),
+             *diff_ci(SQ, MIXED, "evs", 0.1), *diff_ci(SQ, MIXED, "divprune", 0.1),
+             acc(SQ, UNIFORM, "evs", 0.1), acc(SQ, UNIFORM, "divprune", 0.1), acc(SQ, UNIFORM, "sharpv", 0.1),
+             *diff_ci(SQ, UNIFORM, "evs", 0.1), *diff_ci(SQ, UNIFORM, "divprune", 0.1)],
+    P_SQ + " (own bootstrap)", tol=[0, 0, 0, 0, BOOT_TOL, BOOT_TOL, 0, BOOT_TOL, BOOT_TOL] * 2)
+add(EVAL, "At 0.2 and 0.3 they tie SharpV on `mixed-dropout` (within {} points, intervals around 0) and trail it by {}-{} on `uniform-dropout` (intervals below 0)",
+    lambda: [max(abs(paired(SQ, MIXED, m, "sharpv", b)[0]) for m in ("evs", "divprune") for b in (0.2, 0.3)),
+             min(t := [-paired(SQ, UNIFORM, m, "sharpv", b)[0] for m in ("evs", "divprune") for b in (0.2, 0.3)]), max(t)]
+    if all(paired(SQ, MIXED, m, "sharpv", b)[1] <= 0 <= paired(SQ, MIXED, m, "sharpv", b)[2]
+           and paired(SQ, UNIFORM, m, "sharpv", b)[2] < 0 for m in ("evs", "divprune") for b in (0.2, 0.3)) else [-1] * 3,
+    P_SQ + " (own bootstrap)")
+add(EVAL, "(it lets in {}% of the object cells at 0.1, EVS and DivPrune {}-{}%)",
+    lambda: [100 * record(SQ, MIXED, "sharpv", 0.1)["evidence_recall"],
+             *sorted(100 * record(SQ, MIXED, m, 0.1)["evidence_recall"] for m in ("evs", "divprune"))], R_SQ)
+add(EVAL, "far behind on `mixed-dropout` ({}% and {}% against {}%), level and ahead on `uniform-dropout` ({}% and {}% against {}%: +{} [{}, {}], a tie, and +{} [{}, {}], at the edge of noise), while computing {}x and {}x SharpV's visual tokens per layer ({} and {} against {})",
+    lambda: [acc(SQ, MIXED, "fastv", 0.1), acc(SQ, MIXED, "pyramiddrop", 0.1), acc(SQ, MIXED, "sharpv", 0.1),
+             acc(SQ, UNIFORM, "fastv", 0.1), acc(SQ, UNIFORM, "pyramiddrop", 0.1), acc(SQ, UNIFORM, "sharpv", 0.1),
+             *diff_ci(SQ, UNIFORM, "fastv", 0.1), *diff_ci(SQ, UNIFORM, "pyramiddrop", 0.1),
+             *(record(SQ, MIXED, m, 0.1)["equivalent_retention"] / record(SQ, MIXED, "sharpv", 0.1)["equivalent_retention"]
+               for m in ("fastv", "pyramiddrop")),
+             *(record(SQ, MIXED, m, 0.1)["equivalent_retention"] for m in ("fastv", "pyramiddrop", "sharpv"))],
+    f"{P_SQ} (own bootstrap), {R_SQ}", tol=[0] * 6 + [0, BOOT_TOL, BOOT_TOL] * 2 + [0] * 5)
+add(EVAL, "EVS at 0.2 and 0.3 (+{} on `mixed-dropout`), DivPrune at 0.2 (+{} / {}), DyCoke at 0.3 (+{} / {})",
+    lambda: [paired(SQ, MIXED, "evs", "sharpv", 0.2)[0], *(paired(SQ, m, "divprune", "sharpv", 0.2)[0] for m in BOTH),
+             *(paired(SQ, m, "dycoke", "sharpv", 0.3)[0] for m in BOTH)]
+    if round(paired(SQ, MIXED, "evs", "sharpv", 0.2)[0], 1) == round(paired(SQ, MIXED, "evs", "sharpv", 0.3)[0], 1)
+    else [-99] * 5, P_SQ)
+
+# evaluation.md: other checks, the 3,600 questions, calibration ------------------------------------------
+
+MP4 = "mp4-heldout-300"
+add(EVAL, "give {}% dense, {}% SharpV at 0.2 and {}% SharpV adaptive on `mixed-dropout`",
+    lambda: [acc(MP4, None, "dense"), acc(MP4, None, "sharpv", 0.2), acc(MP4, None, "sharpv", None)],
+    "eval/mp4-heldout-300/predictions.jsonl.gz")
+add(EVAL, "put SharpV's lead over random at budget 0.2 at +{} and +{} points",
+    lambda: [paired(SQ, m, "sharpv", "random", 0.2)[0] for m in BOTH], P_SQ)
+for b, row in ((0.1, "| budget 0.1 |"), (0.2, "| **budget 0.2** |"), (0.3, "| budget 0.3 |")):
+    cell = "**+{} [{}, {}]**" if b == 0.2 else "+{} [{}, {}]"
+    add(EVAL, f"{row} {cell} | {cell} |",
+        lambda b=b: [*paired(TC, MIXED, "sharpv", "random", b), *paired(TC, UNIFORM, "sharpv", "random", b)],
+        P_TC + " (own bootstrap)", tol=[0, BOOT_TOL, BOOT_TOL] * 2)
+BLOCKS = ((0, 1200), (1200, 2400), (2400, 3600))
+add(EVAL, "| at 0.2, questions 1-1,200 / 1,201-2,400 / 2,401-3,600 | +{} / +{} / +{} | +{} / +{} / +{} |",
+    lambda: [paired(TC, m, "sharpv", "random", 0.2, blk)[0] for m in BOTH for blk in BLOCKS], P_TC)
+add(EVAL, "| dense, SharpV@0.2, random@0.2 | {}%, {}%, {}% | {}%, {}%, {}% |",
+    lambda: [acc(TC, m, meth, b) for m in BOTH for meth, b in (("dense", None), ("sharpv", 0.2), ("random", 0.2))], P_TC)
+add(EVAL, "The blocks show how far one 1,200-question set moves the difference ({} to {} on `uniform-dropout`)",
+    lambda: [min(u := [paired(TC, UNIFORM, "sharpv", "random", 0.2, blk)[0] for blk in BLOCKS]), max(u)], P_TC)
+add(EVAL, "({}% / {}% against random's {}% / {}% at 0.2)",
+    lambda: [*both("sharpv", 0.2, "count", TC), *both("random", 0.2, "count", TC)], P_TC)
+add(EVAL, "the point difference at 0.2 is at least {} points on both models",
+    lambda: [5 if all(paired(TC, m, "sharpv", "random", 0.2)[0] >= 5 for m in BOTH) else -1], P_TC)
+add(EVAL, "both lower bounds ({} and {}) are below 5, so a lead of at least 5 points is not shown",
+    lambda: [paired(TC, m, "sharpv", "random", 0.2)[1] for m in BOTH]
+    if all(paired(TC, m, "sharpv", "random", 0.2)[1] < 5 for m in BOTH) else [-1, -1], P_TC + " (own bootstrap)",
+    tol=BOOT_TOL)
+
+CS, CU = "calibrate-shipped", "calibrate-uniform"
+R_CS, R_CU = "eval/calibrate-shipped/results.json", "eval/calibrate-uniform/results.json"
+add(EVAL, "2-core CPU, one thread, {} s in all ({} points, each video encoded once)",
+    lambda: [load_json(R_CS)["seconds"], load_json(R_CS)["calibration"]["points"]], R_CS)
+add(EVAL, "Chosen: `ratio_scale` K = {} (the paper's manual mode uses 1.6), `spatial_weight` w = {}",
+    lambda: [load_json(R_CS)["calibration"]["searched"]["ratio_scale"],
+             load_json(R_CS)["calibration"]["searched"]["spatial_weight"]], R_CS)
+add(EVAL, "{}% at 0.4, {}% from 0.6)",
+    lambda: [100 * curve_point(CS, kv_threshold=0.4)["accuracy"], 100 * curve_point(CS, kv_threshold=0.6)["accuracy"]],
+    "eval/calibrate-shipped/curve.json")
+add(EVAL, "On the calibration set: {} against dense {} ({}%) at a kept share of {}.",
+    lambda: [(c := load_json(R_CS)["calibration"])["accuracy"], c["dense_accuracy"], 100 * c["accuracy_vs_dense"],
+             c["kept_share"]], R_CS)
+
+
+def _heldout_row(run: str, method: str, budget, types: Sequence[str], label: str) -> None:
+    shown = "-" if method == "dense" else "adaptive" if budget is None else f"{budget:g}"
+    strong = run == CS and method == "sharpv[calibrated]"
+    b = "**" if strong else ""
+    text = (f"| {label} | {shown} | {b}{{}}{b} | {{}}-{{}} | {b}{{}}{b} | {b}{{}}{b} | {{}} | "
+            + " | ".join("{}" for _ in types) + " |")
+
+    def values():
+        r = heldout(run, method, budget)
+        return [r["accuracy"], *r["ci95"], r["accuracy_vs_dense"], r["kept_share"], r["kv_share"],
+                *(r["accuracy_by_type"][t] for t in types)]
+    add(EVAL, text, values, f"eval/{run}/results.json")
+
+
+for method, budget, label in (("dense", None, "dense"), ("sharpv[calibrated]", None, "**sharpv[calibrated]** (K 1.61, w 0)"),
+                              ("sharpv", 0.1, "sharpv"), ("sharpv", 0.2, "sharpv"), ("sharpv", 0.3, "sharpv"),
+                              ("sharpv", None, "sharpv (default, K 1, w 1)")):
+    _heldout_row(CS, method, budget, ("count", "colour", "position"), label)
+add(EVAL, "| sharpv | 0.12 | {} | {}-{} | {} | {} | {} | {} | {} | {} |",
+    lambda: [acc("calibrated-and-0.12", None, "sharpv", 0.12) / 100,
+             *record("calibrated-and-0.12", None, "sharpv", 0.12)["ci95"],
+             acc("calibrated-and-0.12", None, "sharpv", 0.12) / acc("calibrated-and-0.12", None, "dense"),
+             record("calibrated-and-0.12", None, "sharpv", 0.12)["kept_share"],
+             record("calibrated-and-0.12", None, "sharpv", 0.12)["kv_share"],
+             *(acc("calibrated-and-0.12", None, "sharpv", 0.12, t) / 100 for t in ("count", "colour", "position"))],
+    "eval/calibrated-and-0.12/predictions.jsonl.gz, results.json")
+add(EVAL, "which gives the calibrated row again through eval's own path: the same accuracy, per type too, and kept share",
+    lambda: [], "eval/calibrated-and-0.12/predictions.jsonl.gz, eval/calibrate-shipped/results.json", holds=lambda: (
+        count_correct("calibrated-and-0.12", None, "sharpv[calibrated]", None)
+        == heldout(CS, "sharpv[calibrated]", None)["correct"]
+        and all(abs(acc("calibrated-and-0.12", None, "sharpv[calibrated]", None, t) / 100 - v) < 1e-9
+                for t, v in heldout(CS, "sharpv[calibrated]", None)["accuracy_by_type"].items())
+        and abs(record("calibrated-and-0.12", None, "sharpv[calibrated]", None)["kept_share"]
+                - heldout(CS, "sharpv[calibrated]", None)["kept_share"]) < 1e-9))
+add(EVAL, "keeps {}% of dense accuracy ({} of {} against dense's {}; the bar is {}) with {}% of the visual tokens, where the cheapest fixed budget that keeps 98% is {} ({}% of dense at {}%): {}% fewer tokens for the same bar",
+    lambda: [100 * (c := load_json(R_CS)["heldout"]["check"])["accuracy_vs_dense"],
+             heldout(CS, "sharpv[calibrated]", None)["correct"], heldout(CS, "sharpv[calibrated]", None)["n"],
+             heldout(CS, "dense", None)["correct"], int(np.ceil(0.98 * heldout(CS, "dense", None)["correct"])),
+             100 * c["kept_share"], c["best_fixed_budget"]["budget"], 100 * c["best_fixed_budget"]["accuracy_vs_dense"],
+             100 * c["best_fixed_budget"]["kept_share"], 100 * (1 - c["kept_share"] / c["best_fixed_budget"]["kept_share"])],
+    R_CS)
+add(EVAL, "At equal tokens it beats the fixed budget 0.12 by {} points ({}% of dense); the default adaptive setting (K = 1) keeps {}% and {}%",
+    lambda: [heldout(CS, "sharpv[calibrated]", None)["accuracy"] * 100 - acc("calibrated-and-0.12", None, "sharpv", 0.12),
+             100 * acc("calibrated-and-0.12", None, "sharpv", 0.12) / acc("calibrated-and-0.12", None, "dense"),
+             100 * heldout(CS, "sharpv", None)["kept_share"], 100 * heldout(CS, "sharpv", None)["accuracy_vs_dense"]],
+    f"{R_CS}, eval/calibrated-and-0.12/predictions.jsonl.gz")
+add(EVAL, "({} answers above the bar on the held-out set, {} on the calibration set",
+    lambda: [heldout(CS, "sharpv[calibrated]", None)["correct"] - int(np.ceil(0.98 * heldout(CS, "dense", None)["correct"])),
+             (c := load_json("eval/calibrate-shipped/curve.json"))["points"][c["chosen"]]["correct"]
+             - int(np.ceil(0.98 * c["dense"]["correct"]))], f"{R_CS}, eval/calibrate-shipped/curve.json")
+add(EVAL, "Files: [`eval/calibrate-uniform/`](../eval/calibrate-uniform/results.md); {} points, {} s",
+    lambda: [load_json(R_CU)["calibration"]["points"], load_json(R_CU)["seconds"]], R_CU)
+add(EVAL, "calibration set (dense {}%): the adaptive mode saturates from K = 64 on ({}% kept there, {}% at K = 128 and 256",
+    lambda: [100 * load_json(R_CU)["calibration"]["dense_accuracy"],
+             *(100 * curve_point(CU, ratio_scale=k, spatial_weight=0.5)["kept_share"] for k in (64.0, 128.0))]
+    if abs(curve_point(CU, ratio_scale=128.0, spatial_weight=0.5)["kept_share"]
+           - curve_point(CU, ratio_scale=256.0, spatial_weight=0.5)["kept_share"]) < 5e-4 else [-1] * 3,
+    "eval/calibrate-uniform/curve.json")
+add(EVAL, "the best point is {}% ({}% of dense) at K = {}, w = {}, {}% kept",
+    lambda: [100 * (p := curve_point(CU, stage1_choice=True))["accuracy"], 100 * p["accuracy_vs_dense"], p["ratio_scale"],
+             p["spatial_weight"], 100 * p["kept_share"]], "eval/calibrate-uniform/curve.json")
+add(EVAL, "(retention {} to {} at M = 0.7 for {}%)",
+    lambda: [(p := curve_point(CU, kv_threshold=0.7))["kept_share"], p["equivalent_retention"], 100 * p["accuracy"]],
+    "eval/calibrate-uniform/curve.json")
+for method, budget, label in (("dense", None, "dense"), ("sharpv[calibrated]", None, "sharpv[calibrated] (K 32, w 0.5)"),
+                              ("sharpv", 0.1, "sharpv"), ("sharpv", 0.2, "sharpv"), ("sharpv", 0.3, "sharpv"),
+                              ("sharpv", None, "sharpv (default, K 1, w 1)")):
+    _heldout_row(CU, method, budget, ("count", "position"), label)
+add(EVAL, "does keep {}% of dense held out, but at {}% of the tokens, where the fixed budget 0.3 keeps {}% at {}%",
+    lambda: [100 * (r := heldout(CU, "sharpv[calibrated]", None))["accuracy_vs_dense"], 100 * r["kept_share"],
+             100 * (f := heldout(CU, "sharpv", 0.3))["accuracy_vs_dense"], 100 * f["kept_share"]], R_CU)
+
+# benchmark.md: long videos ----------------------------------------------------------------------------
+
+LONG_ROWS = [("1 (full tower)", LV_FULL, 64, "sharpv-oneshot"), ("1 (full tower)", LV_FULL, 64, "sharpv-chunked"),
+             ("2 (1 layer)", LV_1024, 64, "sharpv-chunked"), ("2 (1 layer)", LV_1024, 1024, "sharpv-chunked"),
+             ("3 (1 layer)", LV_1L, 64, "dense"), ("3 (1 layer)", LV_1L, 64, "sharpv-oneshot"),
+             ("3 (1 layer)", LV_1L, 64, "sharpv-chunked"), ("3 (1 layer)", LV_1L, 256, "sharpv-oneshot"),
+             ("3 (1 layer)", LV_1L, 256, "sharpv-chunked")]
+for run_label, run, frames, mode in LONG_ROWS:
+    add(BENCH, f"| {run_label} | {frames} | {mode} | {{}} ({{}}%) | {{}} | {{}} | {{}} | {{}} | {{}} |",
+        lambda run=run, frames=frames, mode=mode: [
+            (r := long_video(run, frames, mode))["visual_tokens_kept"], 100 * r["kept_share"], r["ttft_seconds"],
+            r["question_to_first_token_seconds"], _mib(r, "kv_cache_bytes"), _mib(r, "peak_memory_bytes"),
+            _mib(r, "peak_over_baseline_bytes")], f"bench/{run}/results.json")
+add(BENCH, "**Question to first token at 64 frames at most 5% of the one-shot TTFT: met, {}%** ({} s against {} s, real vision tower)",
+    lambda: [100 * (c := long_video(LV_FULL, 64, "sharpv-chunked"))["question_to_first_token_seconds"]
+             / (o := long_video(LV_FULL, 64, "sharpv-oneshot"))["ttft_seconds"], c["question_to_first_token_seconds"],
+             o["ttft_seconds"]], f"bench/{LV_FULL}/results.json")
+add(BENCH, "With the cut tower the one-shot TTFT is {} s and the chunked question took {}-{} s at 64 frames in both cut-tower runs ({}%), but {} s at 256 frames and {} s at 1,024",
+    lambda: [long_video(LV_1L, 64, "sharpv-oneshot")["ttft_seconds"],
+             min(q := [long_video(r, 64, "sharpv-chunked")["question_to_first_token_seconds"] for r in (LV_1L, LV_1024)]),
+             max(q), 100 * long_video(LV_1L, 64, "sharpv-chunked")["question_share_of_oneshot_ttft"],
+             long_video(LV_1L, 256, "sharpv-chunked")["question_to_first_token_seconds"],
+             long_video(LV_1024, 1024, "sharpv-chunked")["question_to_first_token_seconds"]],
+    f"bench/{LV_1L}/results.json, bench/{LV_1024}/results.json")
+add(BENCH, "met, {}** (run 2: {} MiB at 1,024 frames against {} MiB at 64; over the loaded model {} against {} MiB, of which the kept tokens' KV cache is {} MiB against {})",
+    lambda: [(a := long_video(LV_1024, 1024, "sharpv-chunked"))["peak_memory_bytes"]
+             / (b := long_video(LV_1024, 64, "sharpv-chunked"))["peak_memory_bytes"],
+             _mib(a, "peak_memory_bytes"), _mib(b, "peak_memory_bytes"), _mib(a, "peak_over_baseline_bytes"),
+             _mib(b, "peak_over_baseline_bytes"), _mib(a, "kv_cache_bytes"), _mib(b, "kv_cache_bytes")],
+    f"bench/{LV_1024}/results.json")
+add(BENCH, "(its prefill attends over {} visual tokens)", lambda: [256 * 196], "256 frames x 196 tokens")
+add(BENCH, "about {} MiB per frame at {}% kept",
+    lambda: [load_json(f"bench/{LV_1024}/results.json")["summary"]["modes"]["sharpv-chunked"]["kv_cache_growth_bytes_per_frame"] / MIB,
+             100 * long_video(LV_1024, 1024, "sharpv-chunked")["kept_share"]], f"bench/{LV_1024}/results.json")
+add(BENCH, "({} MiB over the loaded model at 256 frames against chunked's {} MiB) and dense adds the prefill over every visual token ({} MiB at only 64 frames)",
+    lambda: [_mib(long_video(LV_1L, 256, "sharpv-oneshot"), "peak_over_baseline_bytes"),
+             _mib(long_video(LV_1L, 256, "sharpv-chunked"), "peak_over_baseline_bytes"),
+             _mib(long_video(LV_1L, 64, "dense"), "peak_over_baseline_bytes")], f"bench/{LV_1L}/results.json")
+add(BENCH, "({} s against {} s at 64 frames, {} s against {} s at 256)",
+    lambda: [long_video(LV_1L, f, m)["prefill_seconds"] for f in (64, 256) for m in ("sharpv-chunked", "sharpv-oneshot")],
+    f"bench/{LV_1L}/results.json")
+add(BENCH, "(stage 1 keeps {}% of them, against {}% with the full tower)",
+    lambda: [100 * long_video(LV_1024, 64, "sharpv-chunked")["kept_share"],
+             100 * long_video(LV_FULL, 64, "sharpv-oneshot")["kept_share"]], f"bench/{LV_1024}, bench/{LV_FULL}")
+add(BENCH, "it keeps {}-{}% here",
+    lambda: [min(k := [100 * r["kept_share"] for r in load_json("bench/long-video-cpu/results.json")["records"]
+                       if r["mode"] != "dense"]), max(k)], "bench/long-video-cpu/results.json", tol=0.5)
+add(BENCH, "The full tower costs {}-{} s per frame here",
+    lambda: [min(v := [long_video(LV_FULL, 64, m)["vision_seconds"] / 64 for m in ("sharpv-oneshot", "sharpv-chunked")]),
+             max(v)], f"bench/{LV_FULL}/results.json", tol=0.5)
+
+
+# --- consistency of the artefacts themselves ---------------------------------------------------------
+
+
+def consistency() -> list[str]:
+    """Each eval results.json record against its own answers (accuracy, n, correct); [] when all agree."""
+    problems = []
+    for run in ("synthetic-qa", "target-check", "calibrated-and-0.12", "mp4-heldout-300", "counting-seed7"):
+        for r in load_json(f"eval/{run}/results.json"):
+            idx, correct = _pick(run, r.get("model"), r["method"], r["budget"])
+            if len(idx) != r["n"] or int(correct.sum()) != r["correct"]:
+                problems.append(f"eval/{run}: {r.get('model')} {r['method']}@{r['budget']}: results.json says "
+                                f"{r['correct']}/{r['n']}, the answers {int(correct.sum())}/{len(idx)}")
+            for t, value in (r.get("accuracy_by_type") or {}).items():
+                if t in TYPES and abs(acc(run, r.get("model"), r["method"], r["budget"], t) / 100 - value) > 1e-9:
+                    problems.append(f"eval/{run}: {r['method']}@{r['budget']} {t}: results.json {value}")
+    return problems
+
+
+def run_all(claims: Sequence[Claim] = CLAIMS) -> list[tuple[Claim, str]]:
+    """Every failing claim with why; [] when every figure matches its artefact."""
+    return [(c, why) for c in claims if (why := check(c)) is not None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the claims and their artefacts")
+    args = parser.parse_args(argv)
+    if args.list:
+        for c in CLAIMS:
+            print(c.describe())
+        return 0
+    failures = dict((id(c), why) for c, why in run_all())
+    for c in CLAIMS:
+        why = failures.get(id(c))
+        print(("OK   " if why is None else "FAIL ") + c.describe() + ("" if why is None else f"\n     {why}"))
+    problems = consistency()
+    for p in problems:
+        print("FAIL " + p)
+    numbers = sum(len(_fields(c.text)) for c in CLAIMS)
+    print(f"{len(CLAIMS) - len(failures)} of {len(CLAIMS)} claims ({numbers} figures) match their artefacts; "
+          f"{len(problems)} artefact inconsistencies")
+    return 1 if failures or problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
