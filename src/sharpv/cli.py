@@ -292,6 +292,7 @@ def bench(
     seed: int = typer.Option(0, "--seed", help="Seed of the rounds' shuffled order (recorded in results.json; not --long-video)."),
     new_tokens: int = typer.Option(16, "--new-tokens", help="Tokens decoded to measure decode speed."),
     noise: float = typer.Option(0.3, "--feature-noise", help="Per-frame noise of the synthetic features, relative to the static frame."),
+    sdpa_kernel: str = typer.Option("auto", "--sdpa-kernel", help="PyTorch's scaled-dot-product-attention kernel for every call of the rounds: auto (PyTorch chooses per call), or flash, efficient (CUDA only) or math alone, so a call that kernel cannot run stops the bench instead of falling back; recorded in results.json (not --long-video)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Directory for results.json, results.md and PNG plots."),
     long_video: bool = typer.Option(False, "--long-video", help="Long-video mode: peak memory and time to first token against --frames through the real vision tower, dense vs SharpV (one-shot and chunked), each run in a fresh process under --max-seconds / --max-memory-gib."),
     modes: str = typer.Option("dense,sharpv-oneshot,sharpv-chunked", "--modes", help="--long-video only: dense, sharpv-oneshot, sharpv-chunked, comma-separated."),
@@ -319,6 +320,7 @@ def bench(
     check_device(device, types=("cpu", "cuda"))
     if vision not in ("precomputed", "real"):
         raise SharpVError(f"--vision must be precomputed or real, got {vision!r}")
+    _check_sdpa_kernel(sdpa_kernel, device, long_video)
     check_at_least(repeats, "--repeats", 1)
     check_at_least(new_tokens, "--new-tokens", 1)
     check_at_least(warmup, "--warmup", 0)
@@ -360,8 +362,28 @@ def bench(
     run_bench_job(
         model_dir=model, shape=shape, frames=frame_list, tokens_per_frame=tokens_per_frame, specs=specs,
         budgets=budget_list, dtype=dtype, device=device, vision=vision, repeats=repeats, warmup=warmup,
-        new_tokens=new_tokens, noise=noise, out=out, console=err, seed=seed,
+        new_tokens=new_tokens, noise=noise, out=out, console=err, seed=seed, sdpa_kernel=sdpa_kernel,
     )
+
+
+def _check_sdpa_kernel(kernel: str, device: str, long_video: bool) -> None:
+    """``--sdpa-kernel`` of bench: a known kernel, that this device and this PyTorch build have."""
+    from sharpv.harness.bench import CUDA_ONLY_SDPA_KERNELS, SDPA_KERNELS
+
+    if kernel not in SDPA_KERNELS:
+        raise SharpVError(f"--sdpa-kernel must be one of {', '.join(SDPA_KERNELS)}, got {kernel!r}")
+    if kernel == "auto":
+        return
+    if long_video:
+        raise SharpVError("--sdpa-kernel applies to the standard bench, not --long-video")
+    if kernel in CUDA_ONLY_SDPA_KERNELS and not device.startswith("cuda"):
+        raise SharpVError(f"--sdpa-kernel {kernel} is a CUDA kernel and needs --device cuda (on {device}: auto or math)")
+    if kernel == "flash" and device.startswith("cuda"):
+        import torch
+
+        if not torch.backends.cuda.is_flash_attention_available():
+            raise SharpVError(f"--sdpa-kernel flash: this PyTorch build ({torch.__version__}) has no flash attention "
+                              "kernel; use --sdpa-kernel auto or efficient")
 
 
 def _as_flag(message: str, from_set: tuple[str, ...] = ()) -> str:

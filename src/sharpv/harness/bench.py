@@ -34,6 +34,13 @@ from sharpv.methods import METHODS, PruningMethod, create
 ADAPTIVE = "adaptive"
 #: methods that have an adaptive (content-dependent total) mode
 
+#: ``--sdpa-kernel``: which of PyTorch's scaled-dot-product-attention kernels the bench's calls may use
+#: (``auto``: PyTorch chooses, per call; the others allow that kernel alone, so a call it cannot run
+#: fails instead of falling back: a table labelled flash is flash in every attention call)
+SDPA_KERNELS = ("auto", "flash", "efficient", "math")
+#: the kernels that exist on CUDA only (PyTorch's CPU "flash" is another implementation: refused there)
+CUDA_ONLY_SDPA_KERNELS = ("flash", "efficient")
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -306,15 +313,33 @@ def plan_cells(runs: list[tuple[MethodSpec, float | None]], frames: list[int]) -
     return cells
 
 
+def sdpa_context(kernel: str = "auto"):
+    """A context in which PyTorch's scaled dot-product attention may use ``kernel`` alone
+    (:data:`SDPA_KERNELS`; ``auto``: no restriction)."""
+    import contextlib
+
+    if kernel not in SDPA_KERNELS:
+        raise SharpVError(f"--sdpa-kernel must be one of {', '.join(SDPA_KERNELS)}, got {kernel!r}")
+    if kernel == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    backend = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
+               "math": SDPBackend.MATH}[kernel]
+    return sdpa_kernel([backend])
+
+
 def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[MethodSpec], budgets: list[float | None],
               frames: list[int], repeats: int, warmup: int, new_tokens: int,
               on_step: Callable[[str], None] | None = None, ideal: bool = True, seed: int = DEFAULT_SEED,
-              on_total: Callable[[int], None] | None = None) -> tuple[list[dict], list[dict]]:
+              on_total: Callable[[int], None] | None = None, sdpa_kernel: str = "auto") -> tuple[list[dict], list[dict]]:
     """Interleaved rounds: ``warmup`` untimed rounds, then ``repeats`` timed ones; each round runs
     every cell (method x budget x frames, dense and, with ``ideal``, the ideal rows included) once,
     in an order shuffled per round by ``random.Random(seed)``. The ideal rows' token counts are
     known once the methods have run, so the very first round (a warm-up one unless ``warmup`` is
-    0) runs them after its method cells, shuffled among themselves.
+    0) runs them after its method cells, shuffled among themselves. Every call of the rounds runs
+    inside :func:`sdpa_context` of ``sdpa_kernel``; a call that kernel cannot run ends the bench
+    with a :class:`SharpVError` naming the cell.
 
     Returns the records (one per cell: frame count by frame count, the plan's order, then the
     ideal rows; every figure the median over the timed rounds, every ratio taken within a round,
@@ -341,6 +366,17 @@ def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[Method
         if on_step:
             what = f"round {index - warmup + 1}/{repeats}" if is_timed else f"warm-up {index + 1}/{warmup}"
             on_step(f"{what}: {cell.id}")
+        try:
+            with sdpa_context(sdpa_kernel):
+                run_timed(cell, is_timed)
+        except RuntimeError as exc:
+            if sdpa_kernel == "auto" or "No available kernel" not in str(exc):
+                raise
+            raise SharpVError(f"--sdpa-kernel {sdpa_kernel}: {cell.id}: an attention call cannot run on the "
+                              f"{sdpa_kernel} kernel ({str(exc).splitlines()[0]}); use --sdpa-kernel auto to let "
+                              "PyTorch choose") from None
+
+    def run_timed(cell: Cell, is_timed: bool) -> None:
         if cell.spec is None:
             seconds = time_ideal(model, feeds[cell.id])
             if is_timed:
@@ -360,7 +396,8 @@ def run_bench(model, make_inputs: Callable[[int], dict], *, methods: list[Method
             ideal_cells, ideal_of = _ideal_cells(cells, last)
             for cell in ideal_cells:
                 n_visual = last[f"{cell.frames} frames: dense @ -"].stats.visual_tokens_in
-                feeds[cell.id] = ideal_inputs(model, inputs[cell.frames], cell.ideal_tokens, n_visual)
+                with sdpa_context(sdpa_kernel):
+                    feeds[cell.id] = ideal_inputs(model, inputs[cell.frames], cell.ideal_tokens, n_visual)
                 timed[cell.id] = []
             if on_total:
                 on_total((len(cells) + len(ideal_cells)) * total_rounds)

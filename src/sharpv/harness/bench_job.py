@@ -34,7 +34,7 @@ def write_bench_plots(records: list[dict], out: Path) -> None:
 def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int], tokens_per_frame: int,
                   specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str, vision: str,
                   repeats: int, warmup: int, new_tokens: int, noise: float, out: Path | None,
-                  console: Console, seed: int = DEFAULT_SEED) -> list[dict]:
+                  console: Console, seed: int = DEFAULT_SEED, sdpa_kernel: str = "auto") -> list[dict]:
     clock = Clock()
     with console.status("building the model", spinner="dots"):
         if shape is not None:
@@ -67,11 +67,13 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
             progress.update(task, total=n)
 
         records, rounds = run_bench(model, make_inputs, methods=specs, budgets=budgets, frames=frames, repeats=repeats,
-                                    warmup=warmup, new_tokens=new_tokens, on_step=step, seed=seed, on_total=total)
+                                    warmup=warmup, new_tokens=new_tokens, on_step=step, seed=seed, on_total=total,
+                                    sdpa_kernel=sdpa_kernel)
         progress.advance(task)
     env = environment(model, dtype=dtype, device=device, source=source, vision=vision, noise=noise)
     env.update(tokens_per_frame=tokens_per_frame, repeats=repeats, warmup=warmup, new_tokens=new_tokens, seed=seed,
-               noise_threshold=NOISE_THRESHOLD, load_average_before=load_before, load_average_after=load_average())
+               noise_threshold=NOISE_THRESHOLD, load_average_before=load_before, load_average_after=load_average(),
+               sdpa_kernel=sdpa_kernel)
     notes = bench_notes(records, env)
     Console(width=max(200, Console().width)).print(
         rich_table(records, BENCH_COLUMNS, title=f"sharpv bench: {source}, {dtype}, {device}, vision {vision}")
@@ -93,11 +95,18 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
     return records
 
 
+def kernel_line(env: dict) -> str:
+    """The attention implementation and the SDPA kernel(s) the run allowed, for results.md."""
+    kernel = env.get("sdpa_kernel", "auto")
+    allowed = "PyTorch's choice per call" if kernel == "auto" else f"{kernel} only"
+    return f"attention {env.get('attn_implementation')}, SDPA kernel {kernel} ({allowed})"
+
+
 def method_line(env: dict) -> str:
     """How the figures were taken, for results.md."""
     load = lambda v: "/".join(f"{x:.2f}" for x in v) if v else "unknown"  # noqa: E731
     rounds = env["repeats"]
-    return (f"{rounds} timed round{'s' if rounds != 1 else ''} after {env['warmup']} warm-up round"
+    return (f"{kernel_line(env)}; {rounds} timed round{'s' if rounds != 1 else ''} after {env['warmup']} warm-up round"
             f"{'s' if env['warmup'] != 1 else ''}, each running every cell (dense and the ideal rows included) once in "
             f"an order shuffled per round (seed {env['seed']}); every ratio taken within a round; figures: median "
             f"[min-max] over the rounds; {env.get('threads')} torch threads; load average (1/5/15 min) "
