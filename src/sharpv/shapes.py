@@ -90,14 +90,16 @@ def build_shape_model(name: str, tokens_per_frame: int = 196, dtype: torch.dtype
                       device: str = "cpu", attn_implementation: str = "sdpa", seed: int = 0,
                       vision_layers: int | None = None):
     """A random-weight model with the architecture of shape ``name`` (``vision_layers``: see
-    :func:`shape_config`)."""
+    :func:`shape_config`). The weights are allocated and initialised on ``device`` itself (a 7B
+    shape on a GPU takes seconds, not the minutes of a CPU initialisation and copy)."""
     from transformers import AutoModelForImageTextToText
 
     config = shape_config(name, tokens_per_frame, vision_layers)
     config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
-    return model.to(device).eval()
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(config, dtype=dtype, attn_implementation=attn_implementation)
+    return model.to(device).eval()  # anything made on another device on purpose follows
 
 
 def synthetic_features(frames: int, tokens: int, dim: int, noise: float = 0.3, seed: int = 0,
