@@ -2,8 +2,7 @@
 :mod:`sharpv.harness.bench`, the vLLM one in :mod:`sharpv.integrations.vllm.bench`): the order a
 round runs its cells in (shuffled per round by ``random.Random(seed)``), ratios taken within a
 round, median [min, max] over the rounds, the relative spread behind the noise flags, and how a
-figure with its spread is written. Standard library only: the vLLM benchmark's parent process
-imports it without torch's models.
+figure with its spread is written. Standard library only.
 """
 
 from __future__ import annotations
@@ -62,12 +61,13 @@ def overlap(spans: Sequence[Sequence[float]]) -> bool:
 
 
 def with_spread(fmt: str, value: float, spread: Sequence[float] | None, scale: float = 1) -> str:
-    """``value`` in ``fmt``, followed by `` [min-max]`` when the rounds spread (a trailing ``x``
-    is written once, after the median)."""
+    """``value`` in ``fmt``, followed by `` [min-max]`` when the rounds spread at that precision (a
+    trailing ``x`` is written once, after the median)."""
     text = fmt.format(value * scale)
-    if spread and spread[0] != spread[1]:
+    if spread:
         lo, hi = (fmt.format(v * scale).rstrip("x") for v in spread)
-        text += f" [{lo}-{hi}]"
+        if lo != hi:
+            text += f" [{lo}-{hi}]"
     return text
 
 
