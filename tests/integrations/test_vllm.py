@@ -302,3 +302,43 @@ def test_the_classes_check_the_checkpoint_family_themselves(checkpoint):
                 models.SharpVLlavaOnevisionForConditionalGeneration):
         with pytest.raises(SharpVError, match=f"{cls.__name__} serves '{cls.sharpv_model_type}' checkpoints, this one is 'llava_next_video'"):
             cls(vllm_config=config)
+
+
+def test_the_benchs_workers_run_interleaved_rounds_on_real_engines(tmp_path):
+    """The benchmark's worker processes with real vLLM engines (sharpv.integrations.vllm.bench): the
+    Qwen3-VL-2B shape cut to one LLM layer and 256 vocabulary rows, 4 frames of 64x64 (8 video
+    tokens), dense and SharpV at rate 0.5, each alive in its own process for two interleaved rounds;
+    each round's answer has its timings and the pruned prompt; the ratios are taken within rounds."""
+    from types import SimpleNamespace
+
+    from sharpv.integrations.vllm import bench
+
+    checkpoint = bench.build_checkpoint("qwen3-vl-2b", 4, tmp_path / "model", frames=4, vocab_size=256, text_layers=1)
+    args = SimpleNamespace(frames=4, tokens_per_step=4, requests=2, new_tokens=2, dtype="float32", shape="qwen3-vl-2b",
+                           max_model_len=512, kv_cache_mib=64)
+    engines = [bench.Engine("dense"), bench.Engine("sharpv", 0.5)]
+    processes = {}
+    try:
+        processes = bench.start_engines(engines, lambda e: bench.EngineProcess(
+            e.id, lambda fd: bench.worker_command(args, e, checkpoint, fd), bench.worker_environment(),
+            tmp_path / f"{e.mode}.log"))
+        for p in processes.values():
+            assert p.ready["ready"] and p.ready["vllm"] == vllm.__version__
+            assert p.loaded_memory["rss_bytes"] > 0
+        timed, log = bench.run_rounds([e.id for e in engines], lambda e, i: processes[e].run(i), rounds=2, warmup=0,
+                                      seed=1)
+        records = [bench.make_record(e, timed[e.id]) for e in engines]
+    finally:
+        for p in processes.values():
+            p.close()
+    assert [sorted(r["order"]) for r in log] == [["dense", "sharpv @ 0.5"]] * 2
+    bench.summarise(records, video_tokens=8)
+    dense, sharpv = records
+    for r in records:
+        assert len(r["rounds"]["requests_per_second"]) == 2 and all(v > 0 for v in r["rounds"]["requests_per_second"])
+        assert all(t > 0 for t in r["rounds"]["ttft_seconds_alone"])
+        assert r["generated_tokens"] == [2, 2]
+    assert sharpv["video_tokens_kept"] == 4 and dense["prompt_tokens"] - sharpv["prompt_tokens"] == 4
+    assert sharpv["rounds"]["vs_dense"] == pytest.approx(
+        [s / d for s, d in zip(sharpv["rounds"]["requests_per_second"], dense["rounds"]["requests_per_second"])])
+    assert "SharpV kept 4 of 8 video tokens" in (tmp_path / "sharpv.log").read_text()
