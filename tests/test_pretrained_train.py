@@ -399,3 +399,17 @@ def test_cli_refuses_foreign_out_and_file_paths(capsys, tmp_path):
     assert "--ship-to" in _one_error_line(capsys)
     assert main(["model", "train", "smollm2-dinov2", "--out", str(tmp_path / "f")]) == 2
     assert "--out" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("hidden, says", [
+    (("peft",), "needs peft: pip install 'sharpv[train]'"),
+    (("onnx", "gguf", "accelerate", "peft"), "needs onnx, gguf, accelerate, peft: pip install 'sharpv[train]'"),
+])
+def test_cli_says_how_to_install_the_train_extra(hidden, says, capsys, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in hidden else find_spec(name, *a))
+    assert main(["model", "train", "smollm2-dinov2", "--out", str(tmp_path / "o"), "--state", str(tmp_path / "s")]) == 2
+    assert says in _one_error_line(capsys)
+    assert not (tmp_path / "s").exists() and not (tmp_path / "o").exists()
