@@ -23,9 +23,8 @@ fails too: a sentence that changed must have its claim updated with it.
     python tools/check_figures.py --list     # the claims, one line each, with their artefacts
 
 Standard library and numpy only; a few seconds. tests/test_published_figures.py runs it in CI.
-Not covered here (owned elsewhere): the llava-onevision-0.5b-cpu efficiency tables and README's
-"Efficiency" paragraph (docs/benchmark.md "Results on this project's CPU", first section) and the
-vLLM figures.
+Bench ratios (README's "Efficiency" table, docs/benchmark.md's CPU and vLLM results) are recomputed
+from every round's raw seconds: the ratio within each round, then the median and [min-max].
 """
 
 from __future__ import annotations
@@ -729,6 +728,114 @@ add(BENCH, "it keeps {}-{}% here",
 add(BENCH, "The full tower costs {}-{} s per frame here",
     lambda: [min(v := [long_video(LV_FULL, 64, m)["vision_seconds"] / 64 for m in ("sharpv-oneshot", "sharpv-chunked")]),
              max(v)], f"bench/{LV_FULL}/results.json", tol=0.5)
+
+
+# efficiency: sharpv bench's interleaved rounds -----------------------------------------------------
+
+
+def bench_cell(folder: str, method: str, budget: float | None, frames: int) -> dict:
+    for r in load_json(f"bench/{folder}/results.json")["records"]:
+        if r["method"] == method and r["budget"] == budget and r["frames"] == frames:
+            return r
+    raise KeyError(f"bench/{folder}: no record {method} @ {budget}, {frames} frames")
+
+
+def _ideal_of(folder: str, cell: dict) -> dict:
+    for r in load_json(f"bench/{folder}/results.json")["records"]:
+        if (r["method"] == "ideal" and r["frames"] == cell["frames"]
+                and r["visual_tokens_kept"] == cell["ideal_visual_tokens"]):
+            return r
+    raise KeyError(f"bench/{folder}: no ideal row for {cell['cell']}")
+
+
+def round_ratio(folder: str, method: str, budget: float | None, frames: int, against: str = "dense") -> list[float]:
+    """[median, min, max] over the timed rounds of a prefill ratio taken within each round, from the raw
+    seconds: dense's over the cell's (``against="dense"``: the speedup; ``"ideal"`` for the ideal
+    row's speedup) or the cell's over its ideal row's (``"vs-ideal"``)."""
+    cell = bench_cell(folder, method, budget, frames)
+    dense = bench_cell(folder, "dense", None, frames)["rounds"]["prefill_seconds"]
+    own = cell["rounds"]["prefill_seconds"]
+    if against == "vs-ideal":
+        ideal = _ideal_of(folder, cell)["rounds"]["prefill_seconds"]
+        values = [c / i for c, i in zip(own, ideal)]
+    else:
+        values = [d / c for d, c in zip(dense, own)]
+    if len(values) != len(dense):
+        raise KeyError(f"bench/{folder}: {cell['cell']} has {len(values)} rounds, dense {len(dense)}")
+    return [float(np.median(values)), min(values), max(values)]
+
+
+HEADLINE = ("headline-cpu/run-1", "headline-cpu/run-2")
+for label, method, against in [("stage 1 (`sharpv:kv=false`)", "sharpv:kv=false", "dense"),
+                               ("ideal (the bare model on only the kept tokens)", "ideal", "dense"),
+                               ("stage 1's prefill against the ideal's", "sharpv:kv=false", "vs-ideal"),
+                               ("both stages, withdrawal forced at layer 12 of 24", "sharpv:kv_threshold=2:kv_min_layer=12", "dense"),
+                               ("FastV", "fastv", "dense"), ("PyramidDrop", "pyramiddrop", "dense")]:
+    add(README, f"| {label} | {{}}x [{{}}-{{}}] | {{}}x [{{}}-{{}}] |",
+        lambda method=method, against=against: [v for run in HEADLINE for v in round_ratio(run, method, 0.3, 32, against)],
+        "bench/headline-cpu/run-{1,2}/results.json (raw seconds of every round)")
+add(README, "its scoring and selection take {} ms / {} ms ({}% / {}% of the dense prefill) and its KV cache is {}x dense",
+    lambda: [*(1000 * bench_cell(run, "sharpv:kv=false", 0.3, 32)["pruning_seconds"] for run in HEADLINE),
+             *(100 * bench_cell(run, "sharpv:kv=false", 0.3, 32)["pruning_share_of_dense_prefill"] for run in HEADLINE),
+             bench_cell(HEADLINE[0], "sharpv:kv=false", 0.3, 32)["kv_ratio"]],
+    "bench/headline-cpu/run-{1,2}/results.json")
+add(README, "The two runs' spreads overlap on every row, and stage 1 is as fast as the ideal within its spread",
+    lambda: [], "bench/headline-cpu/run-{1,2}/results.json",
+    holds=lambda: all(max(a[1], b[1]) <= min(a[2], b[2]) for m in ("sharpv:kv=false", "ideal", "fastv", "pyramiddrop",
+                                                                 "sharpv:kv_threshold=2:kv_min_layer=12")
+                      for a, b in [[round_ratio(run, m, 0.3, 32) for run in HEADLINE]])
+    and all(r[1] <= 1 <= r[2] for r in (round_ratio(run, "sharpv:kv=false", 0.3, 32, "vs-ideal") for run in HEADLINE)))
+
+
+FULL = "llava-onevision-0.5b-cpu"
+BOTH_FORCED = "sharpv:kv_threshold=2:kv_min_layer=12"
+for frames in (8, 16, 32):
+    add(BENCH, f"| {frames} | {{}} [{{}}-{{}}] | " + " | ".join(["{}x [{}-{}]"] * 5) + " | {}% |",
+        lambda frames=frames: [
+            *(lambda v: [float(np.median(v)), min(v), max(v)])(bench_cell(FULL, "dense", None, frames)["rounds"]["prefill_seconds"]),
+            *(v for m in ("ideal", "sharpv:kv=false", BOTH_FORCED, "fastv", "pyramiddrop")
+              for v in round_ratio(FULL, m, 0.3, frames)),
+            100 * bench_cell(FULL, "sharpv:kv=false", 0.3, frames)["pruning_share_of_dense_prefill"]],
+        f"bench/{FULL}/results.json (raw seconds of every round)")
+add(BENCH, "prefill 4.95x [{}-{}] faster than dense", lambda: round_ratio(FULL, "sharpv:kv=false", 0.3, 32)[1:],
+    f"bench/{FULL}/results.json")
+add(BENCH, "(its prefill {}x [{}-{}] the ideal's), with scoring and selection at {} ms = {}% of the dense prefill",
+    lambda: [*round_ratio(FULL, "sharpv:kv=false", 0.3, 32, "vs-ideal"),
+             1000 * bench_cell(FULL, "sharpv:kv=false", 0.3, 32)["pruning_seconds"],
+             100 * bench_cell(FULL, "sharpv:kv=false", 0.3, 32)["pruning_share_of_dense_prefill"]], f"bench/{FULL}/results.json")
+add(BENCH, "At 0.2 and 0.1 it is {}x [{}-{}] and {}x [{}-{}], against the ideal's {}x and {}x",
+    lambda: [*round_ratio(FULL, "sharpv:kv=false", 0.2, 32), *round_ratio(FULL, "sharpv:kv=false", 0.1, 32),
+             round_ratio(FULL, "ideal", 0.2, 32)[0], round_ratio(FULL, "ideal", 0.1, 32)[0]], f"bench/{FULL}/results.json")
+add(BENCH, "(medians {}-{}x its prefill)",
+    lambda: [min(v := [round_ratio(FULL, m, b, 32, "vs-ideal")[0] for m in ("sharpv:kv=false", "random", "pooling", "evs",
+             "dycoke", "vidcom2", "visionzip", "fastvid", "flashvid", "holitom") for b in (0.1, 0.2, 0.3)]), max(v)],
+    f"bench/{FULL}/results.json")
+add(BENCH, "**Both stages, withdrawal forced at layer 12**: {}x [{}-{}] at 0.3 (32 frames) and {}x [{}-{}] at 0.1, KV cache {}x and {}x dense",
+    lambda: [*round_ratio(FULL, BOTH_FORCED, 0.3, 32), *round_ratio(FULL, BOTH_FORCED, 0.1, 32),
+             bench_cell(FULL, BOTH_FORCED, 0.3, 32)["kv_ratio"], bench_cell(FULL, BOTH_FORCED, 0.1, 32)["kv_ratio"]],
+    f"bench/{FULL}/results.json")
+add(BENCH, "FastV at 0.3 is {}x [{}-{}]", lambda: round_ratio(FULL, "fastv", 0.3, 32), f"bench/{FULL}/results.json")
+add(BENCH, "PyramidDrop {}x [{}-{}] at 0.3 and {}x [{}-{}] at 0.1",
+    lambda: [*round_ratio(FULL, "pyramiddrop", 0.3, 32), *round_ratio(FULL, "pyramiddrop", 0.1, 32)], f"bench/{FULL}/results.json")
+add(BENCH, "VTW {}x [{}-{}] at 0.3", lambda: round_ratio(FULL, "vtw", 0.3, 32), f"bench/{FULL}/results.json")
+add(BENCH, "first layers: {}-{}x for FastV, {}-{}x for PyramidDrop",
+    lambda: [f(v) for m in ("fastv", "pyramiddrop") for v in [[round_ratio(FULL, m, b, 32, "vs-ideal")[0] for b in (0.1, 0.2, 0.3)]]
+             for f in (min, max)], f"bench/{FULL}/results.json")
+add(BENCH, "{} of the {} rows are flagged",
+    lambda: (lambda rs: [sum(1 for r in rs if r.get("flag")), len(rs)])(load_json(f"bench/{FULL}/results.json")["records"]),
+    f"bench/{FULL}/results.json")
+add(BENCH, "stage 1 and random at 16 frames and budget 0.1 (314 visual tokens) ran {}-{}x the ideal's prefill in every round, while their speedups' spreads still overlap the ideal's ({}x [{}-{}] and {}x [{}-{}] against {}x [{}-{}])",
+    lambda: [min(v := [*round_ratio(FULL, "sharpv:kv=false", 0.1, 16, "vs-ideal")[1:], *round_ratio(FULL, "random", 0.1, 16, "vs-ideal")[1:]]),
+             max(v), *round_ratio(FULL, "sharpv:kv=false", 0.1, 16), *round_ratio(FULL, "random", 0.1, 16),
+             *round_ratio(FULL, "ideal", 0.1, 16)], f"bench/{FULL}/results.json", tol=0.01)
+add(BENCH, "the same rows at 8 frames do not ({}x [{}-{}] and {}x [{}-{}])",
+    lambda: [*round_ratio(FULL, "sharpv:kv=false", 0.1, 8, "vs-ideal"), *round_ratio(FULL, "random", 0.1, 8, "vs-ideal")],
+    f"bench/{FULL}/results.json")
+add(BENCH, "32 frames (6,272 visual tokens), every method", lambda: [], f"bench/{FULL}/results.md",
+    holds=lambda: all(_norm(line) in document(BENCH) for line in (ROOT / f"bench/{FULL}/results.md").read_text().splitlines()
+                      if line.startswith("| 32 |")))
+add(BENCH, "stage 1's prefill against the ideal's is {}x [{}-{}] and {}x [{}-{}]",
+    lambda: [v for run in HEADLINE for v in round_ratio(run, "sharpv:kv=false", 0.3, 32, "vs-ideal")], "bench/headline-cpu")
 
 
 # --- consistency of the artefacts themselves ---------------------------------------------------------
