@@ -39,7 +39,9 @@ def test_the_headline_claims_are_declared(figures):
     for doc, start in [("README.md", "dense answers"), ("README.md", "at 0.2 by +"), ("README.md", "by **+"),
                        ("docs/evaluation.md", "**Dense quality**"), ("docs/evaluation.md", "it is **+"),
                        ("docs/evaluation.md", "| **budget 0.2** |"), ("docs/evaluation.md", "| **sharpv** | 0.2 |"),
-                       ("docs/api.md", "196 x 896 x 2 bytes"), ("README.md", "peak RSS")]:
+                       ("docs/api.md", "196 x 896 x 2 bytes"), ("README.md", "peak RSS"),
+                       ("README.md", "| stage 1 (`sharpv:kv=false`) |"), ("README.md", "The two runs' spreads overlap"),
+                       ("docs/benchmark.md", "| 32 | {} ["), ("docs/benchmark.md", "32 frames (6,272 visual tokens)")]:
         assert any(d == doc and t.startswith(start) for d, t in texts), (doc, start)
     assert len(figures.CLAIMS) >= 100
 
@@ -58,6 +60,8 @@ def _with_document(figures, monkeypatch, doc: str, old: str, new: str) -> None:
     ("docs/evaluation.md", "(80.5-84.5% for random at 0.2", "(82-85% for random at 0.2", "appearance time and motion"),
     ("docs/evaluation.md", "+5.4 [4.5, 6.4]** | **+5.9 [4.8, 7.0]**", "+5.4 [4.5, 6.4]** | **+5.9 [5.3, 7.0]**",
      "| **budget 0.2** |"),
+    ("README.md", "| 4.60x [4.48-4.91] | 4.99x [4.88-5.04] |", "| 4.60x [4.48-4.91] | 4.99x [4.70-5.04] |", "sharpv:kv=false"),
+    ("docs/benchmark.md", "| 32 | 28.97 [26.31-29.92] | 5.15x", "| 32 | 28.97 [26.31-29.92] | 5.51x", "| 32 | {} ["),
 ])
 def test_a_figure_that_drifts_from_its_artefact_fails(figures, monkeypatch, doc, old, new, needle):
     _with_document(figures, monkeypatch, doc, old, new)
