@@ -838,6 +838,35 @@ add(BENCH, "stage 1's prefill against the ideal's is {}x [{}-{}] and {}x [{}-{}]
     lambda: [v for run in HEADLINE for v in round_ratio(run, "sharpv:kv=false", 0.3, 32, "vs-ideal")], "bench/headline-cpu")
 
 
+# vLLM: the engines' interleaved rounds -----------------------------------------------------------------
+
+
+def vllm_ratio(mode: str, against: str = "dense", key: str = "requests_per_second") -> list[float]:
+    """[median, min, max] over the rounds of ``mode``'s requests/s over ``against``'s within a round,
+    from bench/vllm-cpu's raw per-round numbers."""
+    records = {r["mode"]: r for r in load_json("bench/vllm-cpu/results.json")["records"]}
+    values = [a / b for a, b in zip(records[mode]["rounds"][key], records[against]["rounds"][key])]
+    return [float(np.median(values)), min(values), max(values)]
+
+
+VLLM = "bench/vllm-cpu/results.json (raw numbers of every round)"
+add(README, "SharpV serves {}x [{}-{}] dense's requests per second, against EVS {}x [{}-{}] and VidCom2 {}x [{}-{}] at the same rate",
+    lambda: [*vllm_ratio("sharpv"), *vllm_ratio("evs"), *vllm_ratio("vidcom2")], VLLM)
+add(README, "(SharpV over EVS {}x [{}-{}];", lambda: vllm_ratio("sharpv", "evs"), VLLM)
+add(BENCH, "SharpV's requests per second are {}x [{}-{}] EVS's and {}x [{}-{}] VidCom2's",
+    lambda: [*vllm_ratio("sharpv", "evs"), *vllm_ratio("sharpv", "vidcom2")], VLLM)
+add(BENCH, "and all three serve {}-{}x dense's requests per second",
+    lambda: [min(v := [vllm_ratio(m)[0] for m in ("sharpv", "evs", "vidcom2")]), max(v)], VLLM)
+add(BENCH, "The time to first token of a request alone falls to {}-{}x dense's",
+    lambda: [min(v := [1 / vllm_ratio(m, key="ttft_seconds_alone")[0] for m in ("sharpv", "evs", "vidcom2")]), max(v)],
+    VLLM, tol=0.01)
+add(BENCH, "1 warm-up round, 11.0 minutes in all. Median [min-max] over the rounds", lambda: [], VLLM,
+    holds=lambda: all(_norm(line) in document(BENCH) for line in (ROOT / "bench/vllm-cpu/results.md").read_text().splitlines()
+                      if line.startswith("| ")))
+add("docs/integrations.md", "SharpV, EVS and VidCom2 at {}-{}x dense's requests per second with overlapping spreads, SharpV over EVS {}x [{}-{}]",
+    lambda: [min(v := [vllm_ratio(m)[0] for m in ("sharpv", "evs", "vidcom2")]), max(v), *vllm_ratio("sharpv", "evs")], VLLM)
+
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
