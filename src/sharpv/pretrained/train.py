@@ -106,9 +106,8 @@ class TrainSettings:
 
     def check(self) -> None:
         """Every value in range; raises SharpVError naming the CLI flag."""
-        def at_least(value, flag, low):
-            if value is not None and not value >= low:
-                raise SharpVError(f"{flag} must be at least {low}, got {value}")
+        from sharpv.cli_values import check_at_least as at_least
+
         at_least(self.seed, "--seed", 0)
         at_least(self.videos, "--videos", 1)
         at_least(self.frames, "--frames", 3)
