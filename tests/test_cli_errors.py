@@ -148,6 +148,19 @@ def cases():
         ("bench methods empty", b + ["--methods", ","], "--methods names no method"),
         ("bench out is a file", b + ["--out", "{root}/afile"], "is a file"),
         ("bench out under a file", bm + ["--out", "{root}/afile/x"], "{root}/afile is a file, not a folder"),
+        # similarity
+        ("similarity n", ["similarity", "--out", "{root}/s", "--n", "0"], "--n must be at least 1"),
+        ("similarity threshold", ["similarity", "--out", "{root}/s", "--threshold", "5"], "--threshold must be in [-1, 2]"),
+        ("similarity min-layer", ["similarity", "--out", "{root}/s", "--min-layer", "0"], "--min-layer must be at least 1"),
+        ("similarity video missing", ["similarity", "--out", "{root}/s", "--video", "{root}/none.mp4"], "is not a file; pass a video file"),
+        ("similarity model missing", ["similarity", "--out", "{root}/s", "--model", "{root}/none"], "does not exist"),
+        ("similarity out is a file", ["similarity", "--out", "{root}/afile"], "is a file"),
+        # stage2
+        ("stage2 n", ["stage2", "--out", "{root}/s", "--n", "1"], "--n must be at least 2"),
+        ("stage2 sweep", ["stage2", "--out", "{root}/s", "--sweep", "2,x"], "--sweep takes comma-separated integers"),
+        ("stage2 sweep 0", ["stage2", "--out", "{root}/s", "--sweep", "0"], "--sweep values must be integers >= 1"),
+        ("stage2 threshold", ["stage2", "--out", "{root}/s", "--threshold", "-3"], "--threshold must be in [-1, 2]"),
+        ("stage2 config missing", ["stage2", "--out", "{root}/s", "--config", "{root}/none.json"], "is not a file"),
         # tiny-model
         ("tiny-model arch", ["tiny-model", "{root}/t1", "--arch", "gpt"], "--arch must be one of"),
         ("tiny-model no arch", ["tiny-model", "{root}/t1"], "Missing option '--arch'"),
@@ -251,6 +264,8 @@ WRITERS = [
     ("lmms-eval-task", ["lmms-eval-task", "{root}/bad.jsonl", "{dest}"]),
     ("bench", ["bench", "--model", "{model}", "--frames", "2", "--out", "{dest}"]),
     ("bench --long-video", ["bench", "--long-video", "--model", "{model}", "--frames", "2", "--out", "{dest}"]),
+    ("similarity", ["similarity", "--model", "{model}", "--out", "{dest}"]),
+    ("stage2", ["stage2", "--model", "{model}", "--out", "{dest}"]),
 ]
 #: destinations nobody can create, root included (chmod does not stop root): under a regular file,
 #: and in /proc (a kernel file system that takes no new folder)
@@ -288,7 +303,8 @@ def test_the_output_checks_leave_nothing_behind(tmp_path):
 #: (command, a file it writes into its folder); the folder is {dest}
 FIXED_NAMES = [
     ("viz", "index.html"), ("answer --viz", "viz.json"), ("eval", "results.md"), ("calibrate", "config.json"),
-    ("bench", "kv_bytes.png"), ("bench --long-video", "long_video.png"),
+    ("bench", "kv_bytes.png"), ("bench --long-video", "long_video.png"), ("similarity", "config.json"),
+    ("stage2", "stage2.md"),
 ]
 
 

