@@ -28,7 +28,7 @@ from sharpv.harness.bench import MethodSpec
 from sharpv.harness.calibrate import (
     ACCURACY, STAGE2, CalibrationResult, Search, Target, heldout_check,
 )
-from sharpv.harness.evaluate import evaluate_prepared, load_jsonl, prepare_videos, synthetic_examples
+from sharpv.harness.evaluate import evaluate_prepared, load_jsonl, prepare_videos, render_size, synthetic_examples
 from sharpv.harness.report import markdown_table, rich_table, write_json
 
 CALIBRATED_LABEL = "sharpv[calibrated]"
@@ -58,8 +58,9 @@ def load_examples(data: Path | None, seed: int, n: int, frames: int | None, mode
         return load_jsonl(data), frames or default_frames(model, processor), str(data)
     n_frames = frames or FRAMES
     kind = "held-out set" if seed == HELDOUT_SEED else "set"
-    return (synthetic_examples(seed, n, frames=n_frames), n_frames,
-            f"synthetic {kind} (seed {seed}, n {n}, {n_frames} frames rendered in memory)")
+    size = render_size(model)
+    return (synthetic_examples(seed, n, frames=n_frames, size=size), n_frames,
+            f"synthetic {kind} (seed {seed}, n {n}, {n_frames} frames rendered in memory at {size} px)")
 
 
 def _progress(console: Console) -> Progress:

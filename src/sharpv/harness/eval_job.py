@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec, plan
-from sharpv.harness.evaluate import evaluate, load_jsonl, majority_rates, synthetic_examples, video_groups
+from sharpv.harness.evaluate import evaluate, load_jsonl, majority_rates, render_size, synthetic_examples, video_groups
 from sharpv.harness.provenance import Clock, describe, provenance
 from sharpv.harness.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
@@ -195,9 +195,10 @@ def _run_one(model_path: Path, *, data: Path | None, seed: int, n: int, frames: 
             source = str(data)
         else:
             n_frames = frames or FRAMES
-            examples = synthetic_examples(seed, n, frames=n_frames)
+            size = render_size(model)
+            examples = synthetic_examples(seed, n, frames=n_frames, size=size)
             kind = "held-out set" if seed == HELDOUT_SEED else "set"
-            source = f"synthetic {kind} (seed {seed}, n {n}, {n_frames} frames rendered in memory)"
+            source = f"synthetic {kind} (seed {seed}, n {n}, {n_frames} frames rendered in memory at {size} px)"
     total = len(plan(specs, budgets)) * len(examples)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console, transient=True) as progress:

@@ -81,12 +81,21 @@ class Example:
         return f"{self.question}\n{choices}\nAnswer with the option's letter from the given choices directly."
 
 
-def synthetic_examples(seed: int, n: int, frames: int = 16) -> list[Example]:
-    """The synthetic QA set of ``seed`` (see :mod:`sharpv.synthetic`), frames rendered in memory."""
+def synthetic_examples(seed: int, n: int, frames: int = 16, size: int = 64) -> list[Example]:
+    """The synthetic QA set of ``seed`` (see :mod:`sharpv.synthetic`), frames rendered in memory at
+    ``size`` px (:func:`render_size` gives a model's)."""
     from sharpv.synthetic import generate
 
     return [Example(it.id, it.question, it.answer, frames=it.frames(), type=it.qtype, item=it)
-            for it in generate(seed, n, frames=frames)]
+            for it in generate(seed, n, frames=frames, size=size)]
+
+
+def render_size(model: Any) -> int:
+    """The size the synthetic scenes are rendered at for ``model``: its vision tower's frame size
+    where the config names one larger than 64 (a 224-px DINOv2 tower sees 224-px scenes, not 64-px
+    ones upscaled), else 64, what the shipped models were trained on."""
+    size = getattr(getattr(model.config, "vision_config", None), "image_size", None)
+    return max(64, int(size)) if isinstance(size, int) else 64
 
 
 def evidence_for(example: Example, stats: Any) -> np.ndarray | None:

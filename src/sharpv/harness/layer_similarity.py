@@ -285,7 +285,9 @@ def run_job(model_dir: Path, out: Path | None, *, n: int = 64, calibration_n: in
 
     clock = Clock()
     model, processor = load_model(model_dir)
-    size = int(getattr(getattr(model.config, "vision_config", None), "image_size", 64) or 64)
+    from sharpv.harness.evaluate import render_size
+
+    size = render_size(model)
     seed = HELDOUT_SEED if seed is None else seed
     calibration_seed = CALIBRATION_SEED if calibration_seed is None else calibration_seed
     calibration = synthetic_videos(calibration_seed, calibration_n, frames, size)

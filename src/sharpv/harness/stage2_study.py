@@ -216,7 +216,9 @@ def run_job(model_dir: Path, out: Path | None, *, n: int = 300, frames: int = 8,
         settings = {k: v for k, v in cfg.settings.items() if k.startswith("kv")}
         label = f"sharpv stage 2 ({cfg.display_label})"
     model, processor = load_model(model_dir)
-    size = int(getattr(getattr(model.config, "vision_config", None), "image_size", 64) or 64)
+    from sharpv.harness.evaluate import render_size
+
+    size = render_size(model)
     seed = HELDOUT_SEED if seed is None else seed
     examples = [Example(it.id, it.question, it.answer, frames=it.frames(), type=it.qtype, item=it)
                 for it in generate(seed, n, frames=frames, size=size)]
