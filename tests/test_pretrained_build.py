@@ -366,8 +366,10 @@ def test_model_option_takes_a_built_models_name(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(assemble_module, "default_out", lambda name: tmp_path / "models" / name)
     with pytest.raises(SharpVError, match="--model smollm2-dinov2 is not built yet; run `sharpv model build smollm2-dinov2` first"):
         resolve_model("smollm2-dinov2")
-    assert main(["eval", "--model", "smollm2-dinov2", "--n", "2", "--out", str(tmp_path / "ev")]) == 2
-    assert "is not built yet" in _one_error_line(capsys)
+    for argv in (["eval", "--n", "2", "--out", str(tmp_path / "ev")], ["bench", "--frames", "2"],
+                 ["similarity", "--out", str(tmp_path / "sim")], ["stage2", "--out", str(tmp_path / "st2")]):
+        assert main([*argv, "--model", "smollm2-dinov2"]) == 2, argv
+        assert "is not built yet" in _one_error_line(capsys), argv
     built = tmp_path / "models" / "smollm2-dinov2"
     built.mkdir(parents=True)
     (built / MARKER).write_text("{}")

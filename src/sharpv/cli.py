@@ -277,7 +277,7 @@ def viz(
 
 @app.command()
 def bench(
-    model: Optional[Path] = typer.Option(None, "--model", help="Local model directory (from_pretrained)."),
+    model: Optional[str] = typer.Option(None, "--model", help="Local model directory (from_pretrained), a built model (smollm2-dinov2) or a shipped model's name."),
     shape: Optional[str] = typer.Option(None, "--shape", help="A real model's shape with random weights: llava-onevision-0.5b, llava-onevision-7b, qwen2.5-vl-3b, qwen2.5-vl-7b."),
     frames: str = typer.Option("8,16,32", "--frames", help="Frame counts, comma-separated."),
     tokens_per_frame: int = typer.Option(196, "--tokens-per-frame", help="Visual tokens per frame (a square; --shape only)."),
@@ -313,6 +313,7 @@ def bench(
         raise SharpVError("pass exactly one of --model DIR or --shape NAME")
     if shape is not None and shape not in SHAPES:
         raise SharpVError(f"--shape: unknown shape {shape!r}; known shapes: {', '.join(SHAPES)}")
+    model = resolve_model(model)
     check_model_dir(model)
     if tokens_per_frame < 1 or int(tokens_per_frame**0.5) ** 2 != tokens_per_frame:
         raise SharpVError(f"--tokens-per-frame must be a square number (a square frame grid), got {tokens_per_frame}")
