@@ -140,3 +140,24 @@ def test_bench_bad_input(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+def test_bench_on_a_video_file_runs_its_frames_through_the_vision_tower(tmp_path, capsys, tiny_dirs):
+    """``--video``: the methods decide on the file's frames (processor, real vision tower), and the
+    run records the file; adaptive SharpV keeps what that content warrants."""
+    from test_video import write_video
+
+    clip = write_video(tmp_path / "clip.mp4", n=12, size=64)
+    out = tmp_path / "bench"
+    code = main(["bench", "--model", str(tiny_dirs["llava-onevision"]), "--video", str(clip), "--frames", "4",
+                 "--methods", "sharpv", "--budgets", "adaptive", "--dtype", "float32", "--repeats", "1", "--warmup", "0",
+                 "--new-tokens", "2", "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    payload = json.loads((out / "results.json").read_text())
+    env = payload["environment"]
+    assert env["video"] == str(clip) and env["vision"] == "real" and env["question"] == "Describe the video."
+    rows = {r["method"]: r for r in payload["records"]}
+    assert rows["dense"]["frames"] == 4 and rows["dense"]["visual_tokens_in"] > 0
+    assert rows["dense"]["vision_seconds"] > 0  # the tower ran on the file's pixels
+    assert f"frames of {clip}" in (out / "results.md").read_text()

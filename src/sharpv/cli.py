@@ -287,6 +287,8 @@ def bench(
     dtype: str = typer.Option("bfloat16", "--dtype", help="float32, bfloat16 or float16."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     vision: str = typer.Option("precomputed", "--vision", help="precomputed (synthetic features, vision tower skipped) or real (random pixels through the vision tower)."),
+    video: Optional[Path] = typer.Option(None, "--video", help="With --model: a video file whose frames (sampled uniformly, --frames of them) go through the real vision tower with --question, so the methods decide on real content (implies --vision real; not --long-video)."),
+    question: str = typer.Option("Describe the video.", "--question", help="--video only: the question of the prompt."),
     repeats: int = typer.Option(3, "--repeats", help="Timed rounds; each runs every method x budget x frames (dense and the ideal rows included) once, in a shuffled order; figures are the median [min-max] over the rounds, every ratio taken within a round."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed rounds before them (--long-video: untimed passes on a one-frame video)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the rounds' shuffled order (recorded in results.json; not --long-video)."),
@@ -330,6 +332,8 @@ def bench(
     frame_list = parse_ints(frames, "--frames")
     if long_video and config:
         raise SharpVError("--config applies to the standard bench, not --long-video (its modes are dense and SharpV)")
+    if long_video and video is not None:
+        raise SharpVError("--video applies to the standard bench, not --long-video (it makes its videos of any length)")
     if long_video:
         from sharpv.harness.long_video import check_options
 
@@ -352,6 +356,13 @@ def bench(
         return
     if vision_layers is not None:
         raise SharpVError("--vision-layers applies to --long-video only")
+    if video is not None:
+        if shape is not None:
+            raise SharpVError("--video needs --model (a --shape model has random weights and no processor)")
+        if not video.is_file():
+            raise SharpVError(f"--video {video} is not a file; pass a video file")
+        check_text(question, "--question")
+        vision = "real"
     budget_list = parse_budgets(budgets)
     specs = _specs_with_configs(methods, budget_list, config)
     check_output_dir(out, "--out")
@@ -364,6 +375,7 @@ def bench(
         model_dir=model, shape=shape, frames=frame_list, tokens_per_frame=tokens_per_frame, specs=specs,
         budgets=budget_list, dtype=dtype, device=device, vision=vision, repeats=repeats, warmup=warmup,
         new_tokens=new_tokens, noise=noise, out=out, console=err, seed=seed, sdpa_kernel=sdpa_kernel,
+        video=video, question=question.strip(),
     )
 
 

@@ -34,14 +34,15 @@ def write_bench_plots(records: list[dict], out: Path) -> None:
 def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int], tokens_per_frame: int,
                   specs: list[MethodSpec], budgets: list[float | None], dtype: str, device: str, vision: str,
                   repeats: int, warmup: int, new_tokens: int, noise: float, out: Path | None,
-                  console: Console, seed: int = DEFAULT_SEED, sdpa_kernel: str = "auto") -> list[dict]:
+                  console: Console, seed: int = DEFAULT_SEED, sdpa_kernel: str = "auto", video: Path | None = None,
+                  question: str = "Describe the video.") -> list[dict]:
     clock = Clock()
     with console.status("building the model", spinner="dots"):
         if shape is not None:
             model = build_shape_model(shape, tokens_per_frame, dtype=DTYPES[dtype], device=device)
             source = f"shape {shape} (random weights)"
         else:
-            model, _ = load_model(model_dir, dtype=dtype, device=device)
+            model, processor = load_model(model_dir, dtype=dtype, device=device)
             source = str(model_dir)
     if model_dir is not None:
         from sharpv.adapters import adapter_for
@@ -50,8 +51,14 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
         tokens_per_frame = getattr(adapter, "tokens_per_frame", tokens_per_frame)
 
     def make_inputs(n_frames: int) -> dict:
+        if video is not None:  # real frames through the processor and the vision tower
+            from sharpv.answer import inputs_on
+            from sharpv.video import build_inputs, read_video_for
+
+            return inputs_on(model, build_inputs(processor, question, read_video_for(processor, video, n_frames)))
         return synthetic_inputs(model, n_frames, tokens_per_frame, vision=vision, noise=noise)
 
+    what = f"real, frames of {video}" if video is not None else vision
     load_before = load_average()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
@@ -71,12 +78,14 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
                                     sdpa_kernel=sdpa_kernel)
         progress.advance(task)
     env = environment(model, dtype=dtype, device=device, source=source, vision=vision, noise=noise)
+    if video is not None:
+        env.update(video=str(video), question=question)
     env.update(tokens_per_frame=tokens_per_frame, repeats=repeats, warmup=warmup, new_tokens=new_tokens, seed=seed,
                noise_threshold=NOISE_THRESHOLD, load_average_before=load_before, load_average_after=load_average(),
                sdpa_kernel=sdpa_kernel)
     notes = bench_notes(records, env)
     Console(width=max(200, Console().width)).print(
-        rich_table(records, BENCH_COLUMNS, title=f"sharpv bench: {source}, {dtype}, {device}, vision {vision}")
+        rich_table(records, BENCH_COLUMNS, title=f"sharpv bench: {source}, {dtype}, {device}, vision {what}")
     )
     for line in notes:
         console.print(line, markup=False, highlight=False)
@@ -85,7 +94,7 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
         origin = provenance(clock)  # sharpv commit, package versions, wall time
         write_json(out / "results.json", {"environment": env, "provenance": origin, "rounds": rounds, "records": records})
         (out / "results.md").write_text(
-            f"Model: {source}; dtype {dtype}; device {device}; vision {vision}; {method_line(env)} {describe(origin)}."
+            f"Model: {source}; dtype {dtype}; device {device}; vision {what}; {method_line(env)} {describe(origin)}."
             "\n\n"
             + markdown_table(records, BENCH_COLUMNS) + "".join(f"\n- {line}" for line in notes) + ("\n" if notes else "")
         )
