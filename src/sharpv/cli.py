@@ -580,6 +580,11 @@ def eval_(
     check_overwrite(out, EVAL_FILES, overwrite, "--out")
     budget_list = parse_budgets(budgets)
     specs = _specs_with_configs(methods, budget_list, config)
+    if out is not None and overwrite:  # start over: an interrupted run's state goes too
+        from sharpv.harness.eval_job import state_file
+
+        for k in range(len(models)):
+            state_file(out, k).unlink(missing_ok=True)
     if data is not None:
         from sharpv.harness.evaluate import load_jsonl
 
@@ -900,7 +905,13 @@ def main(argv: list[str] | None = None) -> int:
     except SharpVError as exc:
         err.print(f"error: {_one_line(exc)}", highlight=False, soft_wrap=True, markup=False)
         return 2
+    except KeyboardInterrupt:
+        err.print("interrupted", highlight=False, markup=False)
+        return 130
     except Exception as exc:
+        if type(exc).__name__ == "Abort":  # click's form of Ctrl-C
+            err.print("interrupted", highlight=False, markup=False)
+            return 130
         # Usage errors of typer's (vendored) click: one line instead of the usage banner.
         if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             message = exc.format_message()

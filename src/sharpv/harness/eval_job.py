@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec, plan
-from sharpv.harness.evaluate import evaluate, load_jsonl, majority_rates, render_size, synthetic_examples, video_groups
+from sharpv.harness.evaluate import EvalState, evaluate, load_jsonl, majority_rates, render_size, synthetic_examples, video_groups
 from sharpv.harness.provenance import Clock, describe, provenance
 from sharpv.harness.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
@@ -183,7 +183,7 @@ def write_eval_report(out: Path, records: list[dict], env: dict) -> None:
 
 def _run_one(model_path: Path, *, data: Path | None, seed: int, n: int, frames: int | None, specs: list[MethodSpec],
              budgets: list[float | None], dtype: str, device: str, max_new_tokens: int, keep_predictions: bool,
-             console: Console, label: str | None = None):
+             console: Console, label: str | None = None, state_path: Path | None = None):
     from sharpv.answer import default_frames
     from sharpv.synthetic.model import FRAMES, HELDOUT_SEED
 
@@ -208,10 +208,30 @@ def _run_one(model_path: Path, *, data: Path | None, seed: int, n: int, frames: 
             progress.update(task, description=f"{label}: {text}" if label else text)
             progress.advance(task)
 
+        state = None
+        if state_path is not None:
+            fingerprint = {"model": str(model_path), "data": str(data) if data is not None else None,
+                           "seed": None if data is not None else seed, "n": None if data is not None else n,
+                           "frames": n_frames, "methods": [[sp.label, sp.name, sp.settings, sp.fixed] for sp in specs],
+                           "budgets": budgets, "dtype": dtype, "device": device, "max_new_tokens": max_new_tokens}
+            state = EvalState(state_path, fingerprint)
+
+        def resumed(done: int, total_groups: int) -> None:
+            console.print(f"resuming an interrupted run from {state_path}: {done} of {total_groups} videos done",
+                          markup=False, highlight=False)
+
         records = evaluate(model, processor, examples, specs, budgets, frames=n_frames,
-                           max_new_tokens=max_new_tokens, on_step=step, keep_predictions=keep_predictions)
+                           max_new_tokens=max_new_tokens, on_step=step, keep_predictions=keep_predictions,
+                           state=state, on_resume=resumed)
     del model
     return records, examples, n_frames, source
+
+
+def state_file(out: Path, index: int) -> Path:
+    """Where an ``--out`` run keeps the state of its ``index``-th model while it runs
+    (:class:`~sharpv.harness.evaluate.EvalState`): rerunning the same command after an interruption
+    continues from it; ``--overwrite`` discards it."""
+    return out / (".eval_state.json" if index == 0 else f".eval_state.{index}.json")
 
 
 def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int, n: int, frames: int | None,
@@ -229,7 +249,7 @@ def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int
         mine, examples, n_frames, source = _run_one(
             model_path, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budgets, dtype=dtype,
             device=device, max_new_tokens=max_new_tokens, keep_predictions=out is not None, console=console,
-            label=label if several else None)
+            label=label if several else None, state_path=state_file(out, len(per_model)) if out is not None else None)
         tag = dict(model=label) if several else {}
         predictions += [dict(p, **tag, method=r["method"], budget=r["budget"]) for r in mine for p in r.pop("predictions", [])]
         records += [dict(tag, **r) for r in mine]
@@ -256,6 +276,8 @@ def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int
         env["provenance"] = provenance(clock)  # sharpv commit, package versions, wall time of the whole run
         write_json(out / "run.json", env)
         write_eval_report(out, records, env)
+        for k in range(len(models)):  # finished: the states of the interrupted runs are no longer needed
+            state_file(out, k).unlink(missing_ok=True)
         console.print(f"wrote {out}/results.json, results.md, run.json, predictions.jsonl, accuracy_vs_kept_share.png"
                       + (", evidence_vs_accuracy.png" if (out / "evidence_vs_accuracy.png").exists() else ""))
     return records

@@ -263,6 +263,21 @@ class _Tally:
     # evidence recall (synthetic examples): per type [cells kept, cells, frames hit, frames shown]
     evidence: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0, 0, 0]))
 
+    def to_dict(self) -> dict:
+        return {k: (dict(v) if isinstance(v, defaultdict) else v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "_Tally":
+        t = cls()
+        for k, v in raw.items():
+            if k in ("right", "count"):
+                getattr(t, k).update(v)
+            elif k == "evidence":
+                t.evidence.update({q: list(x) for q, x in v.items()})
+            else:
+                setattr(t, k, v)
+        return t
+
     def add_evidence(self, qtype: str, example: Example, stats: Any) -> None:
         from sharpv.synthetic.evidence import evidence_recall
 
@@ -417,9 +432,59 @@ def _label(spec: MethodSpec, budget: float | None) -> str:
     return f"{spec.label} @ {budget if budget is not None else ADAPTIVE if spec.name != 'dense' else '-'}"
 
 
+class EvalState:
+    """What an interrupted ``evaluate`` had done: after every video group (at most every
+    ``every_seconds``) the tallies and predictions of every run so far go to ``path`` (JSON,
+    written to a temporary file and moved into place), with a ``fingerprint`` of what is being
+    evaluated (model, set, methods, budgets, frames, tokens). A run with the same fingerprint
+    continues after the last group saved; another fingerprint is refused."""
+
+    VERSION = 1
+    EVERY_SECONDS = 30.0
+
+    def __init__(self, path: Path, fingerprint: dict, every_seconds: float | None = None):
+        self.path, self.fingerprint = Path(path), json.loads(json.dumps(fingerprint))
+        self.every = self.EVERY_SECONDS if every_seconds is None else every_seconds
+        self._last = 0.0
+
+    def load(self, n_runs: int) -> tuple[int, list["_Tally"], list[dict[int, dict]]] | None:
+        if not self.path.is_file():
+            return None
+        try:
+            raw = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            raise SharpVError(f"{self.path} is not a readable eval state; delete it (or pass --overwrite) to start over") from None
+        if raw.get("version") != self.VERSION or raw.get("fingerprint") != self.fingerprint:
+            raise SharpVError(f"{self.path} holds an unfinished eval of other settings (model, set, methods, budgets, frames "
+                              "or tokens); rerun with those, or pass --overwrite to start over")
+        if len(raw["tallies"]) != n_runs:
+            raise SharpVError(f"{self.path} does not match this run's plan; pass --overwrite to start over")
+        tallies = [_Tally.from_dict(t) for t in raw["tallies"]]
+        predictions = [{int(k): v for k, v in p.items()} for p in raw["predictions"]]
+        return int(raw["groups_done"]), tallies, predictions
+
+    def save(self, groups_done: int, tallies: list["_Tally"], predictions: list[dict[int, dict]], *, force: bool = False) -> None:
+        import time
+
+        now = time.monotonic()
+        if not force and now - self._last < self.every:
+            return
+        self._last = now
+        payload = {"version": self.VERSION, "fingerprint": self.fingerprint, "groups_done": groups_done,
+                   "tallies": [t.to_dict() for t in tallies], "predictions": predictions}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec], budgets: list[float | None], *,
              frames: int, max_new_tokens: int = 8, on_step: Callable[[str], None] | None = None,
-             keep_predictions: bool = False, reuse_prefix: bool = True) -> list[dict]:
+             keep_predictions: bool = False, reuse_prefix: bool = True, state: EvalState | None = None,
+             on_resume: Callable[[int, int], None] | None = None) -> list[dict]:
     """One record per planned (method, budget): dense first, then the methods in order. When
     SharpV ("sharpv") runs at a budget, every other method at that budget carries its paired
     difference to it (``vs_sharpv``, ``vs_sharpv_ci95``: :func:`add_paired_differences`).
@@ -440,11 +505,23 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
     adapter = adapter_for(model) if reuse_prefix else None
     shareable = [reuse_prefix and shared_prefix_refusal(method, adapter) is None for method in methods]
     groups = video_groups(examples) if reuse_prefix else [[i] for i in range(len(examples))]
-    for group in groups:
+    done = 0
+    resumed = state.load(len(runs)) if state is not None else None
+    if resumed is not None:
+        done, tallies, predictions = resumed
+        if on_resume:
+            on_resume(done, len(groups))
+        if on_step:
+            for _ in range(sum(len(g) for g in groups[:done]) * len(runs)):
+                on_step("resumed")
+    for g in range(done, len(groups)):
+        group = groups[g]
         video = prepare_video(model, processor, examples, group, frames=frames, adapter=adapter)
         for r, ((spec, budget), method, tally) in enumerate(zip(runs, methods, tallies)):
             _answer_video(model, processor, examples, video, method, shareable[r], tally, predictions[r],
                           label=_label(spec, budget), max_new_tokens=max_new_tokens, on_step=on_step)
+        if state is not None:
+            state.save(g + 1, tallies, predictions, force=g + 1 == len(groups))
     dense_prefill = tallies[0].prefill / max(1, sum(tallies[0].count.values()))
     records = []
     for r, ((spec, budget), tally) in enumerate(zip(runs, tallies)):
