@@ -18,7 +18,11 @@ tower ran in chunks (2bbd487).
 
     python tools/measure_answer_rss.py --frames 64,795 --before c69b614 --out bench/answer-rss-cpu
 
-About a minute on this project's 2-core CPU.
+About a minute on this project's 2-core CPU. ``--model NAME`` measures another model (issue 25's
+target: ``--model smollm2-dinov2 --frames 16 --threads 2`` within 30 s and 2 GB), ``--threads`` sets
+each run's thread count::
+
+    python tools/measure_answer_rss.py --model smollm2-dinov2 --frames 16 --threads 2 --out bench/answer-smollm2-dinov2-cpu
 """
 
 from __future__ import annotations
@@ -55,15 +59,18 @@ def write_clip(path: Path, frames: int = 795, height: int = 576, width: int = 76
             container.mux(packet)
 
 
-def measure(clip: Path, frames: int, source: Path | None = None, label: str = "HEAD") -> dict:
-    """One fresh process under /usr/bin/time -v; ``source``: an older package's ``src`` folder to import instead."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+def measure(clip: Path, frames: int, source: Path | None = None, label: str = "HEAD", model: str | None = None,
+            threads: int = 1) -> dict:
+    """One fresh process under /usr/bin/time -v; ``source``: an older package's ``src`` folder to import instead;
+    ``model``: ``--model`` of the command (default: the shipped model)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     if source is None:
         argv = [str(Path(sys.executable).with_name("sharpv"))]
     else:
         argv = [sys.executable, "-c", "import sys; sys.argv[0] = 'sharpv'; from sharpv.cli import _entry; _entry()"]
         env["PYTHONPATH"] = str(source)
-    argv += ["answer", str(clip), QUESTION, "--frames", str(frames), "--json"]
+    extra = ["--model", model] if model else []
+    argv += ["answer", str(clip), QUESTION, "--frames", str(frames), *extra, "--json"]
     done = subprocess.run(["/usr/bin/time", "-v", *argv], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
@@ -71,8 +78,9 @@ def measure(clip: Path, frames: int, source: Path | None = None, label: str = "H
     kib = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", report).group(1))
     elapsed = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", report).group(1)
     answer = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"code": label, "frames": frames, "command": "OMP_NUM_THREADS=1 /usr/bin/time -v sharpv answer CLIP "
-                                        f"\"{QUESTION}\" --frames {frames} --json",
+    return {"code": label, "frames": frames, "model": model or "the shipped model",
+            "command": f"OMP_NUM_THREADS={threads} /usr/bin/time -v sharpv answer CLIP "
+                       f"\"{QUESTION}\" --frames {frames}{' --model ' + model if model else ''} --json",
             "max_rss_kib": kib, "max_rss_mb": round(kib * 1024 / 1e6, 1), "max_rss_mib": round(kib / 1024, 1),
             "elapsed": elapsed, "answer": answer.get("answer"),
             "visual_tokens_kept": answer.get("visual_tokens_kept"), "time_v": report}
@@ -96,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", default="64,795")
     parser.add_argument("--before", help="also run the package source of this earlier commit")
+    parser.add_argument("--model", help="--model of sharpv answer (default: the shipped model)")
+    parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run (default 1)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
 
@@ -105,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "clip795.mp4"
         write_clip(clip)
-        runs = [measure(clip, int(n)) for n in args.frames.split(",")]
+        runs = [measure(clip, int(n), model=args.model, threads=args.threads) for n in args.frames.split(",")]
         if args.before:
             old = Path(tmp) / "before"
             old.mkdir()
@@ -115,11 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["tar", "-x", "-C", str(old)], input=archive, check=True)
             commit = subprocess.run(["git", "-C", str(repo), "rev-parse", args.before], capture_output=True, text=True,
                                     check=True).stdout.strip()
-            runs += [measure(clip, int(n), old / "src", f"before: {commit}") for n in args.frames.split(",")]
+            runs += [measure(clip, int(n), old / "src", f"before: {commit}", args.model, args.threads)
+                     for n in args.frames.split(",")]
     by = {r["frames"]: r for r in runs if r["code"] == "HEAD"}
     result = {
         "what": "peak resident set (GNU time's Maximum resident set size) of sharpv answer on a generated 795-frame "
-                "768x576 H.264 clip with the shipped model, one thread, one fresh process per frame count",
+                f"768x576 H.264 clip with {'--model ' + args.model if args.model else 'the shipped model'}, "
+                f"{args.threads} thread{'s' if args.threads != 1 else ''}, one fresh process per frame count",
         "clip": "795 frames, 768x576, 25 fps, libx264 ultrafast: a red 60x100 square crossing a static random texture "
                 "(numpy seed 0), tools/measure_answer_rss.py:write_clip",
         "runs": runs,
