@@ -867,6 +867,81 @@ add("docs/integrations.md", "SharpV, EVS and VidCom2 at {}-{}x dense's requests 
     lambda: [min(v := [vllm_ratio(m)[0] for m in ("sharpv", "evs", "vidcom2")]), max(v), *vllm_ratio("sharpv", "evs")], VLLM)
 
 
+# --- the pretrained language model (docs/pretrained-model.md, README) ----------------------------------
+
+PRE = "docs/pretrained-model.md"
+SIM = "eval/similarity-smollm2-dinov2/similarity.json"
+PRE_TRAIN = "src/sharpv/assets/smollm2-dinov2/training.json, training_log.json"
+
+
+def sim_curve(measure: str, run: str = "smollm2-dinov2") -> list[float]:
+    return load_json(f"eval/similarity-{run}/similarity.json")["summary"]["measures"][measure]["mean"]
+
+
+def sim_fires(measure: str) -> dict:
+    return load_json(SIM)["summary"]["measures"][measure]["withdraw_layer"]
+
+
+def massive_share() -> list[float]:
+    return load_json(SIM)["summary"]["massive_share_of_visual_norm"]
+
+
+def sim_layer(layer: int) -> dict:
+    return load_json(SIM)["massive_channels"]["per_layer"][layer]
+
+
+def sim_peak(layer: int, channel: int) -> float:
+    return next(c["peak_abs"] for c in sim_layer(layer)["top_channels"] if c["channel"] == channel)
+
+
+def pre_training() -> dict:
+    return load_json("src/sharpv/assets/smollm2-dinov2/training.json")
+
+
+def pre_validation(step: int) -> dict:
+    rows = load_json("src/sharpv/assets/smollm2-dinov2/training_log.json")
+    return next(r["accuracy"] for r in rows if r.get("step") == step and "accuracy" in r)
+
+
+add(README, "crosses M = 0.2 at layer {} of {} (median over {} held-out videos), although {}% of the channels (massive activations) hold {}-{}% of the visual tokens' norm from layer {} on",
+    lambda: [sim_fires("cosine")["median"], load_json(SIM)["summary"]["layers"], len(load_json(SIM)["videos"]),
+             100 * len(load_json(SIM)["massive_channels"]["channels"]) / 576,
+             100 * min(massive_share()[5:]), 100 * max(massive_share()[5:]), 5], SIM)
+add(PRE, "`s_l` falls from {} at layer 1 to {} at layer 8 and crosses 0.2 at layer {} (median over the videos; {} to {}); {} of the 30 layers average below 0.2 and {} below 0.1",
+    lambda: [sim_curve("cosine")[1], sim_curve("cosine")[8], sim_fires("cosine")["median"], sim_fires("cosine")["min"],
+             sim_fires("cosine")["max"], load_json(SIM)["summary"]["measures"]["cosine"]["layers_below_threshold"],
+             load_json(SIM)["summary"]["measures"]["cosine"]["layers_below_0.1"]], SIM)
+add(PRE, "their `s_l` at layer 1 is {}.", lambda: [sim_curve("cosine")[1]], SIM)
+add(PRE, "channel 507 peaks at {} from layer 3 ({}x the layer's median magnitude of {}) and at {} from layer 12 (about {}x its median of {}); channel 247 at {} and channel 14 at {} from layer 12.",
+    lambda: [sim_peak(3, 507), sim_peak(3, 507) / sim_layer(3)["median_abs"], sim_layer(3)["median_abs"], sim_peak(12, 507),
+             14000, sim_layer(12)["median_abs"], sim_peak(12, 247), sim_peak(12, 14)], SIM,
+    tol=[0, 0.5, 0, 0, 500, 0, 0, 0])
+add(PRE, "{} of the 576 channels", lambda: [len(load_json(SIM)["massive_channels"]["channels"])], SIM)
+add(PRE, "{}% of them, hold {}-{}% of the visual tokens' squared norm from layer 5 on ({}% at the input)",
+    lambda: [100 * len(load_json(SIM)["massive_channels"]["channels"]) / 576, 100 * min(massive_share()[5:]),
+             100 * max(massive_share()[5:]), 100 * massive_share()[0]], SIM)
+add(PRE, "raises `s_l` by {}-{} over layers 2-15",
+    lambda: [min(d := [b - a for a, b in zip(sim_curve("cosine")[2:16], sim_curve("without_massive")[2:16])]), max(d)], SIM)
+add(PRE, "and the rule then fires at layer {} ({} to {})",
+    lambda: [sim_fires("without_massive")["median"], sim_fires("without_massive")["min"], sim_fires("without_massive")["max"]], SIM)
+add(PRE, "falls faster instead (layer {})", lambda: [sim_fires("normed")["median"]], SIM)
+add(PRE, "On the shipped 4-layer models it never fires (`s_l` >= {} on every layer",
+    lambda: [min(min(sim_curve("cosine", m)) for m in BOTH)],
+    "eval/similarity-mixed-dropout/similarity.json, eval/similarity-uniform-dropout/similarity.json", tol=0.01)
+add(PRE, "the feature cache of {} training and {} validation videos {} min, {} optimizer steps {} min ({} s per step on two threads",
+    lambda: [pre_training()["settings"]["videos"], 96, pre_training()["wall_seconds_by_phase"]["feature_cache"] / 60,
+             pre_training()["steps"], pre_training()["wall_seconds_by_phase"]["train"] / 60, pre_training()["sec_per_step"]],
+    PRE_TRAIN)
+add(PRE, "{} minutes in all", lambda: [pre_training()["wall_seconds"] / 60], PRE_TRAIN)
+add(PRE, "The budget stopped it at step {} of the {} planned ({} conversations, {} passes over the videos)",
+    lambda: [pre_training()["steps"], pre_training()["planned_steps"], pre_training()["conversations"], pre_training()["epochs"]],
+    PRE_TRAIN)
+add(PRE, "{}% at step 200, {}% at 400, {}% at 600, {}% at 800, {}% at 1,000, {}% at 1,200, **{}% at the end**: colour {}%, colour change {}%, count {}%, appearance time {}%, position {}%, motion {}%",
+    lambda: [100 * pre_validation(k)["overall"] for k in (200, 400, 600, 800, 1000, 1200)]
+    + [100 * pre_training()["final_validation_accuracy"][t] for t in
+       ("overall", "colour", "colour_change", "count", "appearance_time", "position", "motion")], PRE_TRAIN)
+
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
