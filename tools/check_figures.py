@@ -942,6 +942,49 @@ add(PRE, "{}% at step 200, {}% at 400, {}% at 600, {}% at 800, {}% at 1,000, {}%
        ("overall", "colour", "colour_change", "count", "appearance_time", "position", "motion")], PRE_TRAIN)
 
 
+ST2 = "eval/stage2-smollm2-dinov2/stage2.json"
+
+
+def st2(label: str) -> dict:
+    return load_json(ST2)["summary"][label]
+
+
+def st2_acc(label: str) -> float:
+    """Accuracy of an arm from its answers (not the summary)."""
+    q = load_json(ST2)["questions"]
+    return 100 * sum(row[label]["right"] for row in q) / len(q)
+
+
+def st2_diff(label: str, reference: str = "sharpv stage 2") -> list[float]:
+    v = st2(label)["minus_sharpv" if reference == "sharpv stage 2" else "minus_dense"]
+    return [100 * v["mean"], 100 * v["ci95"][0], 100 * v["ci95"][1]]
+
+
+_ARMS = {"dense": "dense", "SharpV stage 2 (M = 0.2, raw cosine)": "sharpv stage 2",
+         "SharpV stage 2, massive channels ignored": "sharpv stage 2 (sharpv, massive channels ignored)",
+         "VTW at layer 10 (SharpV's median)": "VTW at layer 10 (SharpV's median)",
+         "SharpV's layers, permuted across questions": "random layers (SharpV's, permuted)"}
+for shown, label in _ARMS.items():
+    if label == "sharpv stage 2":
+        add(PRE, f"| {shown} | {{}}% | 0 | layer {{}} | {{}}% | {{}}% |",
+            lambda label=label: [st2_acc(label), st2(label)["median_layer"], 100 * st2(label)["compute_share"],
+                                 100 * st2(label)["kv_share"]], ST2)
+    elif label == "dense":
+        add(PRE, f"| {shown} | {{}}% | {{}} [{{}}, {{}}] | - | 100% | 100% |",
+            lambda label=label: [st2_acc(label), *st2_diff(label)], ST2)
+    else:
+        add(PRE, f"| {shown} | {{}}% | {{}} [{{}}, {{}}] | layer {{}} | {{}}% | {{}}% |",
+            lambda label=label: [st2_acc(label), *st2_diff(label), st2(label)["median_layer"],
+                                 100 * st2(label)["compute_share"], 100 * st2(label)["kv_share"]], ST2)
+add(PRE, "| VTW at layer 4 / 8 / 12 / 20 | {}% / {}% / {}% / {}% | {} to {} | 4 / 8 / 12 / 20 | {}% to {}% | {}% to {}% |",
+    lambda: [*(st2_acc(f"VTW at layer {k}") for k in (4, 8, 12, 20)),
+             min(d := [st2_diff(f"VTW at layer {k}")[0] for k in (4, 8, 12, 20)]), max(d),
+             100 * st2("VTW at layer 4")["compute_share"], 100 * st2("VTW at layer 20")["compute_share"],
+             100 * st2("VTW at layer 4")["kv_share"], 100 * st2("VTW at layer 20")["kv_share"]], ST2)
+add(PRE, "SharpV's rule fires at layer 10 ({} to {} on {} of the 100 questions)",
+    lambda: [9, 11, sum(1 for q in load_json(ST2)["questions"] if q["sharpv stage 2"]["layer"] in (9, 10, 11))], ST2)
+
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
