@@ -985,6 +985,15 @@ add(PRE, "SharpV's rule fires at layer 10 ({} to {} on {} of the 100 questions)"
     lambda: [9, 11, sum(1 for q in load_json(ST2)["questions"] if q["sharpv stage 2"]["layer"] in (9, 10, 11))], ST2)
 
 
+add(PRE, "withdrawing at layer 29 or 26 keeps dense's accuracy ({}% and {}% against {}% on {} held-out questions) and at layer 23 it falls to {}%",
+    lambda: [100 * record("vtw-late-smollm2-dinov2", None, "vtw:layer=29", 1.0)["accuracy"],
+             100 * record("vtw-late-smollm2-dinov2", None, "vtw:layer=26", 1.0)["accuracy"],
+             100 * record("vtw-late-smollm2-dinov2", None, "dense", None)["accuracy"],
+             record("vtw-late-smollm2-dinov2", None, "dense", None)["n"],
+             100 * record("vtw-late-smollm2-dinov2", None, "vtw:layer=23", 1.0)["accuracy"]],
+    "eval/vtw-late-smollm2-dinov2/results.json")
+
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
