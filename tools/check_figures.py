@@ -994,6 +994,13 @@ add(PRE, "withdrawing at layer 29 or 26 keeps dense's accuracy ({}% and {}% agai
     "eval/vtw-late-smollm2-dinov2/results.json")
 
 
+add(PRE, "(one thread, a fresh process, another job on the other core): {} s wall and {} MB peak RSS",
+    lambda: [(lambda r: sum(float(x) * 60 ** i for i, x in enumerate(reversed(r["elapsed"].split(":")))))(
+        load_json("bench/answer-smollm2-dinov2-cpu/results.json")["runs"][0]),
+        load_json("bench/answer-smollm2-dinov2-cpu/results.json")["runs"][0]["max_rss_kib"] * 1024 / 1e6],
+    "bench/answer-smollm2-dinov2-cpu/results.json", tol=[0, 0.5])
+
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
