@@ -1001,6 +1001,24 @@ add(PRE, "(one thread, a fresh process, another job on the other core): {} s wal
     "bench/answer-smollm2-dinov2-cpu/results.json", tol=[0, 0.5])
 
 
+HO = "eval/smollm2-dinov2-heldout/heldout.json"
+
+
+def ho_acc(key: str, qtype: str | None = None) -> float:
+    """Held-out accuracy from the answers themselves."""
+    rows = [a for a in load_json(HO)["answers"] if qtype is None or a["type"] == qtype]
+    return 100 * sum(a[f"{key}_right"] for a in rows) / len(rows)
+
+
+add(PRE, "**Dense {}% [{}%, {}%], text only {}% [{}%, {}%]** (chance {}%): the model uses the video, by +{} points (paired 95% interval [+{}, +{}])",
+    lambda: [ho_acc("dense"), *(100 * x for x in load_json(HO)["overall"]["dense"]["ci95"]), ho_acc("text_only"),
+             *(100 * x for x in load_json(HO)["overall"]["text_only"]["ci95"]), 100 * load_json(HO)["chance_overall"],
+             ho_acc("dense") - ho_acc("text_only"), *(100 * x for x in load_json(HO)["dense_minus_text_only"]["ci95"])], HO)
+add(PRE, "colour {}% / {}%, colour change {}% / {}%, count {}% / {}%, appearance time {}% / {}%, position {}% / {}%, motion {}% / {}%.",
+    lambda: [v for t in ("colour", "colour_change", "count", "appearance_time", "position", "motion")
+             for v in (ho_acc("dense", t), ho_acc("text_only", t))], HO)
+
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
