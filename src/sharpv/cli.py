@@ -644,6 +644,23 @@ def calibrate(
     run_calibrate_job(console=err, **options)
 
 
+def _study_setup(model: Optional[str], out: Path, outputs: tuple[str, ...], overwrite: bool, threads: Optional[int],
+                 threshold: float) -> Path:
+    """The shared checks and set-up of the stage-2 studies (`similarity`, `stage2`): M in [-1, 2], the
+    model's folder, --out writable and not holding an earlier run's files, torch's threads."""
+    if not -1.0 <= threshold <= 2.0:
+        raise SharpVError(f"--threshold must be in [-1, 2], got {threshold}")
+    folder = resolve_models([model] if model else [])[0][1]
+    check_output_dir(out, "--out")
+    check_overwrite(out, outputs, overwrite, "--out")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    _quiet_transformers()
+    return folder
+
+
 @app.command()
 def similarity(
     out: Path = typer.Option(..., "--out", help="Folder for similarity.json (every video's curves), similarity.md, similarity.png and config.json (SharpV with the massive channels ignored, for --config)."),
@@ -670,19 +687,10 @@ def similarity(
     check_at_least(ratio, "--ratio", 1.0)
     check_at_least(floor, "--floor", 0.0)
     check_at_least(threads, "--threads", 1)
-    if not -1.0 <= threshold <= 2.0:
-        raise SharpVError(f"--threshold must be in [-1, 2], got {threshold}")
     for v in video:
         if not v.is_file():
             raise SharpVError(f"--video {v} is not a file; pass a video file")
-    folder = resolve_models([model] if model else [])[0][1]
-    check_output_dir(out, "--out")
-    check_overwrite(out, OUTPUTS, overwrite, "--out")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    _quiet_transformers()
+    folder = _study_setup(model, out, OUTPUTS, overwrite, threads, threshold)
     record = run_job(folder, out, n=n, calibration_n=calibration_n, frames=frames, video_files=video,
                      threshold=threshold, min_layer=min_layer, ratio=ratio, floor=floor, log=_log_line)
     print(report(record), end="")
@@ -714,19 +722,10 @@ def stage2(
     check_at_least(min_layer, "--min-layer", 1)
     check_at_least(max_new_tokens, "--max-new-tokens", 1)
     check_at_least(threads, "--threads", 1)
-    if not -1.0 <= threshold <= 2.0:
-        raise SharpVError(f"--threshold must be in [-1, 2], got {threshold}")
     layers = parse_ints(sweep, "--sweep") if sweep.strip() else []
     if config is not None and not config.is_file():
         raise SharpVError(f"--config {config} is not a file; pass a config.json (e.g. from `sharpv similarity`)")
-    folder = resolve_models([model] if model else [])[0][1]
-    check_output_dir(out, "--out")
-    check_overwrite(out, OUTPUTS, overwrite, "--out")
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
-    _quiet_transformers()
+    folder = _study_setup(model, out, OUTPUTS, overwrite, threads, threshold)
     record = run_job(folder, out, n=n, frames=frames, seed=seed, threshold=threshold, min_layer=min_layer,
                      config=config, sweep=layers, max_new_tokens=max_new_tokens, log=_log_line)
     print(report(record), end="")

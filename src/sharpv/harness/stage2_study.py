@@ -61,7 +61,7 @@ def _row(gen, example, is_correct) -> dict:
 
 def study(model, processor, examples: Sequence[Any], *, threshold: float = 0.2, min_layer: int = 2,
           config_settings: dict | None = None, config_label: str | None = None, sweep: Sequence[int] = (),
-          frames: int = 8, max_new_tokens: int = 4, seed: int = 0, log: Log = lambda _: None) -> dict:
+          max_new_tokens: int = 4, seed: int = 0, log: Log = lambda _: None) -> dict:
     """Run every arm on ``examples`` (``sharpv.harness.evaluate.Example`` with frames)."""
     from sharpv.adapters import precompute_video_features
     from sharpv.answer import generate_answer
@@ -223,7 +223,7 @@ def run_job(model_dir: Path, out: Path | None, *, n: int = 300, frames: int = 8,
     examples = [Example(it.id, it.question, it.answer, frames=it.frames(), type=it.qtype, item=it)
                 for it in generate(seed, n, frames=frames, size=size)]
     record = study(model, processor, examples, threshold=threshold, min_layer=min_layer, config_settings=settings,
-                   config_label=label, sweep=sweep, frames=frames, max_new_tokens=max_new_tokens, log=log)
+                   config_label=label, sweep=sweep, max_new_tokens=max_new_tokens, log=log)
     record = {"model": str(model_dir), "set": {"seed": seed, "questions": n, "frames": frames, "render_size": size},
               **record, "provenance": provenance(clock)}
     if out is not None:
