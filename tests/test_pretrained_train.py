@@ -157,6 +157,33 @@ def test_extra_questions_are_true_of_the_scene():
         assert len({q for _, q, _ in conv}) == len(conv)
 
 
+def test_the_description_states_every_items_answer_about_its_object():
+    """The dense caption is true of the scene: each item's own answer (built into the scene) is
+    said about the right object, in the answer's words."""
+    from sharpv.synthetic.conversation import DESCRIBE, conversation, description
+    from sharpv.synthetic.dataset import generate
+
+    for it in generate(11, 240, frames=8, size=224):
+        kind, question, text = description(it)
+        assert (kind, question) == ("describe", DESCRIBE) and text.endswith(" .")
+        count, *objects = text[:-2].split(" ; ")
+        if it.qtype == "count":
+            assert count.split()[0] == it.answer
+        assert len(objects) == len(it.scene.objects) and count.startswith(("one object", "two objects", "three objects"))
+        part = next((o for o in objects if f" {it.subject}" in f" {o.split(' , ')[0]}"), None) if it.subject else None
+        want = {"colour": f"{it.answer} {it.subject} ,", "position": f"at the {it.answer}",
+                "motion": f"moves {it.answer}", "appearance_time": f"appears at the {it.answer}",
+                "colour_change": f"{it.subject} turning {it.answer} ,"}.get(it.qtype)
+        if want is not None:
+            assert want in part + " ,", (it.qtype, it.answer, text)
+        if it.qtype == "position":  # the end zone, not a corner or an object's start
+            assert part.split(" at the ")[-1].split(" ,")[0] == it.answer
+    item = generate(11, 1, frames=8, size=224)[0]
+    with_caption = conversation(item, 8, np.random.default_rng(3), describe_share=1.0)
+    assert with_caption[-1] == description(item) and with_caption[:-1] == conversation(item, 8, np.random.default_rng(3))
+    assert all(t != "describe" for t, _, _ in conversation(item, 8, np.random.default_rng(3), describe_share=0.0))
+
+
 def test_scenes_scale_up_as_the_same_scene():
     from sharpv.synthetic.dataset import generate
     from sharpv.synthetic.render import render

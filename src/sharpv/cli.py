@@ -769,12 +769,14 @@ def model_train(
     steps: Optional[int] = typer.Option(None, "--steps", help="Optimizer steps (default: as many as fit --max-minutes, measured on the first steps and then fixed)."),
     videos: int = typer.Option(1600, "--videos", help="Training videos (their vision features are cached once)."),
     frames: int = typer.Option(8, "--frames", help="Frames per video (64 visual tokens each at 224 px)."),
-    turns: int = typer.Option(5, "--turns", help="Questions per video, one conversation: the video's own question, then others its scene answers."),
+    turns: int = typer.Option(8, "--turns", help="Questions per video, one conversation: the video's own question, then others its scene answers."),
+    describe_share: float = typer.Option(0.5, "--describe-share", help="Share of the conversations that end with a dense caption of the scene (every object's colour, appearance, motion and place)."),
     batch: int = typer.Option(2, "--batch", help="Conversations per step."),
     max_epochs: float = typer.Option(4.0, "--max-epochs", help="At most this many passes over the videos."),
     lr_projector: float = typer.Option(1e-3, "--lr-projector", help="Peak learning rate of the projector, image_newline and probe."),
-    lr_lora: float = typer.Option(5e-4, "--lr-lora", help="Peak learning rate of the low-rank adapters."),
-    lora_rank: int = typer.Option(8, "--lora-rank", help="Rank of the adapters on the language model's linear layers (0: projector only)."),
+    lr_lora: float = typer.Option(1e-3, "--lr-lora", help="Peak learning rate of the low-rank adapters."),
+    lora_rank: int = typer.Option(16, "--lora-rank", help="Rank of the adapters on the language model's linear layers (0: projector only)."),
+    lora_alpha: float = typer.Option(32.0, "--lora-alpha", help="Scale of the adapters (the update is alpha / rank times B A)."),
     lora_targets: str = typer.Option(",".join(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), "--lora-targets", help="Linear layers of every decoder layer that get an adapter."),
     aux_weight: float = typer.Option(0.5, "--aux-weight", help="Weight of the probe loss on the visual tokens (shape, colour, row, column of each cell); 0: none."),
     warmup: int = typer.Option(50, "--warmup", help="Steps of linear learning-rate warm-up (then cosine decay to a tenth)."),
@@ -797,6 +799,7 @@ def model_train(
         raise SharpVError(f"no model named {name!r}; sharpv model train knows {', '.join(MODELS)}")
     settings = TrainSettings(seed=seed, videos=videos, frames=frames, turns=turns, batch=batch, steps=steps,
                              max_epochs=max_epochs, lr_projector=lr_projector, lr_lora=lr_lora, lora_rank=lora_rank,
+                             lora_alpha=lora_alpha, describe_share=describe_share,
                              lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
                              aux_weight=aux_weight, warmup=warmup, eval_every=eval_every, val_items=val_items)
     settings.check()

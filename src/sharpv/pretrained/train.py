@@ -17,8 +17,8 @@ Data: a fixed pool of ``videos`` synthetic videos (frames rendered at the vision
 resolution, ``frames`` frames, all visual tokens: 64 per frame at 224 px after the 2 x 2 pooling,
 plus the newline token), each a multi-turn ChatML conversation: the item's own question first
 (exactly the single-question prompt inference uses), then up to ``turns - 1`` further questions the
-scene answers (:mod:`sharpv.synthetic.conversation`), loss on the answer tokens and the end-of-turn
-token only. The pool is shuffled per epoch (seeded); a step takes ``batch`` conversations.
+scene answers (:mod:`sharpv.synthetic.conversation`), and in a share ``describe_share`` of them a
+dense caption of the scene last; loss on the answer tokens and the end-of-turn token only. The pool is shuffled per epoch (seeded); a step takes ``batch`` conversations.
 
 Steps: ``steps`` or, when None, as many as fit the wall-time budget (``max_minutes``, counted over
 every run of the same state folder): measured on the first steps of the run (seconds per step and
@@ -75,18 +75,19 @@ class TrainSettings:
     seed: int = 0
     videos: int = 1600
     frames: int = 8
-    turns: int = 5
+    turns: int = 8
     batch: int = 2
     steps: int | None = None
     max_epochs: float = 4.0
     lr_projector: float = 1e-3
-    lr_lora: float = 5e-4
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
+    lr_lora: float = 1e-3
+    lora_rank: int = 16
+    lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
     aux_weight: float = 0.5
     warmup: int = 50
     appearance_share: float = 0.3
+    describe_share: float = 0.5
     val_items: int = 96
     eval_every: int = 200
     weight_decay: float = 0.0
@@ -120,6 +121,8 @@ class TrainSettings:
         at_least(self.eval_every, "--eval-every", 1)
         at_least(self.warmup, "--warmup", 0)
         at_least(self.aux_weight, "--aux-weight", 0)
+        if not 0 <= self.describe_share <= 1:
+            raise SharpVError(f"--describe-share must be between 0 and 1, got {self.describe_share}")
         for value, flag in ((self.lr_projector, "--lr-projector"), (self.lr_lora, "--lr-lora")):
             if not (value > 0 and math.isfinite(value)):
                 raise SharpVError(f"{flag} must be a positive number, got {value}")
@@ -346,7 +349,8 @@ class Data:
         from sharpv.synthetic.conversation import conversation
 
         rng = np.random.default_rng([self.settings.seed, 12, epoch, index])
-        return conversation(self.pool[index], self.settings.turns, rng, self.settings.appearance_share)
+        return conversation(self.pool[index], self.settings.turns, rng, self.settings.appearance_share,
+                            self.settings.describe_share)
 
     def step_batch(self, step: int, cache) -> tuple:
         from sharpv.pretrained.train_data import collate, probe_labels

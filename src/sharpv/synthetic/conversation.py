@@ -16,6 +16,12 @@ the scene's data says so:
 No other question is asked: a colour-changing object has no single colour, a static object no
 direction, an object off the zone centres no zone. Training a model on several questions per video
 (a multi-turn conversation, as LLaVA's training data does) pays for the video's visual tokens once.
+
+:func:`description` is a dense caption of the whole scene ("describe the video ."): every object with
+its colour (or colour change), when it appears, how it moves and where it is, in the answer words of
+the questions. Like LLaVA's caption data it supervises every object's place and time in every video,
+not one fact per question; it goes last in a conversation, so no question's answer can be copied
+from it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,54 @@ def _direction(obj: SceneObject) -> str | None:
     return "down" if dy > 0 else "up"
 
 
+DESCRIBE = "describe the video ."
+#: where a static or final position is named in a description: the 3 x 3 grid of frame thirds, for
+#: objects placed on a grid point (zone centres and the corners distractors take); others get no place
+_GRID = {0.2: 0, 0.5: 1, 0.8: 2}
+_ROWS, _COLS = ("top", "middle", "bottom"), ("left", "center", "right")
+
+
+def _place(where: tuple[float, float]) -> str | None:
+    col = next((v for k, v in _GRID.items() if abs(where[0] - k) < 1e-9), None)
+    row = next((v for k, v in _GRID.items() if abs(where[1] - k) < 1e-9), None)
+    if col is None or row is None:
+        return None
+    if row == 1:
+        return "center" if col == 1 else _COLS[col]
+    return _ROWS[row] if col == 1 else f"{_ROWS[row]} {_COLS[col]}"
+
+
+def _phase(obj: SceneObject) -> str:
+    from sharpv.synthetic.scene import phase_start
+
+    first = obj.visible.index(True) if any(obj.visible) else len(obj.visible)
+    frames = len(obj.visible)
+    if first == 0:
+        return "beginning"
+    return "middle" if first < phase_start("end", frames) else "end"
+
+
+def description(item: QAItem) -> tuple[str, str, str]:
+    """``("describe", DESCRIBE, caption)``: the count, then every object (circle, square, triangle
+    order) as "colour shape" (or "shape turning colour"), when it appears, its direction if it moves
+    and where it ends (grid words: "top left", "center", ...) where the scene places it exactly.
+    Everything said is true of the scene by construction (tested)."""
+    scene = item.scene
+    parts = [f"{COUNTS[len(scene.objects) - 1]} {'object' if len(scene.objects) == 1 else 'objects'}"]
+    for obj in sorted(scene.objects, key=lambda o: o.shape):
+        colours = list(dict.fromkeys(obj.colours))
+        words = [f"{colours[0]} {obj.shape}" if len(colours) == 1 else f"{obj.shape} turning {colours[-1]}"]
+        words.append(f"appears at the {_phase(obj)}")
+        direction = _direction(obj)
+        if direction is not None:
+            words.append(f"moves {direction}")
+        place = _place(obj.positions[-1])
+        if place is not None:
+            words.append(f"ends at the {place}" if direction is not None else f"at the {place}")
+        parts.append(" , ".join(words))
+    return ("describe", DESCRIBE, " ; ".join(parts) + " .")
+
+
 def extra_questions(item: QAItem, appearance_share: float = 0.3,
                     rng: np.random.Generator | None = None) -> list[tuple[str, str, str]]:
     """``(type, question, answer)`` of every further question ``item``'s scene answers (see the
@@ -77,9 +131,14 @@ def extra_questions(item: QAItem, appearance_share: float = 0.3,
 
 
 def conversation(item: QAItem, turns: int, rng: np.random.Generator,
-                 appearance_share: float = 0.3) -> list[tuple[str, str, str]]:
+                 appearance_share: float = 0.3, describe_share: float = 0.0) -> list[tuple[str, str, str]]:
     """Up to ``turns`` ``(type, question, answer)``: the item's own question first (so the first
-    turn is exactly a single-question prompt), then extra questions in a random order."""
+    turn is exactly a single-question prompt), then extra questions in a random order; with
+    probability ``describe_share`` (drawn after them) the :func:`description` follows as one more
+    turn, last. ``describe_share`` 0 draws nothing more (the conversations of earlier runs)."""
     extra = extra_questions(item, appearance_share, rng)
     order = rng.permutation(len(extra)) if extra else []
-    return [(item.qtype, item.question, item.answer)] + [extra[i] for i in order][: max(0, turns - 1)]
+    out = [(item.qtype, item.question, item.answer)] + [extra[i] for i in order][: max(0, turns - 1)]
+    if describe_share > 0 and rng.random() < describe_share:
+        out.append(description(item))
+    return out
