@@ -320,9 +320,9 @@ add(README, "keeps {}% of dense with {}% of the tokens on `mixed-dropout`, but o
              100 * heldout("calibrate-shipped", "sharpv[calibrated]", None)["kept_share"],
              100 * heldout("calibrate-uniform", "sharpv[calibrated]", None)["kept_share"]],
     "eval/calibrate-shipped/results.json, eval/calibrate-uniform/results.json")
-add(README, "SharpV adaptive keeps {} of {} tokens",
+add("docs/cli.md", "SharpV adaptive keeps {} of {} tokens",
     lambda: [viz_method("sharpv")["visual_tokens_kept"], viz_method("sharpv")["visual_tokens_in"]], "docs/img/viz/viz.json")
-add(README, "FastV lets all {} tokens into the first {} of the model's {} layers, so its layers compute {}% of the visual tokens at keep_ratio {}",
+add("docs/cli.md", "FastV lets all {} tokens into the first {} of the model's {} layers, so its layers compute {}% of the visual tokens at keep_ratio {}",
     lambda: [viz_method("fastv")["visual_tokens_in"], viz_method("fastv")["layers_computing_every_visual_token"],
              load_json("docs/img/viz/viz.json")["llm_layers"], 100 * viz_method("fastv")["equivalent_retention"],
              load_json("docs/img/viz/viz.json")["budget"]], "docs/img/viz/viz.json")
@@ -349,10 +349,10 @@ add(EVAL, "differ by up to {} and {}",
 # README: long videos ----------------------------------------------------------------------------------
 
 RSS = "bench/answer-rss-cpu/results.json"
-add(README, "peak RSS {} MB against {} MB at 64 frames ({}x; {} GB and {} MB with the code before frames were resized",
+add(BENCH, "peak RSS {} MB against {} MB at 64 frames ({}x; {} GB and {} MB with the code before frames were resized",
     lambda: [rss(795), rss(64), rss(795) / rss(64), rss(795, "before") / 1000, rss(64, "before")], RSS)
 BUDGET_MODE = "196 x 896 x 2 bytes, LLaVA-OneVision-0.5B's tokens per frame x hidden size x bf16"
-add(README, "({} MiB per 1,024 frames for the 0.5B shape in bf16)", lambda: [196 * 896 * 2 * 1024 / MIB], BUDGET_MODE)
+add(BENCH, "({} MiB per 1,024 frames for the 0.5B shape in bf16)", lambda: [196 * 896 * 2 * 1024 / MIB], BUDGET_MODE)
 add(API, "196 x 896 x 2 bytes = {} KiB per frame, {} MiB for 1,024 frames",
     lambda: [196 * 896 * 2 / 1024, 196 * 896 * 2 * 1024 / MIB], BUDGET_MODE)
 
@@ -363,23 +363,23 @@ def _mib(r: dict, key: str) -> float:
     return r[key] / MIB
 
 
-add(README, "| 64 | full | SharpV one-shot | {} | {} | {} ({}) |",
+add(BENCH, "| 64 | full | SharpV one-shot | {} | {} | {} ({}) |",
     lambda: [(r := long_video(LV_FULL, 64, "sharpv-oneshot"))["ttft_seconds"], r["question_to_first_token_seconds"],
              _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_FULL}/results.json")
-add(README, "| 64 | full | SharpV chunked | {} | **{} ({}%)** | {} ({}) |",
+add(BENCH, "| 64 | full | SharpV chunked | {} | **{} ({}%)** | {} ({}) |",
     lambda: [(r := long_video(LV_FULL, 64, "sharpv-chunked"))["ttft_seconds"], r["question_to_first_token_seconds"],
              100 * r["question_to_first_token_seconds"] / long_video(LV_FULL, 64, "sharpv-oneshot")["ttft_seconds"],
              _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_FULL}/results.json")
-add(README, "| 64 | 1 layer | dense | {} | {} | {} ({}) |",
+add(BENCH, "| 64 | 1 layer | dense | {} | {} | {} ({}) |",
     lambda: [(r := long_video(LV_1L, 64, "dense"))["ttft_seconds"], r["question_to_first_token_seconds"],
              _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_1L}/results.json")
-add(README, "| 256 | 1 layer | dense | did not finish in {} s |",
+add(BENCH, "| 256 | 1 layer | dense | did not finish in {} s |",
     lambda: [load_json(f"bench/{LV_1L}/results.json")["settings"]["max_seconds"]
              if long_video(LV_1L, 256, "dense")["status"] == "did not finish" else -1], f"bench/{LV_1L}/results.json")
-add(README, "| 64 | 1 layer | SharpV chunked | {} | {} | {} ({}) |",
+add(BENCH, "| 64 | 1 layer | SharpV chunked | {} | {} | {} ({}) |",
     lambda: [(r := long_video(LV_1024, 64, "sharpv-chunked"))["ttft_seconds"], r["question_to_first_token_seconds"],
              _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes")], f"bench/{LV_1024}/results.json")
-add(README, "| 1,024 | 1 layer | SharpV chunked | {} | {} | **{} ({}): {}x the 64-frame peak** |",
+add(BENCH, "| 1,024 | 1 layer | SharpV chunked | {} | {} | **{} ({}): {}x the 64-frame peak** |",
     lambda: [(r := long_video(LV_1024, 1024, "sharpv-chunked"))["ttft_seconds"], r["question_to_first_token_seconds"],
              _mib(r, "peak_memory_bytes"), _mib(r, "peak_over_baseline_bytes"),
              r["peak_memory_bytes"] / long_video(LV_1024, 64, "sharpv-chunked")["peak_memory_bytes"]],
@@ -850,9 +850,9 @@ def vllm_ratio(mode: str, against: str = "dense", key: str = "requests_per_secon
 
 
 VLLM = "bench/vllm-cpu/results.json (raw numbers of every round)"
-add(README, "SharpV serves {}x [{}-{}] dense's requests per second, against EVS {}x [{}-{}] and VidCom2 {}x [{}-{}] at the same rate",
+add("docs/integrations.md", "SharpV serves {}x [{}-{}] dense's requests per second, against EVS {}x [{}-{}] and VidCom2 {}x [{}-{}] at the same rate",
     lambda: [*vllm_ratio("sharpv"), *vllm_ratio("evs"), *vllm_ratio("vidcom2")], VLLM)
-add(README, "(SharpV over EVS {}x [{}-{}];", lambda: vllm_ratio("sharpv", "evs"), VLLM)
+add("docs/integrations.md", "(SharpV over EVS {}x [{}-{}];", lambda: vllm_ratio("sharpv", "evs"), VLLM)
 add(BENCH, "SharpV's requests per second are {}x [{}-{}] EVS's and {}x [{}-{}] VidCom2's",
     lambda: [*vllm_ratio("sharpv", "evs"), *vllm_ratio("sharpv", "vidcom2")], VLLM)
 add(BENCH, "and all three serve {}-{}x dense's requests per second",
@@ -1018,6 +1018,15 @@ add(PRE, "colour {}% / {}%, colour change {}% / {}%, count {}% / {}%, appearance
     lambda: [v for t in ("colour", "colour_change", "count", "appearance_time", "position", "motion")
              for v in (ho_acc("dense", t), ho_acc("text_only", t))], HO)
 
+add(README, "it answers {}% of {} held-out questions against {}% with the video removed (+{} points, paired 95% interval [+{}, +{}])",
+    lambda: [ho_acc("dense"), len(load_json(HO)["answers"]), ho_acc("text_only"), ho_acc("dense") - ho_acc("text_only"),
+             *(100 * x for x in load_json(HO)["dense_minus_text_only"]["ci95"])], HO)
+add(README, "where the rule fires (layer {}) answers {}% of {} held-out questions against dense's {}%, no better than withdrawing at that layer blindly (VTW, {}%)",
+    lambda: [st2("sharpv stage 2")["median_layer"], st2_acc("sharpv stage 2"), len(load_json(ST2)["questions"]), st2_acc("dense"),
+             st2_acc("VTW at layer 10 (SharpV's median)")], ST2)
+add(README, "(withdrawing at layer {} of 30 keeps dense's accuracy)",
+    lambda: [26] if record("vtw-late-smollm2-dinov2", None, "vtw:layer=26", 1.0)["accuracy"]
+    >= record("vtw-late-smollm2-dinov2", None, "dense", None)["accuracy"] else [None], "eval/vtw-late-smollm2-dinov2/results.json")
 
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
