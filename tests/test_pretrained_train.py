@@ -405,6 +405,8 @@ def _one_error_line(capsys) -> str:
     (["model", "train", "smollm2-dinov2", "--threads", "0"], "--threads must be at least 1"),
     (["model", "train", "smollm2-dinov2", "--checkpoint-minutes", "0"], "--checkpoint-minutes must be above 0"),
     (["model", "train", "smollm2-dinov2", "--steps", "0"], "--steps must be at least 1"),
+    (["model", "train", "smollm2-dinov2", "--describe-share", "1.5"], "--describe-share must be between 0 and 1"),
+    (["model", "train", "smollm2-dinov2", "--lora-alpha", "0"], "--lora-alpha must be a positive number"),
     (["model", "heldout", "smollm2-dinov2", "--n", "0"], "--n must be at least 1"),
     (["model", "heldout", "no/such/folder"], "does not exist"),
 ])

@@ -123,7 +123,7 @@ class TrainSettings:
         at_least(self.aux_weight, "--aux-weight", 0)
         if not 0 <= self.describe_share <= 1:
             raise SharpVError(f"--describe-share must be between 0 and 1, got {self.describe_share}")
-        for value, flag in ((self.lr_projector, "--lr-projector"), (self.lr_lora, "--lr-lora")):
+        for value, flag in ((self.lr_projector, "--lr-projector"), (self.lr_lora, "--lr-lora"), (self.lora_alpha, "--lora-alpha")):
             if not (value > 0 and math.isfinite(value)):
                 raise SharpVError(f"{flag} must be a positive number, got {value}")
         bad = [t for t in self.lora_targets if t not in LORA_TARGETS]
