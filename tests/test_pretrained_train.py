@@ -184,6 +184,48 @@ def test_the_description_states_every_items_answer_about_its_object():
     assert all(t != "describe" for t, _, _ in conversation(item, 8, np.random.default_rng(3), describe_share=0.0))
 
 
+def test_word_probe_ties_tokens_to_their_words():
+    """Tokens that are the sums of their cell's words' embeddings (place, and the object's shape and
+    colour) score far better than the same tokens with the labels shuffled; the loss reaches the tokens."""
+    from sharpv.pretrained.train_data import PLACE_WORDS, WordProbe
+    from sharpv.synthetic.scene import COLOURS, SHAPES
+
+    torch.manual_seed(0)
+    side, t = 4, 2
+    sets = {**PLACE_WORDS, "shape": SHAPES, "colour": tuple(COLOURS)}
+    vocab = sorted({w for ws in sets.values() for w in ws})
+    emb = torch.randn(len(vocab) + 5, 32)
+    ids = {k: [vocab.index(w) for w in ws] for k, ws in sets.items()}
+    probe = WordProbe(emb, ids, side)
+    labels = torch.zeros(1, t, side * side, 2, dtype=torch.long)
+    labels[0, :, :5, 0] = torch.randint(1, len(SHAPES) + 1, (t, 5))
+    labels[0, :, :5, 1] = torch.randint(1, len(COLOURS) + 1, (t, 5))
+    cells = torch.arange(side * side)
+    feats = torch.zeros(1, t, side * side, 32)
+    for ti in range(t):
+        for c in range(side * side):
+            vec = emb[ids["horizontal"][(c % side) * 3 // side]] + emb[ids["vertical"][(c // side) * 3 // side]]
+            if labels[0, ti, c, 0] > 0:
+                vec = vec + emb[ids["shape"][labels[0, ti, c, 0] - 1]] + emb[ids["colour"][labels[0, ti, c, 1] - 1]]
+            feats[0, ti, c] = vec
+    feats = feats.view(1, t * side * side, 32).requires_grad_(True)
+    right = probe.loss(feats, labels)
+    wrong = probe.loss(feats.detach().view(1, t, side * side, 32)[:, :, cells.flip(0)].reshape(1, -1, 32),
+                       labels.flip(0))
+    assert right < 0.6 * wrong, (right, wrong)
+    right.backward()
+    assert feats.grad.abs().sum() > 0
+    empty = torch.zeros_like(labels)  # no object anywhere: the place terms only, no NaN
+    assert torch.isfinite(probe.loss(feats.detach(), empty))
+
+
+def test_a_run_with_the_word_probe_logs_its_loss(base, tmp_path):
+    record = run(base, tmp_path, settings={"word_aux": 1.0, "steps": 2})
+    assert record["finished"] and record["settings"]["word_aux"] == 1.0
+    rows = json.loads((tmp_path / "state" / "trained" / "training_log.json").read_text())
+    assert [r["word_loss"] > 0 for r in rows if "loss" in r] == [True]
+
+
 def test_scenes_scale_up_as_the_same_scene():
     from sharpv.synthetic.dataset import generate
     from sharpv.synthetic.render import render
@@ -406,6 +448,7 @@ def _one_error_line(capsys) -> str:
     (["model", "train", "smollm2-dinov2", "--checkpoint-minutes", "0"], "--checkpoint-minutes must be above 0"),
     (["model", "train", "smollm2-dinov2", "--steps", "0"], "--steps must be at least 1"),
     (["model", "train", "smollm2-dinov2", "--describe-share", "1.5"], "--describe-share must be between 0 and 1"),
+    (["model", "train", "smollm2-dinov2", "--word-aux", "-1"], "--word-aux must be at least 0"),
     (["model", "train", "smollm2-dinov2", "--lora-alpha", "0"], "--lora-alpha must be a positive number"),
     (["model", "heldout", "smollm2-dinov2", "--n", "0"], "--n must be at least 1"),
     (["model", "heldout", "no/such/folder"], "does not exist"),

@@ -779,6 +779,7 @@ def model_train(
     lora_alpha: float = typer.Option(32.0, "--lora-alpha", help="Scale of the adapters (the update is alpha / rank times B A)."),
     lora_targets: str = typer.Option(",".join(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), "--lora-targets", help="Linear layers of every decoder layer that get an adapter."),
     aux_weight: float = typer.Option(0.5, "--aux-weight", help="Weight of the probe loss on the visual tokens (shape, colour, row, column of each cell); 0: none."),
+    word_aux: float = typer.Option(0.0, "--word-aux", help="Weight of the word probe: each visual token tied to the language model's own embeddings of its place (left/center/right, top/center/bottom) and of its object's colour and shape word; 0: none."),
     warmup: int = typer.Option(50, "--warmup", help="Steps of linear learning-rate warm-up (then cosine decay to a tenth)."),
     eval_every: int = typer.Option(200, "--eval-every", help="Validate (and checkpoint) every this many steps."),
     val_items: int = typer.Option(96, "--val-items", help="Validation questions (a fixed seed, never trained on)."),
@@ -799,7 +800,7 @@ def model_train(
         raise SharpVError(f"no model named {name!r}; sharpv model train knows {', '.join(MODELS)}")
     settings = TrainSettings(seed=seed, videos=videos, frames=frames, turns=turns, batch=batch, steps=steps,
                              max_epochs=max_epochs, lr_projector=lr_projector, lr_lora=lr_lora, lora_rank=lora_rank,
-                             lora_alpha=lora_alpha, describe_share=describe_share,
+                             lora_alpha=lora_alpha, describe_share=describe_share, word_aux=word_aux,
                              lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
                              aux_weight=aux_weight, warmup=warmup, eval_every=eval_every, val_items=val_items)
     settings.check()

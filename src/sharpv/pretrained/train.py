@@ -85,6 +85,7 @@ class TrainSettings:
     lora_alpha: float = 32.0
     lora_targets: tuple[str, ...] = LORA_TARGETS
     aux_weight: float = 0.5
+    word_aux: float = 0.0
     warmup: int = 50
     appearance_share: float = 0.3
     describe_share: float = 0.5
@@ -121,6 +122,7 @@ class TrainSettings:
         at_least(self.eval_every, "--eval-every", 1)
         at_least(self.warmup, "--warmup", 0)
         at_least(self.aux_weight, "--aux-weight", 0)
+        at_least(self.word_aux, "--word-aux", 0)
         if not 0 <= self.describe_share <= 1:
             raise SharpVError(f"--describe-share must be between 0 and 1, got {self.describe_share}")
         for value, flag in ((self.lr_projector, "--lr-projector"), (self.lr_lora, "--lr-lora"), (self.lora_alpha, "--lora-alpha")):
@@ -228,8 +230,8 @@ class Trainable:
     """The model set up for training: language model frozen in bf16 (with LoRA when asked), the
     projector and newline float32 and trainable, the probe."""
 
-    def __init__(self, model, settings: TrainSettings):
-        from sharpv.pretrained.train_data import Probe, pooled_side
+    def __init__(self, model, settings: TrainSettings, words: dict[str, list[int]] | None = None):
+        from sharpv.pretrained.train_data import Probe, WordProbe, pooled_side
 
         self.model = model
         self.settings = settings
@@ -261,6 +263,8 @@ class Trainable:
         torch.manual_seed(settings.seed + 1)
         self.side = pooled_side(model.config)
         self.probe = Probe(model.config.text_config.hidden_size, self.side)
+        self.word_probe = (WordProbe(self.lm.get_input_embeddings().weight, words, self.side)
+                           if settings.word_aux > 0 and words is not None else None)
         self.video_token = model.config.video_token_index
 
     def projector_params(self) -> list[torch.nn.Parameter]:
@@ -493,7 +497,9 @@ def train(name: str, settings: TrainSettings = TrainSettings(), *, state: Path |
                 return {"finished": False, "clock": clock.to_dict()}
 
         # -- the trainable model --
-        trainable = Trainable(model, settings)
+        from sharpv.pretrained.train_data import word_ids
+
+        trainable = Trainable(model, settings, word_ids(encoder) if settings.word_aux > 0 else None)
         groups = [{"params": trainable.projector_params(), "lr": settings.lr_projector, "name": "projector"}]
         if trainable.lora_modules:
             groups.append({"params": trainable.lora_params(), "lr": settings.lr_lora, "name": "lora"})
@@ -560,7 +566,8 @@ def train(name: str, settings: TrainSettings = TrainSettings(), *, state: Path |
             logits, feats = trainable.forward(batch, cached)
             qa = torch.nn.functional.cross_entropy(logits, batch.targets)
             aux = trainable.probe.loss(feats, labels) if settings.aux_weight > 0 else torch.zeros(())
-            loss = qa + settings.aux_weight * aux
+            word = trainable.word_probe.loss(feats, labels) if trainable.word_probe is not None else torch.zeros(())
+            loss = qa + settings.aux_weight * aux + settings.word_aux * word
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], 1.0)
@@ -572,6 +579,7 @@ def train(name: str, settings: TrainSettings = TrainSettings(), *, state: Path |
             step_times.append(seconds)
             sums["loss"] += qa.item()
             sums["aux"] += aux.item()
+            sums["word"] = sums.get("word", 0.0) + word.item()
             sums["n"] += 1
             sums["answers"] += len(types)
             if planned is None and run_steps == MEASURE_STEPS + 2:
@@ -583,6 +591,7 @@ def train(name: str, settings: TrainSettings = TrainSettings(), *, state: Path |
                 measure["sec_per_step"] = float(np.mean(step_times[2:]))
             if step % 10 == 0 or (planned is not None and step == planned):
                 row = {"step": step, "loss": round(sums["loss"] / sums["n"], 4), "aux_loss": round(sums["aux"] / sums["n"], 4),
+                       **({"word_loss": round(sums.get("word", 0.0) / sums["n"], 4)} if trainable.word_probe is not None else {}),
                        "answers_per_step": round(sums["answers"] / sums["n"], 2), "lr_projector": opt.param_groups[0]["lr"],
                        "sec_per_step": round(float(np.mean(step_times[-10:])), 3), "seconds": round(clock.total, 1)}
                 log_rows.append(row)
@@ -647,6 +656,9 @@ def plot_curve(log_rows: list[dict], path: Path) -> None:
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot([r["step"] for r in losses], [r["loss"] for r in losses], label="QA loss (answer tokens)")
     a.plot([r["step"] for r in losses], [r["aux_loss"] for r in losses], label="probe loss (visual tokens)")
+    if any("word_loss" in r for r in losses):
+        a.plot([r["step"] for r in losses if "word_loss" in r], [r["word_loss"] for r in losses if "word_loss" in r],
+               label="word probe loss (visual tokens vs the LM's word embeddings)")
     a.set_xlabel("step"), a.set_ylabel("loss"), a.set_yscale("log"), a.legend()
     for key in [*QUESTION_TYPES, "overall"]:
         b.plot([r["step"] for r in evals], [r["accuracy"].get(key, float("nan")) for r in evals], label=key,

@@ -230,6 +230,53 @@ class Probe(torch.nn.Module):
                 + 0.25 * ce(logits[..., s + c + self.side :].flatten(0, 2), cols.flatten()))
 
 
+#: the words :class:`WordProbe` ties visual tokens to: the answer words of the question types
+PLACE_WORDS = {"horizontal": ("left", "center", "right"), "vertical": ("top", "center", "bottom")}
+
+
+def word_ids(encoder: "Encoder") -> dict[str, list[int]]:
+    """Token ids of the word probe's words, as an answer starts with them (one token each)."""
+    sets = {**PLACE_WORDS, "shape": SHAPES, "colour": tuple(_COLOURS)}
+    out = {}
+    for name, words in sets.items():
+        ids = [encoder.answer_ids(w) for w in words]
+        if any(len(i) != 1 for i in ids):
+            raise SharpVError(f"the word probe needs one-token words; the tokenizer splits some of {', '.join(words)}")
+        out[name] = [i[0] for i in ids]
+    return out
+
+
+class WordProbe:
+    """Ties each visual token to the language model's own (frozen) word embeddings, no parameters
+    of its own: logits are 10 x the cosine between the token and each word's input embedding, over
+    small word sets. Every cell is tied to its place (horizontal "left" / "center" / "right" and
+    vertical "top" / "center" / "bottom", by thirds of the pooled grid); a cell an object covers also
+    to its colour and shape word. Like LLaVA's caption alignment, it puts what the answers name
+    into the directions the language model already reads, so "where is the X" can be answered the
+    way "what color is the X" is: from the X's own tokens."""
+
+    SCALE = 10.0
+
+    def __init__(self, embeddings: torch.Tensor, ids: dict[str, list[int]], side: int):
+        self.words = {k: embeddings[v].detach().float() for k, v in ids.items()}
+        self.side = side
+        cells = torch.arange(side * side)
+        self.place = {"horizontal": (cells % side) * 3 // side, "vertical": (cells // side) * 3 // side}
+
+    def _ce(self, feats: torch.Tensor, words: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if not bool((labels >= 0).any()):
+            return feats.sum() * 0.0
+        logits = self.SCALE * torch.nn.functional.normalize(feats, dim=-1) @ torch.nn.functional.normalize(words, dim=-1).T
+        return torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=-1)
+
+    def loss(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # feats (B, T * side^2, H) without the newline token, labels (B, T, side^2, 2) as probe_labels gives
+        b, t, cells = labels.shape[:3]
+        x = feats.float().view(b, t, cells, -1)
+        total = sum(self._ce(x, self.words[k], self.place[k].expand(b, t, -1)) for k in self.place)
+        return total + self._ce(x, self.words["shape"], labels[..., 0] - 1) + self._ce(x, self.words["colour"], labels[..., 1] - 1)
+
+
 # ------------------------------------------------------------------------------------------------
 # the feature cache
 
