@@ -235,11 +235,12 @@ PLACE_WORDS = {"horizontal": ("left", "center", "right"), "vertical": ("top", "c
 
 
 def word_ids(encoder: "Encoder") -> dict[str, list[int]]:
-    """Token ids of the word probe's words, as an answer starts with them (one token each)."""
+    """Token ids of the word probe's words: colours and places as an answer starts with them, shapes
+    as the questions name them (" circle", after a space: shapes are never an answer); one token each."""
     sets = {**PLACE_WORDS, "shape": SHAPES, "colour": tuple(_COLOURS)}
     out = {}
     for name, words in sets.items():
-        ids = [encoder.answer_ids(w) for w in words]
+        ids = [encoder.tokenizer(f" {w}" if name == "shape" else w, add_special_tokens=False)["input_ids"] for w in words]
         if any(len(i) != 1 for i in ids):
             raise SharpVError(f"the word probe needs one-token words; the tokenizer splits some of {', '.join(words)}")
         out[name] = [i[0] for i in ids]
