@@ -39,7 +39,7 @@ def test_the_headline_claims_are_declared(figures):
     for doc, start in [("README.md", "dense answers"), ("README.md", "at 0.2 by +"), ("README.md", "by **+"),
                        ("docs/evaluation.md", "**Dense quality**"), ("docs/evaluation.md", "it is **+"),
                        ("docs/evaluation.md", "| **budget 0.2** |"), ("docs/evaluation.md", "| **sharpv** | 0.2 |"),
-                       ("docs/api.md", "196 x 896 x 2 bytes"), ("README.md", "peak RSS"),
+                       ("docs/api.md", "196 x 896 x 2 bytes"), ("docs/benchmark.md", "peak RSS"),
                        ("README.md", "| stage 1 (`sharpv:kv=false`) |"), ("README.md", "The two runs' spreads overlap"),
                        ("docs/benchmark.md", "| 32 | {} ["), ("docs/benchmark.md", "32 frames (6,272 visual tokens)")]:
         assert any(d == doc and t.startswith(start) for d, t in texts), (doc, start)
