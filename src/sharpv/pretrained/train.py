@@ -18,7 +18,8 @@ resolution, ``frames`` frames, all visual tokens: 64 per frame at 224 px after t
 plus the newline token), each a multi-turn ChatML conversation: the item's own question first
 (exactly the single-question prompt inference uses), then up to ``turns - 1`` further questions the
 scene answers (:mod:`sharpv.synthetic.conversation`), and in a share ``describe_share`` of them a
-dense caption of the scene last; loss on the answer tokens and the end-of-turn token only. The pool is shuffled per epoch (seeded); a step takes ``batch`` conversations.
+dense caption of the scene last; loss on the answer tokens and the end-of-turn token only. The pool
+is shuffled per epoch (seeded); a step takes ``batch`` conversations.
 
 Steps: ``steps`` or, when None, as many as fit the wall-time budget (``max_minutes``, counted over
 every run of the same state folder): measured on the first steps of the run (seconds per step and
@@ -263,8 +264,10 @@ class Trainable:
         torch.manual_seed(settings.seed + 1)
         self.side = pooled_side(model.config)
         self.probe = Probe(model.config.text_config.hidden_size, self.side)
+        if settings.word_aux > 0 and words is None:
+            raise SharpVError("word_aux > 0 needs the probe's word ids (train_data.word_ids)")
         self.word_probe = (WordProbe(self.lm.get_input_embeddings().weight, words, self.side)
-                           if settings.word_aux > 0 and words is not None else None)
+                           if settings.word_aux > 0 else None)
         self.video_token = model.config.video_token_index
 
     def projector_params(self) -> list[torch.nn.Parameter]:
