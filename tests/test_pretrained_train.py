@@ -210,6 +210,8 @@ def test_word_probe_ties_tokens_to_their_words():
             feats[0, ti, c] = vec
     feats = feats.view(1, t * side * side, 32).requires_grad_(True)
     right = probe.loss(feats, labels)
+    swapped = WordProbe(emb, {**ids, "vertical": ids["horizontal"], "horizontal": ids["vertical"]}, side)
+    assert right < 0.8 * swapped.loss(feats.detach(), labels)  # each place word on its own axis
     wrong = probe.loss(feats.detach().view(1, t, side * side, 32)[:, :, cells.flip(0)].reshape(1, -1, 32),
                        labels.flip(0))
     assert right < 0.6 * wrong, (right, wrong)
