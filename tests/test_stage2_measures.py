@@ -5,6 +5,7 @@ study that sets SharpV's per-prompt decision against blind withdrawal."""
 from __future__ import annotations
 
 import json
+import warnings
 from collections import Counter
 
 import pytest
@@ -113,6 +114,35 @@ def test_a_channel_past_the_hidden_size_is_one_clear_error(family):
     with pytest.raises(sharpv.SharpVError, match="hidden size is"):
         with sharpv.apply(family.model, SharpVConfig(kv_ignore_channels=(d,))), torch.no_grad():
             family.model(**family.inputs())
+
+
+def test_stage2_firing_at_its_first_layer_warns_once_and_elsewhere_not(family):
+    """The signature of s_l that does not track what the model needs (random weights here, and
+    smollm2-dinov2): the rule fires at the first layer it may. One warning per handle, naming the
+    layer and what to do; none when it fires later, never, or per token."""
+    model, inputs = family.model, family.inputs()
+    first = max(2, adapter_for(model).min_withdraw_layer())
+    with pytest.warns(sharpv.StageTwoEarlyWarning, match=f"at layer {first}, the first layer it may.*--no-kv") as caught:
+        with sharpv.apply(model, SharpVConfig(keep_ratio=1.0, kv_threshold=2.0)) as handle, torch.no_grad():
+            model(**inputs)
+            model(**inputs)
+    assert handle.stats.kv_withdraw_layer == first
+    assert sum(isinstance(w.message, sharpv.StageTwoEarlyWarning) for w in caught) == 1
+
+    with sharpv.apply(model, SharpVConfig(keep_ratio=1.0, kv_threshold=-1.0)) as handle, torch.no_grad():
+        model(**inputs)
+    curve = handle.stats.layer_similarity  # every layer's s_l: nothing withdrawn
+    quiet = [SharpVConfig(keep_ratio=1.0, kv_threshold=-1.0),  # never fires
+             SharpVConfig(keep_ratio=1.0, kv_threshold=2.0, kv_granularity="token")]  # per token: some always drop early
+    later = min(curve[first + 1:])
+    assert later < curve[first] - 1e-4, curve  # so a threshold between them first fires after the first allowed layer
+    quiet.append(SharpVConfig(keep_ratio=1.0, kv_threshold=(later + curve[first]) / 2))
+    for config in quiet:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sharpv.StageTwoEarlyWarning)
+            with sharpv.apply(model, config) as handle, torch.no_grad():
+                model(**inputs)
+        assert handle.stats.kv_withdraw_layer != first or config.kv_granularity == "token"
 
 
 def test_first_crossing_respects_the_earliest_layer():

@@ -2,7 +2,7 @@
 
 from sharpv.errors import SharpVError, UnsupportedModelError
 from sharpv.methods import METHODS, PruningMethod, SharpV, SharpVConfig, create, from_config, load_config, method_names
-from sharpv.runtime import AppliedMethod, apply
+from sharpv.runtime import AppliedMethod, StageTwoEarlyWarning, apply
 from sharpv.stats import PruningStats, VideoStats
 
 __version__ = "0.1.0"
@@ -19,6 +19,7 @@ __all__ = [
     "SharpV",
     "SharpVConfig",
     "SharpVError",
+    "StageTwoEarlyWarning",
     "UnsupportedModelError",
     "VideoStats",
     "__version__",

@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import time
+import warnings
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +51,7 @@ from sharpv.compat import check_attention, check_cache, check_cache_handover, ch
 from sharpv.core import compact_positions, gather_positions, shorten, take
 from sharpv.core.kv import Layout
 from sharpv.errors import SharpVError
-from sharpv.layer_pruning import DecodeStep, LayerPruner, cache_sizes
+from sharpv.layer_pruning import DecodeStep, LayerPruner, SimilarityPolicy, cache_sizes
 from sharpv.methods import PruningMethod, SharpV, SharpVConfig
 from sharpv.stats import PruningStats, VideoStats
 
@@ -59,6 +60,10 @@ _ACTIVE: "weakref.WeakKeyDictionary[torch.nn.Module, AppliedMethod]" = weakref.W
 _SEQUENCE_KEYS = ("position_ids", "mm_token_type_ids", "token_type_ids")
 _VIDEO_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 _IMAGE_KEYS = ("pixel_values", "image_sizes", "image_grid_thw", "batch_num_images")
+
+
+class StageTwoEarlyWarning(UserWarning):
+    """SharpV's stage 2 fired at the first layer it may (see ``AppliedMethod._warn_if_early``)."""
 
 
 @dataclass
@@ -193,6 +198,7 @@ class AppliedMethod:
         layer = getattr(method, "vision_attention", None)
         self.vision_recorder = self.adapter.vision_attention_recorder(layer) if layer is not None else None
         self._vision_seconds = 0.0
+        self._warned_early = False
         self._handles = [
             model.register_forward_pre_hook(self._before_forward, with_kwargs=True),
             model.register_forward_hook(self._after_forward, with_kwargs=True, always_call=True),
@@ -313,6 +319,7 @@ class AppliedMethod:
             self.stats.layer_similarity = list(report.layer_similarity)
             self.stats.extra_seconds = self._vision_seconds + report.extra_seconds
             self.stats.visual_tokens_per_layer = list(report.visual_tokens_per_layer)
+            self._warn_if_early(report)
         if cache is None:
             return None
         cont.layouts = layouts if layouts is not None and any(l is not None for l in layouts) else None
@@ -323,6 +330,23 @@ class AppliedMethod:
         self.stats.kv_cache_lengths = lengths
         self.stats.kv_cache_bytes_dense = dense
         return None
+
+    def _warn_if_early(self, report: Any) -> None:
+        """Once per handle: SharpV's stage 2 withdrew at the first layer it may. Its similarity was
+        then below M where the rule first looks, which the paper's models do not show (their s_l
+        falls below M in the middle layers) but random weights and ``smollm2-dinov2`` do, and there
+        it cost every answer the video gives (docs/pretrained-model.md)."""
+        pruner = self.layer_pruner
+        policy = pruner.policy
+        if (self._warned_early or not isinstance(policy, SimilarityPolicy) or policy.granularity != "layer"
+                or report.withdraw_layer is None or report.withdraw_layer != pruner.min_layer):
+            return
+        self._warned_early = True
+        warnings.warn(StageTwoEarlyWarning(
+            f"SharpV stage 2 withdrew the visual tokens at layer {report.withdraw_layer}, the first layer it may: their "
+            f"similarity to their input embeddings was already below M = {policy.threshold:g} there, so on this model "
+            f"s_l may not show when they stop mattering; check with `sharpv stage2 --model MODEL`, or turn stage 2 "
+            f"off (kv=False, --no-kv)"), stacklevel=2)
 
     # --- prefill rewrite --------------------------------------------------------------------
     def _pad_id(self) -> int:
