@@ -25,9 +25,19 @@ _EAGER: dict[str, Family] = {}
 
 
 def eager_twin(family: Family) -> Family:
-    if family.arch not in _EAGER:
-        _EAGER[family.arch] = Family(family.arch, family.path, attn="eager")
-    return _EAGER[family.arch]
+    key = str(family.path)
+    if key not in _EAGER:
+        _EAGER[key] = Family(family.arch, family.path, attn="eager")
+    return _EAGER[key]
+
+
+@pytest.fixture(scope="module")
+def dinov2_family(tmp_path_factory) -> Family:
+    """LLaVA-OneVision with a DINOv2 tower (class token, ``encoder.layer``, "default" strategy):
+    the layout of ``smollm2-dinov2``, tiny and random."""
+    from test_pretrained_train import tiny_base
+
+    return Family("llava-onevision", tiny_base(tmp_path_factory.mktemp("dinov2")))
 
 
 class ReadsLayer(PruningMethod):
@@ -92,6 +102,8 @@ def _eager_token_attention(family: Family, layer: int, inputs: dict, monkeypatch
     if family.arch == "llava-onevision":
         (w,) = weights  # (frames, heads, patches, patches)
         per_patch = w.mean(1).mean(1)
+        if twin.model.config.vision_feature_select_strategy == "default":
+            per_patch = per_patch[:, 1:]  # the class token's column goes, as its feature does
         vision = twin.model.config.vision_config
         side = vision.image_size // vision.patch_size
         pooled = torch.nn.functional.interpolate(per_patch.view(-1, 1, side, side), size=[math.ceil(side / 2)] * 2, mode="bilinear")
@@ -122,6 +134,27 @@ def test_hook_equals_eager_attention_weights(family, layer, monkeypatch):
     torch.testing.assert_close(got, expected[0], atol=1e-6, rtol=1e-4)
     # the map is not flat: ranking by it means something
     assert float(got.std()) > 0
+
+
+@pytest.mark.parametrize("layer", [-2, -1])
+def test_hook_equals_eager_attention_weights_on_a_dinov2_tower(dinov2_family, layer, monkeypatch):
+    """smollm2-dinov2's layout: the map skips DINOv2's class token and every vision-attention
+    method runs on it (VisionZip once failed here: DINOv2 names its layers ``encoder.layer``)."""
+    assert dinov2_family.model.config.vision_config.model_type == "dinov2"
+    inputs = dinov2_family.inputs(n_frames=4)
+    expected = _eager_token_attention(dinov2_family, layer, inputs, monkeypatch)
+    method = ReadsLayer(layer)
+    with torch.no_grad(), method(dinov2_family.model) as handle:
+        dinov2_family.model(**inputs)
+    (got,) = method.seen
+    assert handle.stats.videos[0].attention_source == "vision encoder"
+    assert got.shape == expected[0].shape == handle.stats.videos[0].keep.shape
+    torch.testing.assert_close(got, expected[0], atol=1e-6, rtol=1e-4)
+    assert float(got.std()) > 0
+    for method in (VisionZip(keep_ratio=0.3), FastVID(keep_ratio=0.3), FlashVID(keep_ratio=0.3), HoliTom(keep_ratio=0.3)):
+        with torch.no_grad(), method(dinov2_family.model) as handle:
+            dinov2_family.model.generate(**inputs, max_new_tokens=2, do_sample=False)
+        assert handle.stats.videos[0].attention_source == "vision encoder", method.name
 
 
 def _top_per_frame(scores: torch.Tensor, counts: list[int]) -> torch.Tensor:

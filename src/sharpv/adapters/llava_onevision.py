@@ -102,27 +102,33 @@ class LlavaOnevisionAdapter(VideoLLMAdapter):
         return self.model.model.vision_tower
 
     def vision_layers(self) -> list[torch.nn.Module]:
-        """The SigLIP layers up to the one whose output ``vision_feature_layer`` selects (the
-        largest, for a list): ``hidden_states[i]`` is the output of layer ``i - 1``."""
+        """The encoder layers (SigLIP's ``encoder.layers``, DINOv2's ``encoder.layer``) up to the one
+        whose output ``vision_feature_layer`` selects (the largest, for a list): ``hidden_states[i]``
+        is the output of layer ``i - 1``."""
         tower = self.vision_tower()
-        layers = list(getattr(tower, "vision_model", tower).encoder.layers)
+        encoder = getattr(tower, "vision_model", tower).encoder
+        layers = list(encoder.layers if hasattr(encoder, "layers") else encoder.layer)
         selected = self.model.config.vision_feature_layer
         selected = max((len(layers) + 1 + s) if s < 0 else s for s in (selected if isinstance(selected, (list, tuple)) else [selected]))
         return layers[:selected]
 
     def vision_attention_module(self, layer: int) -> torch.nn.Module:
-        return self.vision_layers()[layer].self_attn
+        block = self.vision_layers()[layer]
+        return block.self_attn if hasattr(block, "self_attn") else block.attention  # SigLIP / DINOv2
 
     def patch_attention(self, module, args, kwargs, tower_args, tower_kwargs) -> torch.Tensor:
-        """(frames, patches): SigLIP's q and k from ``q_proj`` / ``k_proj`` of the layer input,
-        ``softmax(q k^T * scale)`` one frame at a time, mean over heads and query rows."""
-        hidden = args[0] if args else kwargs["hidden_states"]  # (frames, patches, width)
+        """(frames, tokens): the tower's q and k from ``q_proj`` / ``k_proj`` of the layer's
+        normalized input, ``softmax(q k^T * scale)`` one frame at a time, mean over heads and query
+        rows. DINOv2's class token is among the tokens; ``token_attention`` drops it as the
+        "default" feature strategy drops its feature."""
+        hidden = args[0] if args else kwargs["hidden_states"]  # (frames, tokens, width)
         if (args[1] if len(args) > 1 else kwargs.get("attention_mask")) is not None:
-            raise SharpVError("the SigLIP layer got an attention mask; received attention assumes full attention per frame")
+            raise SharpVError("the vision layer got an attention mask; received attention assumes full attention per frame")
         shape = (*hidden.shape[:-1], -1, module.head_dim)
         query = module.q_proj(hidden).view(shape).transpose(1, 2)
         key = module.k_proj(hidden).view(shape).transpose(1, 2)
-        return received_attention_qk(query, key, module.scale)
+        scale = module.scale if hasattr(module, "scale") else module.scaling  # SigLIP / DINOv2
+        return received_attention_qk(query, key, scale)
 
     def token_attention(self, encoder_output: Any, grids: VideoGrids, kwargs: dict[str, Any]) -> list[torch.Tensor] | None:
         record = self.patch_record(encoder_output)
