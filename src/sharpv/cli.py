@@ -779,7 +779,7 @@ def model_train(
     lora_alpha: float = typer.Option(32.0, "--lora-alpha", help="Scale of the adapters (the update is alpha / rank times B A)."),
     lora_targets: str = typer.Option(",".join(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]), "--lora-targets", help="Linear layers of every decoder layer that get an adapter."),
     aux_weight: float = typer.Option(0.5, "--aux-weight", help="Weight of the probe loss on the visual tokens (shape, colour, row, column of each cell); 0: none."),
-    word_aux: float = typer.Option(0.0, "--word-aux", help="Weight of the word probe: each visual token tied to the language model's own embeddings of its place (left/center/right, top/center/bottom) and of its object's colour and shape word; 0: none."),
+    word_aux: float = typer.Option(1.0, "--word-aux", help="Weight of the word probe: each visual token tied to the language model's own embeddings of its place (left/center/right, top/center/bottom) and of its object's colour and shape word (1: the shipped weights' recipe; 0: none)."),
     warmup: int = typer.Option(50, "--warmup", help="Steps of linear learning-rate warm-up (then cosine decay to a tenth)."),
     eval_every: int = typer.Option(200, "--eval-every", help="Validate (and checkpoint) every this many steps."),
     val_items: int = typer.Option(96, "--val-items", help="Validation questions (a fixed seed, never trained on)."),
