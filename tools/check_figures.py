@@ -903,18 +903,22 @@ def pre_validation(step: int) -> dict:
     return next(r["accuracy"] for r in rows if r.get("step") == step and "accuracy" in r)
 
 
-add(README, "crosses M = 0.2 at layer {} of {} (median over {} held-out videos), although {}% of the channels (massive activations) hold {}-{}% of the visual tokens' norm from layer {} on",
+add(README, "is below M = 0.2 from layer {} of {} on (median over {} held-out videos; {} massive-activation channels, {}% of them, hold {}-{}% of their norm from layer {} on, and leaving them out does not change that)",
     lambda: [sim_fires("cosine")["median"], load_json(SIM)["summary"]["layers"], len(load_json(SIM)["videos"]),
-             100 * len(load_json(SIM)["massive_channels"]["channels"]) / 576,
-             100 * min(massive_share()[5:]), 100 * max(massive_share()[5:]), 5], SIM)
-add(PRE, "`s_l` falls from {} at layer 1 to {} at layer 8 and crosses 0.2 at layer {} (median over the videos; {} to {}); {} of the 30 layers average below 0.2 and {} below 0.1",
-    lambda: [sim_curve("cosine")[1], sim_curve("cosine")[8], sim_fires("cosine")["median"], sim_fires("cosine")["min"],
+             len(load_json(SIM)["massive_channels"]["channels"]), 100 * len(load_json(SIM)["massive_channels"]["channels"]) / 576,
+             100 * min(massive_share()[5:]), 100 * max(massive_share()[5:]), 5], SIM,
+    holds=lambda: sim_fires("without_massive")["median"] == sim_fires("cosine")["median"])
+add(PRE, "`s_l` falls from {} at layer 1 to {} at layer 2 and crosses 0.2 at layer {} (median over the videos; {} to {}), the first layer the rule may act on; {} of the 30 layers average below 0.2 and {} below 0.1",
+    lambda: [sim_curve("cosine")[1], sim_curve("cosine")[2], sim_fires("cosine")["median"], sim_fires("cosine")["min"],
              sim_fires("cosine")["max"], load_json(SIM)["summary"]["measures"]["cosine"]["layers_below_threshold"],
              load_json(SIM)["summary"]["measures"]["cosine"]["layers_below_0.1"]], SIM)
-add(PRE, "their `s_l` at layer 1 is {}.", lambda: [sim_curve("cosine")[1]], SIM)
-add(PRE, "channel 507 peaks at {} from layer 3 ({}x the layer's median magnitude of {}) and at {} from layer 12 (about {}x its median of {}); channel 247 at {} and channel 14 at {} from layer 12.",
+FIRST = "eval/smollm2-dinov2-recipes/first"
+add(PRE, "their `s_l` at layer 1 was {} and the rule fired at layer {} ({} to {};",
+    lambda: [(f := load_json(f"{FIRST}/similarity/similarity.json")["summary"]["measures"]["cosine"])["mean"][1],
+             f["withdraw_layer"]["median"], f["withdraw_layer"]["min"], f["withdraw_layer"]["max"]], f"{FIRST}/similarity/similarity.json")
+add(PRE, "channel 507 peaks at {} at layer 3 ({}x the layer's median magnitude of {}) and at {} at layer 12 (about {}x its median of {}); channel 247 at {} and channel 14 at {} at layer 12.",
     lambda: [sim_peak(3, 507), sim_peak(3, 507) / sim_layer(3)["median_abs"], sim_layer(3)["median_abs"], sim_peak(12, 507),
-             14000, sim_layer(12)["median_abs"], sim_peak(12, 247), sim_peak(12, 14)], SIM,
+             sim_peak(12, 507) / sim_layer(12)["median_abs"], sim_layer(12)["median_abs"], sim_peak(12, 247), sim_peak(12, 14)], SIM,
     tol=[0, 0.5, 0, 0, 500, 0, 0, 0])
 add(PRE, "{} of the 576 channels", lambda: [len(load_json(SIM)["massive_channels"]["channels"])], SIM)
 add(PRE, "{}% of them, hold {}-{}% of the visual tokens' squared norm from layer 5 on ({}% at the input)",
@@ -924,7 +928,7 @@ add(PRE, "raises `s_l` by {}-{} over layers 2-15",
     lambda: [min(d := [b - a for a, b in zip(sim_curve("cosine")[2:16], sim_curve("without_massive")[2:16])]), max(d)], SIM)
 add(PRE, "and the rule then fires at layer {} ({} to {})",
     lambda: [sim_fires("without_massive")["median"], sim_fires("without_massive")["min"], sim_fires("without_massive")["max"]], SIM)
-add(PRE, "falls faster instead (layer {})", lambda: [sim_fires("normed")["median"]], SIM)
+add(PRE, "the per-channel scale does not) fires at layer {}", lambda: [sim_fires("normed")["median"]], SIM)
 add(PRE, "On the shipped 4-layer models it never fires (`s_l` >= {} on every layer",
     lambda: [min(min(sim_curve("cosine", m)) for m in BOTH)],
     "eval/similarity-mixed-dropout/similarity.json, eval/similarity-uniform-dropout/similarity.json", tol=0.01)
@@ -936,8 +940,8 @@ add(PRE, "{} minutes in all", lambda: [pre_training()["wall_seconds"] / 60], PRE
 add(PRE, "The budget stopped it at step {} of the {} planned ({} conversations, {} passes over the videos)",
     lambda: [pre_training()["steps"], pre_training()["planned_steps"], pre_training()["conversations"], pre_training()["epochs"]],
     PRE_TRAIN)
-add(PRE, "{}% at step 200, {}% at 400, {}% at 600, {}% at 800, {}% at 1,000, {}% at 1,200, **{}% at the end**: colour {}%, colour change {}%, count {}%, appearance time {}%, position {}%, motion {}%",
-    lambda: [100 * pre_validation(k)["overall"] for k in (200, 400, 600, 800, 1000, 1200)]
+add(PRE, "{}% at step 200, {}% at 400, {}% at 600, {}% at 800, {}% at 1,000, **{}% at the end**: colour {}%, colour change {}%, count {}%, appearance time {}%, position {}%, motion {}%",
+    lambda: [100 * pre_validation(k)["overall"] for k in (200, 400, 600, 800, 1000)]
     + [100 * pre_training()["final_validation_accuracy"][t] for t in
        ("overall", "colour", "colour_change", "count", "appearance_time", "position", "motion")], PRE_TRAIN)
 
@@ -962,7 +966,7 @@ def st2_diff(label: str, reference: str = "sharpv stage 2") -> list[float]:
 
 _ARMS = {"dense": "dense", "SharpV stage 2 (M = 0.2, raw cosine)": "sharpv stage 2",
          "SharpV stage 2, massive channels ignored": "sharpv stage 2 (sharpv, massive channels ignored)",
-         "VTW at layer 10 (SharpV's median)": "VTW at layer 10 (SharpV's median)",
+         "VTW at layer 2 (SharpV's median)": "VTW at layer 2 (SharpV's median)",
          "SharpV's layers, permuted across questions": "random layers (SharpV's, permuted)"}
 for shown, label in _ARMS.items():
     if label == "sharpv stage 2":
@@ -981,8 +985,16 @@ add(PRE, "| VTW at layer 4 / 8 / 12 / 20 | {}% / {}% / {}% / {}% | {} to {} | 4 
              min(d := [st2_diff(f"VTW at layer {k}")[0] for k in (4, 8, 12, 20)]), max(d),
              100 * st2("VTW at layer 4")["compute_share"], 100 * st2("VTW at layer 20")["compute_share"],
              100 * st2("VTW at layer 4")["kv_share"], 100 * st2("VTW at layer 20")["kv_share"]], ST2)
-add(PRE, "SharpV's rule fires at layer 10 ({} to {} on {} of the 100 questions)",
-    lambda: [9, 11, sum(1 for q in load_json(ST2)["questions"] if q["sharpv stage 2"]["layer"] in (9, 10, 11))], ST2)
+add(PRE, "SharpV's rule withdraws at layer {} on all {} questions, saving {}% of the visual tokens' layer compute and {}% of the KV cache",
+    lambda: [2, sum(1 for q in load_json(ST2)["questions"] if q["sharpv stage 2"]["layer"] == 2),
+             100 * (1 - st2("sharpv stage 2")["compute_share"]), 100 * (1 - st2("sharpv stage 2")["kv_share"])], ST2)
+add(PRE, "(the rule at layer {}: {}% against dense's {}%, no better than VTW at layer {};",
+    lambda: [(f := load_json(f"{FIRST}/stage2/stage2.json"))["summary"]["sharpv stage 2"]["median_layer"],
+             100 * f["summary"]["sharpv stage 2"]["accuracy"], 100 * f["summary"]["dense"]["accuracy"],
+             f["summary"]["VTW at layer 10 (SharpV's median)"]["median_layer"]], f"{FIRST}/stage2/stage2.json")
+add(PRE, "The first recipe's run ({} minutes, {} steps, rank-8 adapters; its files are in `eval/smollm2-dinov2-recipes/first/`) reached {}% on validation",
+    lambda: [(f := load_json(f"{FIRST}/training.json"))["wall_seconds"] / 60, f["steps"],
+             100 * f["final_validation_accuracy"]["overall"]], f"{FIRST}/training.json", tol=[0.5, 0, 0])
 
 
 add(PRE, "withdrawing at layer 29 or 26 keeps dense's accuracy ({}% and {}% against {}% on {} held-out questions) and at layer 23 it falls to {}%",
@@ -1014,6 +1026,9 @@ add(PRE, "**Dense {}% [{}%, {}%], text only {}% [{}%, {}%]** (chance {}%): the m
     lambda: [ho_acc("dense"), *(100 * x for x in load_json(HO)["overall"]["dense"]["ci95"]), ho_acc("text_only"),
              *(100 * x for x in load_json(HO)["overall"]["text_only"]["ci95"]), 100 * load_json(HO)["chance_overall"],
              ho_acc("dense") - ho_acc("text_only"), *(100 * x for x in load_json(HO)["dense_minus_text_only"]["ci95"])], HO)
+add(PRE, "The first recipe's weights: dense {}%, text only {}%",
+    lambda: [100 * (f := load_json(f"{FIRST}/heldout/heldout.json"))["overall"]["dense"]["accuracy"],
+             100 * f["overall"]["text_only"]["accuracy"]], f"{FIRST}/heldout/heldout.json")
 add(PRE, "colour {}% / {}%, colour change {}% / {}%, count {}% / {}%, appearance time {}% / {}%, position {}% / {}%, motion {}% / {}%.",
     lambda: [v for t in ("colour", "colour_change", "count", "appearance_time", "position", "motion")
              for v in (ho_acc("dense", t), ho_acc("text_only", t))], HO)
@@ -1021,12 +1036,12 @@ add(PRE, "colour {}% / {}%, colour change {}% / {}%, count {}% / {}%, appearance
 add(README, "it answers {}% of {} held-out questions against {}% with the video removed (+{} points, paired 95% interval [+{}, +{}])",
     lambda: [ho_acc("dense"), len(load_json(HO)["answers"]), ho_acc("text_only"), ho_acc("dense") - ho_acc("text_only"),
              *(100 * x for x in load_json(HO)["dense_minus_text_only"]["ci95"])], HO)
-add(README, "where the rule fires (layer {}) answers {}% of {} held-out questions against dense's {}%, no better than withdrawing at that layer blindly (VTW, {}%)",
+add(README, "so the rule withdraws them at once (layer {}) and answers {}% of {} held-out questions against dense's {}%, the same as withdrawing at that layer blindly (VTW, {}%)",
     lambda: [st2("sharpv stage 2")["median_layer"], st2_acc("sharpv stage 2"), len(load_json(ST2)["questions"]), st2_acc("dense"),
-             st2_acc("VTW at layer 10 (SharpV's median)")], ST2)
-add(README, "(withdrawing at layer {} of 30 keeps dense's accuracy)",
-    lambda: [26] if record("vtw-late-smollm2-dinov2", None, "vtw:layer=26", 1.0)["accuracy"]
-    >= record("vtw-late-smollm2-dinov2", None, "dense", None)["accuracy"] else [None], "eval/vtw-late-smollm2-dinov2/results.json")
+             st2_acc("VTW at layer 2 (SharpV's median)")], ST2)
+add(README, "(withdrawing at layer 26 of 30 answers {}% against dense's {}%)",
+    lambda: [100 * record("vtw-late-smollm2-dinov2", None, "vtw:layer=26", 1.0)["accuracy"],
+             100 * record("vtw-late-smollm2-dinov2", None, "dense", None)["accuracy"]], "eval/vtw-late-smollm2-dinov2/results.json")
 
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
