@@ -155,6 +155,7 @@ def cases():
         ("similarity n", ["similarity", "--out", "{root}/s", "--n", "0"], "--n must be at least 1"),
         ("similarity threshold", ["similarity", "--out", "{root}/s", "--threshold", "5"], "--threshold must be in [-1, 2]"),
         ("similarity min-layer", ["similarity", "--out", "{root}/s", "--min-layer", "0"], "--min-layer must be at least 1"),
+        ("similarity reference-layer", ["similarity", "--out", "{root}/s", "--reference-layer", "2"], "--reference-layer (2) must be below --min-layer (2)"),
         ("similarity video missing", ["similarity", "--out", "{root}/s", "--video", "{root}/none.mp4"], "is not a file; pass a video file"),
         ("similarity model missing", ["similarity", "--out", "{root}/s", "--model", "{root}/none"], "does not exist"),
         ("similarity out is a file", ["similarity", "--out", "{root}/afile"], "is a file"),

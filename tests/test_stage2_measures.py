@@ -109,6 +109,43 @@ def test_the_policy_measures_without_the_channels_as_the_study_does(family):
     assert expected is not None and handle.stats.kv_withdraw_layer == expected
 
 
+def test_the_reference_layer_policy_measures_as_the_study_does(family):
+    """``kv_reference_layer=1``: the runtime compares every later layer with the hidden states
+    entering layer 1 (layer 0 reports 1, layer 1 is 1 by construction), equal to the study's
+    independent ``from_reference`` curve, and fires exactly where ``first_crossing`` says."""
+    model, inputs = family.model, family.inputs()
+    adapter = adapter_for(model)
+    measured = trace(model, adapter, inputs, None, reference_layer=1)
+    curve = measured.curves["from_reference"]
+    assert curve[0] == 1.0 and curve[1] == pytest.approx(1.0, abs=1e-5)
+    assert max(abs(a - b) for a, b in zip(curve[2:], measured.curves["cosine"][2:])) > 1e-3  # another measure
+
+    config = SharpVConfig(keep_ratio=1.0, kv_threshold=-1.0, kv_reference_layer=1)
+    with sharpv.apply(model, config) as handle, torch.no_grad():
+        model(**inputs)
+    assert handle.stats.layer_similarity == pytest.approx(curve, abs=1e-5)
+
+    first = max(2, adapter.min_withdraw_layer())
+    later = sorted(curve[first:])
+    gaps = [(b - a, (a + b) / 2) for a, b in zip(later, later[1:]) if b - a > 1e-3]
+    assert gaps, curve
+    threshold = max(gaps)[1]
+    expected = first_crossing(curve, threshold, first)
+    config = SharpVConfig(keep_ratio=1.0, kv_threshold=threshold, kv_reference_layer=1, kv_min_layer=first)
+    with sharpv.apply(model, config) as handle, torch.no_grad():
+        model(**inputs)
+    assert expected is not None and handle.stats.kv_withdraw_layer == expected
+
+
+@pytest.mark.parametrize("settings,match", [({"kv_reference_layer": 2}, "must be below kv_min_layer"),
+                                            ({"kv_reference_layer": 3, "kv_min_layer": 3}, "must be below kv_min_layer"),
+                                            ({"kv_reference_layer": -1}, "integer >= 0"),
+                                            ({"kv_reference_layer": True}, "integer >= 0")])
+def test_kv_reference_layer_refuses_what_cannot_work(settings, match):
+    with pytest.raises(ValueError, match=match):
+        SharpVConfig(**settings)
+
+
 def test_a_channel_past_the_hidden_size_is_one_clear_error(family):
     d = family.model.config.get_text_config().hidden_size
     with pytest.raises(sharpv.SharpVError, match="hidden size is"):

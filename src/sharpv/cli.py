@@ -673,6 +673,7 @@ def similarity(
     min_layer: int = typer.Option(2, "--min-layer", help="kv_min_layer: no withdrawal before this layer."),
     ratio: float = typer.Option(100.0, "--ratio", help="A channel is massive where its peak |h| exceeds this many times the layer's median |h| ..."),
     floor: float = typer.Option(50.0, "--floor", help="... and this absolute value."),
+    reference_layer: int = typer.Option(1, "--reference-layer", help="The from_reference measure compares with the hidden states entering this layer (SharpV's kv_reference_layer; below --min-layer)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
 ) -> None:
@@ -684,6 +685,9 @@ def similarity(
     check_at_least(calibration_n, "--calibration-n", 1)
     check_at_least(frames, "--frames", 2)
     check_at_least(min_layer, "--min-layer", 1)
+    check_at_least(reference_layer, "--reference-layer", 1)
+    if reference_layer >= min_layer:
+        raise SharpVError(f"--reference-layer ({reference_layer}) must be below --min-layer ({min_layer})")
     check_at_least(ratio, "--ratio", 1.0)
     check_at_least(floor, "--floor", 0.0)
     check_at_least(threads, "--threads", 1)
@@ -692,7 +696,8 @@ def similarity(
             raise SharpVError(f"--video {v} is not a file; pass a video file")
     folder = _study_setup(model, out, OUTPUTS, overwrite, threads, threshold)
     record = run_job(folder, out, n=n, calibration_n=calibration_n, frames=frames, video_files=video,
-                     threshold=threshold, min_layer=min_layer, ratio=ratio, floor=floor, log=_log_line)
+                     threshold=threshold, min_layer=min_layer, ratio=ratio, floor=floor,
+                     reference_layer=reference_layer, log=_log_line)
     print(report(record), end="")
 
 

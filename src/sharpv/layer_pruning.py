@@ -80,6 +80,9 @@ class LayerPolicy:
 
     #: earliest layer the policy may drop at (the pruner also applies the model's own limit)
     min_layer: int = 1
+    #: the layer whose entering hidden states :attr:`LayerView.embeds` holds from that layer on (0:
+    #: the input embeddings)
+    reference_layer: int = 0
 
     def bind(self, pruner: "LayerPruner") -> None:
         """Called once with the pruner: register extra hooks here if needed."""
@@ -94,10 +97,16 @@ class LayerPolicy:
 class SimilarityPolicy(LayerPolicy):
     """SharpV stage 2: drop where ``cos(hidden, own input embedding)`` is below ``threshold``
     (the mean over the row's visual tokens for granularity "layer", each token for "token");
-    ``ignore_channels`` are left out of the cosine (a model's massive-activation channels)."""
+    ``ignore_channels`` are left out of the cosine (a model's massive-activation channels);
+    ``reference_layer`` > 0 compares with the hidden states entering that layer instead of the
+    input embeddings (layers before it report similarity 1 and never drop)."""
 
-    def __init__(self, threshold: float, granularity: str, min_layer: int, ignore_channels: tuple[int, ...] = ()):
+    def __init__(self, threshold: float, granularity: str, min_layer: int, ignore_channels: tuple[int, ...] = (),
+                 reference_layer: int = 0):
         self.threshold, self.granularity, self.min_layer = threshold, granularity, min_layer
+        if reference_layer >= min_layer:
+            raise ValueError(f"reference_layer ({reference_layer}) must be below min_layer ({min_layer})")
+        self.reference_layer = reference_layer
         self.ignore_channels = tuple(ignore_channels)
         self._ignore = torch.tensor(self.ignore_channels, dtype=torch.long) if self.ignore_channels else None
 
@@ -105,6 +114,9 @@ class SimilarityPolicy(LayerPolicy):
         if self._ignore is not None and max(self.ignore_channels) >= view.hidden.shape[-1]:
             raise SharpVError(f"kv_ignore_channels holds channel {max(self.ignore_channels)}, but the language model's "
                               f"hidden size is {view.hidden.shape[-1]}; find the model's channels with `sharpv similarity`")
+        if view.index < self.reference_layer:
+            self.report.layer_similarity.append(1.0)
+            return None
         sim = token_similarity(view.hidden, view.embeds, ignore=self._ignore)
         per_row = layer_similarity(sim, view.visual)
         self.report.layer_similarity.append(float(per_row[view.visual.any(-1)].mean()))
@@ -352,8 +364,8 @@ class LayerPruner:
         state = self._prefill
         positional = bool(args)
         hidden = args[0] if positional else kwargs["hidden_states"]
-        if idx == 0:
-            state.embeds = hidden.detach()
+        if idx == 0 or idx == self.policy.reference_layer:
+            state.embeds = hidden.detach()  # the reference of SimilarityPolicy (no column has left before it)
         cur = state.current
         visual = torch.gather(state.visual, 1, cur.index) & cur.valid
         if state.cut_from is None and bool(visual.any()):

@@ -345,8 +345,8 @@ class AppliedMethod:
         warnings.warn(StageTwoEarlyWarning(
             f"SharpV stage 2 withdrew the visual tokens at layer {report.withdraw_layer}, the first layer it may: their "
             f"similarity to their input embeddings was already below M = {policy.threshold:g} there, so on this model "
-            f"s_l may not show when they stop mattering; check with `sharpv stage2 --model MODEL`, or turn stage 2 "
-            f"off (kv=False, --no-kv)"), stacklevel=2)
+            f"s_l may not show when they stop mattering; check with `sharpv stage2 --model MODEL`, compare with a "
+            f"later layer's states (kv_reference_layer=1) or turn stage 2 off (kv=False, --no-kv)"), stacklevel=2)
 
     # --- prefill rewrite --------------------------------------------------------------------
     def _pad_id(self) -> int:

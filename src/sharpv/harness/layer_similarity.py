@@ -11,9 +11,11 @@ numbers, no attention weights read:
   thousands of times larger than the rest, in nearly every token), found once on calibration
   videos (a seed distinct from the measured set), and the share of the visual tokens' squared
   norm they hold;
-- two attention-free alternatives: the cosine with those channels left out (SharpV's
-  ``kv_ignore_channels``), and the cosine after the layer's input normalization (its per-channel
-  scale applied to both vectors; the RMS division cancels in a cosine);
+- three attention-free alternatives: the cosine with those channels left out (SharpV's
+  ``kv_ignore_channels``), the cosine after the layer's input normalization (its per-channel
+  scale applied to both vectors; the RMS division cancels in a cosine), and the cosine with the
+  hidden states entering an early layer R instead of the input embeddings (SharpV's
+  ``kv_reference_layer``; layers before R count as 1);
 - where each measure crosses M (the first layer at or after ``kv_min_layer``), per video.
 
 It writes ``similarity.json`` (every video's curves, the summary, the channels, provenance),
@@ -37,11 +39,12 @@ from sharpv.core.kv import channel_magnitudes, massive_channels, token_similarit
 
 Log = Callable[[str], None]
 
-MEASURES = ("cosine", "without_massive", "normed")
+MEASURES = ("cosine", "without_massive", "normed", "from_reference")
 LABELS = {
     "cosine": "cosine (the paper's s_l)",
     "without_massive": "cosine without the massive channels",
     "normed": "cosine after the layer's input norm scale",
+    "from_reference": "cosine with the reference layer's input (kv_reference_layer)",
 }
 OUTPUTS = ("similarity.json", "similarity.md", "similarity.png", "config.json")
 
@@ -63,9 +66,10 @@ def _norm_scale(layer: torch.nn.Module) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def trace(model, adapter, inputs: dict[str, Any], ignore: torch.Tensor | None) -> Trace:
+def trace(model, adapter, inputs: dict[str, Any], ignore: torch.Tensor | None, reference_layer: int = 1) -> Trace:
     """Run a dense prefill of ``inputs`` (processor outputs, batch of one) and measure every decoder
-    layer's entering hidden states against the visual tokens' input embeddings."""
+    layer's entering hidden states against the visual tokens' input embeddings (and, for
+    ``from_reference``, against their hidden states entering ``reference_layer``)."""
     layers = adapter.decoder_layers()
     entering: list[torch.Tensor | None] = [None] * len(layers)
 
@@ -92,9 +96,11 @@ def trace(model, adapter, inputs: dict[str, Any], ignore: torch.Tensor | None) -
     embeds = entering[0]
     out = Trace(curves={m: [] for m in MEASURES})
     e = embeds[visual].float()
+    reference = entering[min(reference_layer, len(entering) - 1)][visual].float()
     for i, hidden in enumerate(entering):
         h = hidden[visual].float()
         out.curves["cosine"].append(float(token_similarity(h, e).mean()))
+        out.curves["from_reference"].append(1.0 if i < reference_layer else float(token_similarity(h, reference).mean()))
         out.curves["without_massive"].append(float(token_similarity(h, e, ignore=ignore).mean()))
         scale = _norm_scale(layers[i])
         out.curves["normed"].append(float(token_similarity(h * scale, e * scale).mean()) if scale is not None else float("nan"))
@@ -161,7 +167,7 @@ def summarise(traces: Sequence[Trace], threshold: float, min_layer: int) -> dict
 
 def measure(model, processor, videos: Sequence[tuple[str, Any, str]], calibration: Sequence[tuple[str, Any, str]], *,
             threshold: float = 0.2, min_layer: int = 2, ratio: float = 100.0, floor: float = 50.0,
-            log: Log = lambda _: None) -> dict:
+            reference_layer: int = 1, log: Log = lambda _: None) -> dict:
     """The whole study: massive channels from ``calibration``, then every measure on ``videos``
     (each ``(id, SampledVideo, question)``)."""
     from sharpv.adapters import adapter_for
@@ -174,7 +180,8 @@ def measure(model, processor, videos: Sequence[tuple[str, Any, str]], calibratio
     def run(items, ignore, what):
         out = []
         for k, (_, video, question) in enumerate(items):
-            out.append(trace(model, adapter, inputs_on(model, build_inputs(processor, question, video)), ignore))
+            out.append(trace(model, adapter, inputs_on(model, build_inputs(processor, question, video)), ignore,
+                             reference_layer))
             if (k + 1) % 8 == 0 or k + 1 == len(items):
                 log(f"{what}: {k + 1}/{len(items)} videos ({time.monotonic() - start:.0f} s)")
         return out
@@ -186,7 +193,7 @@ def measure(model, processor, videos: Sequence[tuple[str, Any, str]], calibratio
     traces = run(videos, ignore, "measured set")
     summary = summarise(traces, threshold, min_layer)
     return {
-        "threshold": threshold, "min_layer": min_layer,
+        "threshold": threshold, "min_layer": min_layer, "reference_layer": reference_layer,
         "massive_channels": {"channels": channels, "criterion": {"ratio_to_median": ratio, "floor": floor,
                                                                   "layers": "any layer >= 1",
                                                                   "found_on": len(calibration)},
@@ -202,7 +209,7 @@ def report(record: dict) -> str:
     s = record["summary"]
     m = s["measures"]
     lines = [f"Stage 2's similarity per layer: {len(record['videos'])} videos, M = {record['threshold']}, "
-             f"kv_min_layer = {record['min_layer']}.", "",
+             f"kv_min_layer = {record['min_layer']}, reference layer {record.get('reference_layer', 1)}.", "",
              f"Massive channels (found on {record['massive_channels']['criterion']['found_on']} calibration videos): "
              f"{', '.join(map(str, record['massive_channels']['channels'])) or 'none'}.", "",
              "| layer | " + " | ".join(LABELS[k] for k in m) + " | massive share of visual norm |",
@@ -234,7 +241,7 @@ def plot(record: dict, path: Path, title: str = "") -> None:
         ax.fill_between(x, v["p10"], v["p90"], color=line.get_color(), alpha=0.18)
     ax.axhline(record["threshold"], color="black", ls="--", lw=1, label=f"M = {record['threshold']}")
     ax.set_xlabel("decoder layer (hidden states entering it)")
-    ax.set_ylabel("mean cos(visual hidden state, its input embedding)")
+    ax.set_ylabel("mean cos(visual hidden state, its reference)")
     ax.set_title(title or "Stage 2's s_l per layer (mean, 10-90% band)", fontsize=10)
     ax.set_ylim(min(-0.1, min(min(v["p10"]) for v in s["measures"].values()) - 0.02), 1.02)
     ax.grid(alpha=0.3)
@@ -274,7 +281,7 @@ def synthetic_videos(seed: int, n: int, frames: int, size: int) -> list[tuple[st
 def run_job(model_dir: Path, out: Path | None, *, n: int = 64, calibration_n: int = 16, frames: int = 8,
             video_files: Sequence[Path] = (), question: str = "Describe the video.", seed: int | None = None,
             calibration_seed: int | None = None, threshold: float = 0.2, min_layer: int = 2,
-            ratio: float = 100.0, floor: float = 50.0, log: Log = lambda _: None) -> dict:
+            ratio: float = 100.0, floor: float = 50.0, reference_layer: int = 1, log: Log = lambda _: None) -> dict:
     """Load the model, pick the videos (the synthetic held-out set rendered at the vision tower's
     frame size, or ``video_files``), measure, and write the outputs into ``out``."""
     from sharpv.answer import load_model
@@ -298,7 +305,7 @@ def run_job(model_dir: Path, out: Path | None, *, n: int = 64, calibration_n: in
         videos = synthetic_videos(seed, n, frames, size)
         measured = {"synthetic_seed": seed, "videos": n, "frames": frames, "render_size": size}
     record = measure(model, processor, videos, calibration, threshold=threshold, min_layer=min_layer,
-                     ratio=ratio, floor=floor, log=log)
+                     ratio=ratio, floor=floor, reference_layer=reference_layer, log=log)
     record = {"model": str(model_dir), "measured": measured,
               "calibration": {"synthetic_seed": calibration_seed, "videos": calibration_n, "frames": frames,
                               "render_size": size},

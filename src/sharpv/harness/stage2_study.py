@@ -108,6 +108,18 @@ def study(model, processor, examples: Sequence[Any], *, threshold: float = 0.2, 
                          [chosen[j] for j in perm]))
     else:
         total -= 2 * len(examples)
+    if config_settings:  # the same two controls for the config's measure: is its own decision informative?
+        label = first[2].label
+        own = [r["layer"] for r in rows[label]]
+        own_fired = [c for c in own if c is not None]
+        if own_fired:
+            own_median = int(np.median(own_fired))
+            perm = np.random.default_rng(seed + 1).permutation(len(examples))
+            controls.append((Arm(f"VTW at layer {own_median} (the config's median)", "vtw", {"layer": own_median}),
+                             [own_median] * len(examples)))
+            controls.append((Arm("random layers (the config's, permuted)", "random", {"permutation_seed": seed + 1}),
+                             [own[j] for j in perm]))
+            total += 2 * len(examples)
     for layer in sweep:
         controls.append((Arm(f"VTW at layer {layer}", "vtw", {"layer": layer}), [layer] * len(examples)))
     for arm, layers in controls:

@@ -57,6 +57,12 @@ class SharpVConfig:
             times larger than the rest, in every token) has its raw cosine dominated by them;
             ``sharpv similarity`` finds them on calibration videos and writes a config with them.
             A sequence of channel indices, or on the command line ``507+247``.
+        kv_reference_layer: the hidden states the similarity compares with: those entering this
+            decoder layer (0, the default: the input embeddings, the paper's rule; must be below
+            ``kv_min_layer``). Layers before it count as similarity 1. A language model whose
+            first layer moves every token away from its embedding (SmolLM2: s_l about 0.2 after
+            layer 1, for text and visual tokens alike) makes the paper's s_l fall below M at once;
+            a reference after that layer measures the later drift (docs/pretrained-model.md).
     """
 
     keep_ratio: float | None = None
@@ -70,6 +76,7 @@ class SharpVConfig:
     kv_granularity: Literal["layer", "token"] = "layer"
     kv_min_layer: int = 2
     kv_ignore_channels: tuple[int, ...] = ()
+    kv_reference_layer: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kv_ignore_channels", _channels(self.kv_ignore_channels))
@@ -95,6 +102,11 @@ class SharpVConfig:
             raise ValueError(f"kv_granularity must be one of {', '.join(KV_GRANULARITIES)}, got {self.kv_granularity!r}")
         if isinstance(self.kv_min_layer, bool) or not isinstance(self.kv_min_layer, int) or self.kv_min_layer < 1:
             raise ValueError(f"kv_min_layer must be an integer >= 1, got {self.kv_min_layer!r}")
+        if isinstance(self.kv_reference_layer, bool) or not isinstance(self.kv_reference_layer, int) or self.kv_reference_layer < 0:
+            raise ValueError(f"kv_reference_layer must be an integer >= 0, got {self.kv_reference_layer!r}")
+        if self.kv_reference_layer >= self.kv_min_layer:
+            raise ValueError(f"kv_reference_layer ({self.kv_reference_layer}) must be below kv_min_layer ({self.kv_min_layer}): "
+                             f"no layer may withdraw before the reference it is compared with")
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -152,4 +164,5 @@ class SharpV(PruningMethod):
         cfg = self.config
         if not cfg.kv:
             return None
-        return SimilarityPolicy(cfg.kv_threshold, cfg.kv_granularity, cfg.kv_min_layer, cfg.kv_ignore_channels), cfg.kv_mode
+        return SimilarityPolicy(cfg.kv_threshold, cfg.kv_granularity, cfg.kv_min_layer, cfg.kv_ignore_channels,
+                                cfg.kv_reference_layer), cfg.kv_mode
