@@ -997,6 +997,38 @@ add(PRE, "The first recipe's run ({} minutes, {} steps, rank-8 adapters; its fil
              100 * f["final_validation_accuracy"]["overall"]], f"{FIRST}/training.json", tol=[0.5, 0, 0])
 
 
+add(PRE, "the visual tokens' similarity falls from {} at layer 2 to {} at layer 23, then to {} at layer 25, and the paper's M = 0.2 fires at layer {} ({} to {}) on all {} videos",
+    lambda: [sim_curve("from_reference")[2], sim_curve("from_reference")[23], sim_curve("from_reference")[25],
+             sim_fires("from_reference")["median"], sim_fires("from_reference")["min"], sim_fires("from_reference")["max"],
+             sim_fires("from_reference")["fired"]], SIM,
+    holds=lambda: sim_fires("from_reference")["fired"] == len(load_json(SIM)["videos"]) and load_json(SIM)["reference_layer"] == 1)
+add(PRE, "(`s_l` from layer 1 >= {} on every layer",
+    lambda: [min(min(sim_curve("from_reference", m)) for m in BOTH)],
+    "eval/similarity-mixed-dropout/similarity.json, eval/similarity-uniform-dropout/similarity.json", tol=0.01,
+    holds=lambda: all(load_json(f"eval/similarity-{m}/similarity.json")["summary"]["measures"]["from_reference"]["withdraw_layer"]["fired"] == 0
+                      for m in BOTH))
+ST2R = "eval/stage2-smollm2-dinov2-reference/stage2.json"
+
+
+def st2r(label: str) -> dict:
+    return load_json(ST2R)["summary"][label]
+
+
+for shown, label in {"SharpV stage 2, reference layer 1 (M = 0.2)": "sharpv stage 2 (sharpv, reference layer 1)",
+                     "VTW at layer 27 (its median)": "VTW at layer 27 (the config's median)",
+                     "its layers, permuted across questions": "random layers (the config's, permuted)"}.items():
+    add(PRE, f"| {shown} | {{}}% | {{}} [{{}}, {{}}] | layer {{}} | {{}}% | {{}}% |",
+        lambda label=label: [100 * st2r(label)["accuracy"], *(100 * x for x in (st2r(label)["minus_sharpv"]["mean"], *st2r(label)["minus_sharpv"]["ci95"])),
+                             st2r(label)["median_layer"], 100 * st2r(label)["compute_share"], 100 * st2r(label)["kv_share"]], ST2R)
+add(PRE, "| VTW at layer 23 / 25 | {}% / {}% | {} / {} | 23 / 25 | {}% / {}% | {}% / {}% |",
+    lambda: [100 * st2r("VTW at layer 23")["accuracy"], 100 * st2r("VTW at layer 25")["accuracy"],
+             100 * st2r("VTW at layer 23")["minus_sharpv"]["mean"], 100 * st2r("VTW at layer 25")["minus_sharpv"]["mean"],
+             100 * st2r("VTW at layer 23")["compute_share"], 100 * st2r("VTW at layer 25")["compute_share"],
+             100 * st2r("VTW at layer 23")["kv_share"], 100 * st2r("VTW at layer 25")["kv_share"]], ST2R)
+add(PRE, "The reference at layer 1 keeps dense's accuracy ({}% against {}%)",
+    lambda: [100 * st2r("sharpv stage 2 (sharpv, reference layer 1)")["accuracy"], 100 * st2r("dense")["accuracy"]], ST2R)
+
+
 add(PRE, "withdrawing at layer 29 or 26 keeps dense's accuracy ({}% and {}% against {}% on {} held-out questions) and at layer 23 it falls to {}%",
     lambda: [100 * record("vtw-late-smollm2-dinov2", None, "vtw:layer=29", 1.0)["accuracy"],
              100 * record("vtw-late-smollm2-dinov2", None, "vtw:layer=26", 1.0)["accuracy"],
@@ -1065,6 +1097,12 @@ add(README, "stage 1 alone at budget 0.1 cuts the prefill {}x (the bare model on
              bench_spread(PB[1], "sharpv:kv=false", 0.1, 32, "ttft_speedup")[0],
              bench_cell(PB[1], "dense", None, 32)["ttft_seconds"] - bench_cell(PB[1], "dense", None, 32)["prefill_seconds"],
              bench_cell(PB[1], "dense", None, 32)["ttft_seconds"]], f"bench/{PB[1]}/results.json")
+
+
+add(README, "the same rule fires at layer {} and keeps dense's accuracy ({}%)",
+    lambda: [st2r("sharpv stage 2 (sharpv, reference layer 1)")["median_layer"],
+             100 * st2r("sharpv stage 2 (sharpv, reference layer 1)")["accuracy"]], ST2R,
+    holds=lambda: st2r("sharpv stage 2 (sharpv, reference layer 1)")["accuracy"] == st2r("dense")["accuracy"])
 
 
 HO = "eval/smollm2-dinov2-heldout/heldout.json"
