@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sharpv.harness.progress import JobProgress
 
 from sharpv.answer import DTYPES, load_model
 from sharpv.harness.bench import DEFAULT_SEED, NOISE_THRESHOLD, MethodSpec, environment, plan, run_bench
@@ -60,8 +60,7 @@ def run_bench_job(*, model_dir: Path | None, shape: str | None, frames: list[int
 
     what = f"real, frames of {video}" if video is not None else vision
     load_before = load_average()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
+    with JobProgress(console, remaining=False) as progress:
         task = progress.add_task("bench", total=len(plan(specs, budgets)) * len(frames) * (warmup + repeats))
 
         def step(label: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec
@@ -29,6 +29,7 @@ from sharpv.harness.calibrate import (
     ACCURACY, STAGE2, CalibrationResult, Search, Target, heldout_check,
 )
 from sharpv.harness.evaluate import evaluate_prepared, load_jsonl, prepare_videos, render_size, synthetic_examples
+from sharpv.harness.progress import JobProgress
 from sharpv.harness.report import markdown_table, rich_table, write_json
 
 CALIBRATED_LABEL = "sharpv[calibrated]"
@@ -64,8 +65,7 @@ def load_examples(data: Path | None, seed: int, n: int, frames: int | None, mode
 
 
 def _progress(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console, transient=True)
+    return JobProgress(console)
 
 
 def _describe(phase: str, settings: dict) -> str:

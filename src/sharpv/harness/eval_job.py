@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from sharpv.harness.progress import JobProgress
 
 from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec, plan
@@ -200,8 +200,7 @@ def _run_one(model_path: Path, *, data: Path | None, seed: int, n: int, frames: 
             kind = "held-out set" if seed == HELDOUT_SEED else "set"
             source = f"synthetic {kind} (seed {seed}, n {n}, {n_frames} frames rendered in memory at {size} px)"
     total = len(plan(specs, budgets)) * len(examples)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
+    with JobProgress(console) as progress:
         task = progress.add_task("eval", total=total)
 
         def step(text: str) -> None:
