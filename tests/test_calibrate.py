@@ -206,6 +206,34 @@ def test_cached_inputs_give_evaluates_answers(shipped):
             assert rec[key] == ref[key], key
 
 
+def test_eval_encodes_each_video_once_for_methods_that_do_not_read_the_tower(shipped):
+    """evaluate() shares each video's features between dense and every method that does not read
+    the vision tower's attention (VisionZip runs the tower itself): the same answers and figures
+    as running the tower in every generate(), with fewer tower calls."""
+    from sharpv.adapters import adapter_for
+    from sharpv.harness.bench import MethodSpec
+    from sharpv.harness.evaluate import evaluate, synthetic_examples
+
+    model, processor = shipped
+    examples = synthetic_examples(seed=5, n=6)
+    specs = [MethodSpec.parse(x) for x in ("sharpv", "random", "visionzip")]
+    calls = []
+    hook = adapter_for(model).vision_tower().register_forward_hook(lambda *a: calls.append(1))
+    try:
+        once = evaluate(model, processor, examples, specs, [0.2], frames=16, keep_predictions=True)
+        tower_once, calls[:] = len(calls), []
+        each = evaluate(model, processor, examples, specs, [0.2], frames=16, keep_predictions=True, encode_once=False)
+        tower_each = len(calls)
+    finally:
+        hook.remove()
+    for a, b in zip(once, each):
+        assert a["predictions"] == b["predictions"], a["method"]
+        for key in ("accuracy", "kept_share", "visual_tokens_kept", "kv_share", "equivalent_retention"):
+            assert a[key] == b[key], (a["method"], key)
+    assert [r["method"] for r in once] == ["dense", "sharpv", "random", "visionzip"]
+    assert tower_each == 4 * len(examples) and tower_once == 2 * len(examples)
+
+
 def test_cached_inputs_share_a_video_between_its_questions(shipped, tmp_path):
     """JSONL rows on one video file: one prepared video, one shared prefill, evaluate's answers."""
     from sharpv.harness.bench import MethodSpec

@@ -352,20 +352,29 @@ def prepare_video(model, processor, examples: list[Example], group: list[int], *
 
     video = examples[group[0]].load(frames, processor)
     inputs = [build_inputs(processor, examples[i].prompt(), video) for i in group]
-    if encode:
-        from sharpv.adapters import DEFAULT_CHUNK_FRAMES, precompute_video_features
-
-        features = precompute_video_features(model, inputs[0], chunk_frames or DEFAULT_CHUNK_FRAMES).get("mm_encoder_outputs")
-        if features is not None:
-            inputs = [{**{k: v for k, v in x.items() if k != "pixel_values_videos"}, "mm_encoder_outputs": features}
-                      for x in inputs]
     share = len(group) > 1 and adapter is not None
     if share:
         try:
             shared_prefix_length(inputs, adapter.video_token_id, may_end_on_video=adapter.extra_tokens_per_video > 0)
         except SharpVError:
             share = False  # a template that puts the question before the video: one prefill each
-    return PreparedVideo(list(group), inputs, share, encode)
+    prepared = PreparedVideo(list(group), inputs, share, False)
+    return encode_prepared(model, prepared, chunk_frames) if encode else prepared
+
+
+def encode_prepared(model, video: PreparedVideo, chunk_frames: int | None = None) -> PreparedVideo:
+    """``video`` with its features computed once (the vision tower runs here, not in every
+    method's ``generate()``): every question's input holds them as ``mm_encoder_outputs``."""
+    if video.encoded:
+        return video
+    from sharpv.adapters import DEFAULT_CHUNK_FRAMES, precompute_video_features
+
+    features = precompute_video_features(model, video.inputs[0], chunk_frames or DEFAULT_CHUNK_FRAMES).get("mm_encoder_outputs")
+    if features is None:
+        return video
+    inputs = [{**{k: v for k, v in x.items() if k != "pixel_values_videos"}, "mm_encoder_outputs": features}
+              for x in video.inputs]
+    return PreparedVideo(video.indices, inputs, video.share, True)
 
 
 def prepare_videos(model, processor, examples: list[Example], *, frames: int, encode: bool = True,
@@ -484,7 +493,7 @@ class EvalState:
 def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec], budgets: list[float | None], *,
              frames: int, max_new_tokens: int = 8, on_step: Callable[[str], None] | None = None,
              keep_predictions: bool = False, reuse_prefix: bool = True, state: EvalState | None = None,
-             on_resume: Callable[[int, int], None] | None = None) -> list[dict]:
+             on_resume: Callable[[int, int], None] | None = None, encode_once: bool = True) -> list[dict]:
     """One record per planned (method, budget): dense first, then the methods in order. When
     SharpV ("sharpv") runs at a budget, every other method at that budget carries its paired
     difference to it (``vs_sharpv``, ``vs_sharpv_ci95``: :func:`add_paired_differences`).
@@ -494,6 +503,10 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
     every question on its own prefill (the same answers, for checking and timing). Videos are the
     outer loop: each is read once and dropped before the next (:func:`evaluate_prepared` answers
     videos prepared, and kept, beforehand).
+    ``encode_once``: each video's features are computed once and shared by every method that
+    does not read the vision tower's attention (VisionZip, FastVID, FlashVID and HoliTom run the
+    tower under their own hooks); False runs the tower in every ``generate()`` (the same answers:
+    tested).
     """
     from sharpv.adapters import adapter_for
     from sharpv.answer import shared_prefix_refusal
@@ -514,11 +527,17 @@ def evaluate(model, processor, examples: list[Example], specs: list[MethodSpec],
         if on_step:
             for _ in range(sum(len(g) for g in groups[:done]) * len(runs)):
                 on_step("resumed")
+    reads_tower = [getattr(method, "vision_attention", None) is not None for method in methods]
     for g in range(done, len(groups)):
         group = groups[g]
         video = prepare_video(model, processor, examples, group, frames=frames, adapter=adapter)
+        encoded = None
         for r, ((spec, budget), method, tally) in enumerate(zip(runs, methods, tallies)):
-            _answer_video(model, processor, examples, video, method, shareable[r], tally, predictions[r],
+            use = video
+            if encode_once and not reads_tower[r]:
+                encoded = encoded or encode_prepared(model, video)
+                use = encoded
+            _answer_video(model, processor, examples, use, method, shareable[r], tally, predictions[r],
                           label=_label(spec, budget), max_new_tokens=max_new_tokens, on_step=on_step)
         if state is not None:
             state.save(g + 1, tallies, predictions, force=g + 1 == len(groups))
