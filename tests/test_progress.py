@@ -23,7 +23,26 @@ def test_a_log_file_gets_plain_lines_with_counts():
     lines = [l for l in out.getvalue().splitlines() if l]  # rich itself ends its live display with a blank line
     assert lines[0].startswith("eval: dense: 1/5 (") and lines[-1].startswith("eval: dense: 5/5 (")
     assert len(lines) == 5
-    assert "left)" in lines[0] and "left" not in lines[-1]
+    assert "left" not in lines[0]  # no rate yet
+    assert "left)" in lines[1] and "left" not in lines[-1]
+
+
+def test_a_resumed_run_does_not_inflate_the_estimate(monkeypatch):
+    """Steps counted at once (a resumed eval) then one step per minute: the estimate follows the
+    real pace (about 2 h for 120 steps left), not the jump."""
+    import sharpv.harness.progress as mod
+
+    clock = [1000.0]
+    monkeypatch.setattr(mod.time, "monotonic", lambda: clock[0])
+    out = io.StringIO()
+    with JobProgress(Console(file=out, force_terminal=False, width=200), every=0.0) as progress:
+        task = progress.add_task("eval", total=1000)
+        progress.advance(task, 878)  # resumed
+        for _ in range(2):
+            clock[0] += 60.0
+            progress.advance(task)
+    lines = [l for l in out.getvalue().splitlines() if l]
+    assert lines[-1].startswith("eval: 880/1000 (120 s, about 2.0 h left)"), lines
 
 
 def test_the_log_is_rate_limited_but_always_ends_with_the_total():

@@ -36,6 +36,8 @@ class JobProgress(Progress):
         self.every = every
         self._logged: dict[TaskID, float] = {}
         self._started: dict[TaskID, tuple[float, float]] = {}  # when each task was first seen, and its count then
+        self._points: dict[TaskID, tuple[float, float]] = {}  # the time and count of each task's last line
+        self._rated: set[TaskID] = set()  # tasks with a line before: the next one can estimate a rate
 
     def _log(self, task_id: TaskID) -> None:
         if self.console.is_terminal:
@@ -49,9 +51,13 @@ class JobProgress(Progress):
             finished = task.completed >= task.total
             if not finished and now - self._logged.get(task_id, first) < self.every:
                 return
+            last_time, last_done = self._points.get(task_id, (first, done_then))
             self._logged[task_id] = now
+            self._points[task_id] = (now, task.completed)
             elapsed = now - first
-            rate = (task.completed - done_then) / elapsed if elapsed > 0 else 0.0
+            # the rate since the previous line: steps counted at once (a resumed run's) do not inflate it
+            rate = (task.completed - last_done) / (now - last_time) if task_id in self._rated and now > last_time else 0.0
+            self._rated.add(task_id)
             left = f", {_remaining((task.total - task.completed) / rate)}" if rate > 0 and not finished else ""
             line = f"{task.description}: {task.completed:g}/{task.total:g} ({elapsed:.0f} s{left})"
         self.console.print(line, highlight=False, markup=False, soft_wrap=True)
