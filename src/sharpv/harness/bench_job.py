@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.console import Console
-from sharpv.harness.progress import JobProgress
 
 from sharpv.answer import DTYPES, load_model
 from sharpv.harness.bench import DEFAULT_SEED, NOISE_THRESHOLD, MethodSpec, environment, plan, run_bench
+from sharpv.harness.progress import JobProgress
 from sharpv.harness.provenance import Clock, describe, provenance
 from sharpv.harness.report import BENCH_COLUMNS, budget_share, markdown_table, plot_lines, rich_table, write_json
 from sharpv.harness.rounds import load_average

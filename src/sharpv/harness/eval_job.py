@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from sharpv.harness.progress import JobProgress
 
 from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec, plan
 from sharpv.harness.evaluate import EvalState, evaluate, load_jsonl, majority_rates, render_size, synthetic_examples, video_groups
+from sharpv.harness.progress import JobProgress
 from sharpv.harness.provenance import Clock, describe, provenance
 from sharpv.harness.report import budget_share, markdown_table, plot_lines, rich_table, write_json
 
