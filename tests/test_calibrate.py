@@ -313,6 +313,68 @@ def test_calibrate_end_to_end_encodes_every_video_once(capsys, tmp_path, monkeyp
     assert "Held-out set" in md and "| * |" in md
 
 
+def test_interrupted_calibration_continues_where_it_stopped(capsys, tmp_path, monkeypatch):
+    """Ctrl-C during the third point leaves dense and two points in --out's state; the same command
+    then measures only the points not yet measured and writes what an uninterrupted run writes.
+    Other options are refused while a state is there, --overwrite starts over, and the state goes
+    when a run completes."""
+    import sharpv.harness.calibrate_job as job
+    from sharpv.harness.calibrate import STATE_FILE
+
+    answer_all = job.evaluate_prepared
+    calls: list[str] = []
+
+    def counting(*a, **kw):
+        calls.append(kw["spec"].name)
+        if interrupt_at is not None and len(calls) == interrupt_at:
+            raise KeyboardInterrupt
+        return answer_all(*a, **kw)
+
+    monkeypatch.setattr(job, "evaluate_prepared", counting)
+    argv = ["calibrate", "--target", "accuracy=0.9", "--n", 6, "--no-holdout", "--spatial-weights", "0.5,1",
+            "--kv-thresholds", "0.3,0.5", "--refine", 1, "--threads", 1]
+
+    interrupt_at = None
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "whole")
+    assert code == 0, err
+    whole = len(calls)
+    assert whole >= 6 and not (tmp_path / "whole" / STATE_FILE).exists()
+
+    out = tmp_path / "cut"
+    calls.clear()
+    interrupt_at = 4  # dense, point 1, point 2, then Ctrl-C in point 3
+    code, _, err = run(capsys, *argv, "--out", out)
+    assert code == 130, err
+    state = json.loads((out / STATE_FILE).read_text())
+    assert state["dense"]["n"] == 6 and len(state["points"]) == 2
+    assert not (out / "config.json").exists()
+
+    code, _, err = run(capsys, *[a if a != "accuracy=0.9" else "accuracy=0.95" for a in argv], "--out", out)
+    assert code == 2 and "unfinished calibration of other settings" in err and "--overwrite" in err
+
+    calls.clear()
+    interrupt_at = None
+    code, _, err = run(capsys, *argv, "--out", out)
+    assert code == 0, err
+    assert "resuming an interrupted calibration" in err and "2 points" in err
+    assert len(calls) == whole - 3, calls  # neither dense nor the two points measured before
+    assert "dense" not in calls
+    curve = lambda d: [{k: p[k] for k in ("phase", "ratio_scale", "spatial_weight", "M", "accuracy", "kept_share",
+                                          "chosen")} for p in json.loads((d / "curve.json").read_text())["points"]]
+    assert curve(out) == curve(tmp_path / "whole")
+    assert (out / "config.json").read_text().split('"calibration"')[0] == \
+        (tmp_path / "whole" / "config.json").read_text().split('"calibration"')[0]
+    assert json.loads((out / "config.json").read_text())["calibration"]["resumed"]["points"] == 2
+    assert not (out / STATE_FILE).exists()
+
+    (out / STATE_FILE).write_text(json.dumps({"version": 1, "fingerprint": {}, "dense": None, "points": [],
+                                              "seconds": 0}))
+    calls.clear()
+    code, _, err = run(capsys, *argv, "--out", out, "--overwrite")
+    assert code == 0, err
+    assert len(calls) == whole and "resuming" not in err
+
+
 # --- config files ---------------------------------------------------------------------------------
 
 SETTINGS = {"ratio_scale": 2.5, "spatial_weight": 0.5, "kv_threshold": 0.4}

@@ -623,7 +623,7 @@ def calibrate(
     device: str = typer.Option("cpu", "--device", help="Torch device, e.g. cpu or cuda."),
     max_new_tokens: int = typer.Option(8, "--max-new-tokens", help="Tokens generated per answer."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1 is fastest for the small shipped model)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the files of an earlier run in --out, and start over instead of continuing an interrupted one."),
 ) -> None:
     """Search SharpV's K (ratio_scale), w (spatial_weight) and M (kv_threshold) for a target on a
     calibration set, every video encoded once; write the chosen config and report it on a held-out set."""
@@ -636,6 +636,10 @@ def calibrate(
         refine=refine, settings=settings, budgets=budgets, frames=frames, dtype=dtype, device=device,
         max_new_tokens=max_new_tokens, threads=threads, out=out, overwrite=overwrite, warn=lambda text: err.print(
             f"warning: {_one_line(text)}", highlight=False, soft_wrap=True, markup=False))
+    if overwrite:  # start over: an interrupted calibration's points go too
+        from sharpv.harness.calibrate import STATE_FILE
+
+        (out / STATE_FILE).unlink(missing_ok=True)
     if threads is not None:
         import torch
 

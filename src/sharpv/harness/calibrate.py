@@ -37,6 +37,7 @@ effort is kept: the most accurate point (``accuracy=A``) or the one keeping the 
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ SEARCHED = ("keep_ratio", "ratio_scale", "spatial_weight", "kv", "kv_threshold")
 PAPER_KV_THRESHOLD = 0.2
 #: files `sharpv calibrate --out DIR` writes into DIR
 CALIBRATE_FILES = ("config.json", "curve.json", "accuracy_vs_kept_share.png", "results.json", "results.md")
+#: where `sharpv calibrate --out DIR` keeps the points measured so far while it runs
+STATE_FILE = ".calibrate_state.json"
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,68 @@ class Search:
         return (f"target {self.target} NOT reached on the calibration set: the fewest tokens any setting keeps is a "
                 f"share of {least:.3f} (every frame keeps at least min_tokens_per_frame tokens; --set "
                 f"min_tokens_per_frame=0 lowers the floor); best effort (the fewest tokens): {where}{stage2}")
+
+
+class SearchState:
+    """What an interrupted calibration had measured, so rerunning the same command continues it.
+
+    The search is deterministic given its evaluations (:class:`Search` reads only each point's
+    accuracy and kept share, in the order it asks for them), so replaying it with the points
+    already measured answered from this file reaches the same next point, and the same result, as
+    an uninterrupted run. After dense and after every new point the file at ``path`` (JSON,
+    written to a temporary file and moved into place) holds dense's record, every point so far
+    (settings and record) and the seconds spent, with a ``fingerprint`` of the command (model,
+    set, target, grids, fixed settings, tokens); a state of another fingerprint is refused."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path, fingerprint: dict):
+        self.path, self.fingerprint = Path(path), json.loads(json.dumps(fingerprint))
+        self.dense: dict | None = None
+        self.points: list[tuple[dict, dict]] = []
+        self.seconds = 0.0
+
+    def load(self) -> bool:
+        """Read the file if there is one; True when an earlier run's points were loaded."""
+        if not self.path.is_file():
+            return False
+        try:
+            raw = json.loads(self.path.read_text())
+            dense, points, seconds = raw["dense"], raw["points"], float(raw["seconds"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SharpVError(f"{self.path} is not a readable calibration state; delete it (or pass --overwrite) "
+                              "to start over") from None
+        if raw.get("version") != self.VERSION or raw.get("fingerprint") != self.fingerprint:
+            raise SharpVError(f"{self.path} holds an unfinished calibration of other settings (model, set, target, grids, "
+                              "fixed settings or tokens); rerun with those, or pass --overwrite to start over")
+        self.dense, self.points, self.seconds = dense, [(s, r) for s, r in points], seconds
+        return True
+
+    @staticmethod
+    def key(settings: dict) -> str:
+        return json.dumps(settings, sort_keys=True)
+
+    def lookup(self, settings: dict) -> dict | None:
+        """The record of a point measured before, or None."""
+        key = self.key(settings)
+        return next((record for s, record in self.points if self.key(s) == key), None)
+
+    def save(self, *, dense: dict | None = None, point: tuple[dict, dict] | None = None, seconds: float = 0.0) -> None:
+        """Record dense or one more point, with ``seconds`` more spent, and write the file."""
+        if dense is not None:
+            self.dense = dense
+        if point is not None:
+            self.points.append(point)
+        self.seconds += seconds
+        payload = {"version": self.VERSION, "fingerprint": self.fingerprint, "dense": self.dense,
+                   "points": [list(p) for p in self.points], "seconds": round(self.seconds, 1)}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(self.path)
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
 
 
 def heldout_check(target: Target, records: list[dict], calibrated_label: str) -> dict:

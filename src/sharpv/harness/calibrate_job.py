@@ -26,7 +26,7 @@ from rich.progress import Progress
 from sharpv.answer import load_model
 from sharpv.harness.bench import MethodSpec
 from sharpv.harness.calibrate import (
-    ACCURACY, STAGE2, CalibrationResult, Search, Target, heldout_check,
+    ACCURACY, STAGE2, STATE_FILE, CalibrationResult, Search, SearchState, Target, heldout_check,
 )
 from sharpv.harness.evaluate import evaluate_prepared, load_jsonl, prepare_videos, render_size, synthetic_examples
 from sharpv.harness.progress import JobProgress
@@ -218,19 +218,40 @@ def run_calibrate_job(*, model_dir: Path | None, data: Path | None, seed: int, n
         progress.remove_task(task)
         return rec
 
+    state = SearchState(out / STATE_FILE, {
+        "model": str(model_path), "data": str(data) if data is not None else None,
+        "seed": None if data is not None else seed, "n": None if data is not None else n, "frames": n_frames,
+        "target": str(target), "spatial_weights": list(spatial_weights),
+        "kv_thresholds": list(kv_thresholds) if kv_thresholds is not None else None, "refine": refine,
+        "fixed_settings": base_settings, "dtype": dtype, "device": device, "max_new_tokens": max_new_tokens})
+    resumed = state.load()
+    earlier = {"points": len(state.points), "seconds": state.seconds} if resumed else None
+    if resumed:
+        console.print(f"resuming an interrupted calibration from {state.path}: dense and {len(state.points)} points "
+                      "measured, answered from there", markup=False, highlight=False)
     with _progress(console) as progress:
         task = progress.add_task("encoding the calibration videos (once)", total=len(examples))
         prepared = prepare_videos(model, processor, examples, frames=n_frames, on_video=lambda: progress.advance(task))
         progress.remove_task(task)
-        dense = answer_all(progress, examples, prepared, create("dense"), DENSE, None, None, "dense (once)")
-        dense["accuracy_vs_dense"] = 1.0
+        dense = state.dense
+        if dense is None:
+            tick = time.perf_counter()
+            dense = answer_all(progress, examples, prepared, create("dense"), DENSE, None, None, "dense (once)")
+            dense["accuracy_vs_dense"] = 1.0
+            state.save(dense=dense, seconds=time.perf_counter() - tick)
         counter = {"n": 0}
 
         def evaluate(settings: dict) -> dict:
             counter["n"] += 1
+            known = state.lookup(settings)
+            if known is not None:  # measured before an interruption: the search replays it
+                return known
             method = SharpV(**{**base_settings, **settings, "keep_ratio": None})
-            return answer_all(progress, examples, prepared, method, MethodSpec("sharpv", "sharpv"), None, dense,
-                              f"point {counter['n']}: {_describe(counter['phase'], settings)}")
+            tick = time.perf_counter()
+            record = answer_all(progress, examples, prepared, method, MethodSpec("sharpv", "sharpv"), None, dense,
+                                f"point {counter['n']}: {_describe(counter['phase'], settings)}")
+            state.save(point=(settings, record), seconds=time.perf_counter() - tick)
+            return record
 
         def on_start(phase: str, settings: dict) -> None:
             counter["phase"] = phase
@@ -238,7 +259,9 @@ def run_calibrate_job(*, model_dir: Path | None, data: Path | None, seed: int, n
         search = Search(evaluate, target, dense, spatial_weights=spatial_weights, kv_thresholds=kv_thresholds,
                         refine=refine, on_start=on_start)
         result = search.run()
-    calibration_seconds = time.perf_counter() - started
+    # wall time of the search; after an interruption, this run's plus what the earlier runs spent
+    # answering (their loading and encoding are not counted)
+    calibration_seconds = time.perf_counter() - started + (earlier["seconds"] if earlier else 0.0)
 
     rows = curve_rows(result)
     wide = Console(width=max(200, Console().width))
@@ -260,6 +283,7 @@ def run_calibrate_job(*, model_dir: Path | None, data: Path | None, seed: int, n
                  "kv_threshold": list(kv_thresholds) if kv_thresholds is not None else "off",
                  "ratio_scale": "geometric bracket from 1.0 (x2 / /2), then bisection", "refine": refine},
         "fixed_settings": base_settings, "points": len(result.trials), "seconds": round(calibration_seconds, 1),
+        "resumed": earlier,
         "dtype": dtype, "device": device, "max_new_tokens": max_new_tokens,
         "sharpv": _version(), "torch": torch.__version__, "python": platform.python_version(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "command": command,
@@ -307,6 +331,7 @@ def run_calibrate_job(*, model_dir: Path | None, data: Path | None, seed: int, n
                "seconds": round(time.perf_counter() - started, 1),
                "provenance": provenance(clock)}  # sharpv commit, package versions, wall time
     write_json(out / "results.json", summary)
+    state.remove()
     (out / "results.md").write_text(results_markdown(summary, rows, heldout_out), encoding="utf-8")
     console.print(f"wrote {out}/config.json, curve.json, accuracy_vs_kept_share.png, results.json, results.md")
     return summary
