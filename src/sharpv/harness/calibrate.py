@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sharpv.errors import SharpVError
+from sharpv.harness.report import write_json_atomic
 
 ACCURACY, KEEP = "accuracy", "keep"
 STAGE1, STAGE2 = "stage 1", "stage 2"
@@ -411,10 +412,7 @@ class SearchState:
         self.seconds += seconds
         payload = {"version": self.VERSION, "fingerprint": self.fingerprint, "dense": self.dense,
                    "points": [list(p) for p in self.points], "seconds": round(self.seconds, 1)}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(self.path)
+        write_json_atomic(self.path, payload)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -44,6 +44,7 @@ import numpy as np
 
 from sharpv.harness.bench import ADAPTIVE, MethodSpec, plan
 from sharpv.harness.flops import prefill_flops_pair
+from sharpv.harness.report import write_json_atomic
 from sharpv.errors import SharpVError
 from sharpv.video import SampledVideo, build_inputs, read_video, read_video_for
 
@@ -481,10 +482,7 @@ class EvalState:
         self._last = now
         payload = {"version": self.VERSION, "fingerprint": self.fingerprint, "groups_done": groups_done,
                    "tallies": [t.to_dict() for t in tallies], "predictions": predictions}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(self.path)
+        write_json_atomic(self.path, payload)
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from sharpv.harness.report import write_json_atomic
+
 MODES = ("dense", "sharpv-oneshot", "sharpv-chunked")
 DID_NOT_FINISH = "did not finish"
 #: seconds a worker may take to start and load (or build) the model, before the run's own cap starts
@@ -329,9 +331,7 @@ def run_job(job: Job) -> dict:
 def worker_main(job_path: str) -> int:
     job = Job(**json.loads(Path(job_path).read_text()))
     record = run_job(job)
-    tmp = Path(job.result_path + ".tmp")
-    tmp.write_text(json.dumps(record, default=str))
-    tmp.replace(job.result_path)
+    write_json_atomic(Path(job.result_path), record)
     return 0
 
 

@@ -66,6 +66,17 @@ def write_json(path: Path, payload: Any) -> None:
     path.write_text(json.dumps(payload, indent=2, default=str))
 
 
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """``payload`` as compact JSON, written to a temporary file beside ``path`` and moved into place,
+    so a process killed while writing leaves the previous file whole (resumable states, results a
+    worker hands back)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, default=str))
+    tmp.replace(path)
+
+
 def budget_share(record: dict) -> float:
     """Where a record sits on a budget axis: its budget, or the share it kept when adaptive."""
     return record["budget"] if record.get("budget") is not None else record["kept_share"]
