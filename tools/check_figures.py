@@ -1135,6 +1135,17 @@ add(README, "(withdrawing at layer 26 of 30 answers {}% against dense's {}%)",
     lambda: [100 * record("vtw-late-smollm2-dinov2", None, "vtw:layer=26", 1.0)["accuracy"],
              100 * record("vtw-late-smollm2-dinov2", None, "dense", None)["accuracy"]], "eval/vtw-late-smollm2-dinov2/results.json")
 
+R_CP = "eval/calibrate-smollm2-dinov2/results.json"
+C_CP = "eval/calibrate-smollm2-dinov2/curve.json"
+add(PRE, "It finished on 2026-12-07 after {} points",
+    lambda: [load_json(R_CP)["calibration"]["points"]], R_CP)
+add(PRE, "alone at K = {}, w = {}: {} against dense {} ({}%) at a kept share of {}",
+    lambda: [(c := load_json(R_CP)["calibration"])["searched"]["ratio_scale"], c["searched"]["spatial_weight"],
+             c["accuracy"], c["dense_accuracy"], 100 * c["accuracy_vs_dense"], c["kept_share"]], R_CP)
+add(PRE, "setting fell to {} (M = {}) and {} (M = {})",
+    lambda: [v for q in load_json(C_CP)["points"] if q["phase"] == "stage 2"
+             for v in (q["accuracy"], q["kv_threshold"])], C_CP)
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
