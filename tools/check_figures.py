@@ -1137,7 +1137,7 @@ add(README, "(withdrawing at layer 26 of 30 answers {}% against dense's {}%)",
 
 R_CP = "eval/calibrate-smollm2-dinov2/results.json"
 C_CP = "eval/calibrate-smollm2-dinov2/curve.json"
-add(PRE, "It finished on 2026-12-07 after {} points",
+add(PRE, "The calibration finished on 2026-12-07 after {} points",
     lambda: [load_json(R_CP)["calibration"]["points"]], R_CP)
 add(PRE, "alone at K = {}, w = {}: {} against dense {} ({}%) at a kept share of {}",
     lambda: [(c := load_json(R_CP)["calibration"])["searched"]["ratio_scale"], c["searched"]["spatial_weight"],
