@@ -60,7 +60,37 @@ def test_an_interrupted_run_resumes_to_the_uninterrupted_figures(setup, tmp_path
                      state=EvalState(path, {"run": 1}, every_seconds=0), on_resume=lambda d, t: resumed_at.append((d, t)))
     assert resumed_at == [(3, 8)]
     assert _figures(again) == _figures(full)
-    assert json.loads(path.read_text())["groups_done"] == 8
+    final = json.loads(path.read_text())
+    assert final["groups_done"] == 8
+    # each run that wrote the state is on record: the interrupted one did videos 0-3, this one 3-8
+    runs = final["runs"]
+    assert [r["videos"] for r in runs] == [[0, 3], [3, 8]] and final["unrecorded_videos"] == 0
+    assert all(r["wall_seconds"] > 0 and "sharpv_commit" in r and r["versions"]["torch"] for r in runs)
+
+
+def test_a_resumed_run_says_what_the_earlier_runs_did(tmp_path):
+    path = tmp_path / ".eval_state.json"
+    tallies, predictions = [evaluate_module._Tally() for _ in range(4)], [{} for _ in range(4)]
+    first = EvalState(path, {"run": 1})
+    assert first.load(4) is None
+    first.save(2, tallies, predictions, force=True)
+    assert first.history() is None  # it started from nothing
+    second = EvalState(path, {"run": 1})
+    assert second.load(4)[0] == 2
+    history = second.history()
+    assert history["videos_before"] == 2 and history["unrecorded_videos"] == 0
+    assert [r["videos"] for r in history["earlier_runs"]] == [[0, 2]]
+    assert history["earlier_wall_seconds"] == round(history["earlier_runs"][0]["wall_seconds"], 1)
+    # a state written before runs were recorded: its videos are counted as unrecorded, not as free
+    raw = json.loads(path.read_text())
+    del raw["runs"], raw["unrecorded_videos"]
+    path.write_text(json.dumps(raw))
+    old = EvalState(path, {"run": 1})
+    old.load(4)
+    assert old.history() == {"videos_before": 2, "unrecorded_videos": 2, "earlier_runs": [], "earlier_wall_seconds": None}
+    old.save(5, tallies, predictions, force=True)
+    raw = json.loads(path.read_text())
+    assert raw["unrecorded_videos"] == 2 and [r["videos"] for r in raw["runs"]] == [[2, 5]]
 
 
 def test_a_state_of_other_settings_is_refused(setup, tmp_path):
@@ -95,3 +125,8 @@ def test_the_command_resumes_and_cleans_up(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "resuming an interrupted run" in err and "2 of 4 videos done" in err
     assert (out / "results.json").is_file() and not (out / ".eval_state.json").exists()
+    # the provenance covers this run and says what the interrupted one did
+    origin = json.loads((out / "run.json").read_text())["provenance"]
+    (resumed,) = origin["resumed"]
+    assert resumed["videos_before"] == 2 and [r["videos"] for r in resumed["earlier_runs"]] == [[0, 2]]
+    assert "it continued from 2 videos done by earlier runs (1 recorded" in (out / "results.md").read_text()

@@ -223,7 +223,7 @@ def _run_one(model_path: Path, *, data: Path | None, seed: int, n: int, frames: 
                            max_new_tokens=max_new_tokens, on_step=step, keep_predictions=keep_predictions,
                            state=state, on_resume=resumed)
     del model
-    return records, examples, n_frames, source
+    return records, examples, n_frames, source, state.history() if state is not None else None
 
 
 def state_file(out: Path, index: int) -> Path:
@@ -245,7 +245,7 @@ def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int
     several = len(models) > 1
     records, predictions, per_model = [], [], []
     for label, model_path in models:
-        mine, examples, n_frames, source = _run_one(
+        mine, examples, n_frames, source, history = _run_one(
             model_path, data=data, seed=seed, n=n, frames=frames, specs=specs, budgets=budgets, dtype=dtype,
             device=device, max_new_tokens=max_new_tokens, keep_predictions=out is not None, console=console,
             label=label if several else None, state_path=state_file(out, len(per_model)) if out is not None else None)
@@ -253,7 +253,7 @@ def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int
         predictions += [dict(p, **tag, method=r["method"], budget=r["budget"]) for r in mine for p in r.pop("predictions", [])]
         records += [dict(tag, **r) for r in mine]
         described = describe_model(model_path)
-        per_model.append(dict(model=label, described=described, frames=n_frames))
+        per_model.append(dict(model=label, described=described, frames=n_frames, history=history))
         title = f"sharpv eval: {described} on {source}"
         Console(width=max(200, Console().width)).print(rich_table(_flat(mine), eval_columns(mine), title=title))
     majority = majority_rates(examples)
@@ -272,7 +272,11 @@ def run_eval_job(*, models: list[tuple[str, Path]], data: Path | None, seed: int
                    command="sharpv eval " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["eval"] else None)
         if several:
             env["models"] = [dict(model=m["model"], checkpoint=m["described"], frames=m["frames"]) for m in per_model]
-        env["provenance"] = provenance(clock)  # sharpv commit, package versions, wall time of the whole run
+        env["provenance"] = provenance(clock)  # sharpv commit, package versions, wall time of this run
+        resumed = [dict(model=m["model"], **m["history"]) if several else m["history"]
+                   for m in per_model if m["history"] is not None]
+        if resumed:  # finished across several runs: what the earlier ones ran and spent
+            env["provenance"]["resumed"] = resumed
         write_json(out / "run.json", env)
         write_eval_report(out, records, env)
         for k in range(len(models)):  # finished: the states of the interrupted runs are no longer needed

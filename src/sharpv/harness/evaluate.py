@@ -447,7 +447,12 @@ class EvalState:
     ``every_seconds``) the tallies and predictions of every run so far go to ``path`` (JSON,
     written to a temporary file and moved into place), with a ``fingerprint`` of what is being
     evaluated (model, set, methods, budgets, frames, tokens). A run with the same fingerprint
-    continues after the last group saved; another fingerprint is refused."""
+    continues after the last group saved; another fingerprint is refused.
+
+    The state also records every run that wrote it (``runs``: UTC start and end, wall seconds, the
+    videos it did, the sharpv commit and package versions), so a result finished across several runs
+    says what each of them ran and spent, not only the last one (:meth:`history`). A state written
+    before runs were recorded counts its videos as ``unrecorded_videos``."""
 
     VERSION = 1
     EVERY_SECONDS = 30.0
@@ -456,8 +461,15 @@ class EvalState:
         self.path, self.fingerprint = Path(path), json.loads(json.dumps(fingerprint))
         self.every = self.EVERY_SECONDS if every_seconds is None else every_seconds
         self._last = 0.0
+        self.earlier: list[dict] = []  # the runs before this one, as the state recorded them
+        self.unrecorded = 0  # videos done by earlier runs that the state holds no record of
+        self.resumed_at = 0  # videos done when this run started
+        self._run: dict | None = None
 
     def load(self, n_runs: int) -> tuple[int, list["_Tally"], list[dict[int, dict]]] | None:
+        """Start this run's record and read the file if there is one: (groups done, tallies,
+        predictions), or None."""
+        self._start()
         if not self.path.is_file():
             return None
         try:
@@ -471,7 +483,33 @@ class EvalState:
             raise SharpVError(f"{self.path} does not match this run's plan; pass --overwrite to start over")
         tallies = [_Tally.from_dict(t) for t in raw["tallies"]]
         predictions = [{int(k): v for k, v in p.items()} for p in raw["predictions"]]
-        return int(raw["groups_done"]), tallies, predictions
+        done = int(raw["groups_done"])
+        self.earlier = list(raw.get("runs", []))
+        self.unrecorded = int(raw.get("unrecorded_videos", 0 if "runs" in raw else done))
+        self.resumed_at = done
+        return done, tallies, predictions
+
+    def _start(self) -> None:
+        from sharpv.harness.provenance import Clock, source, versions
+
+        self._clock = Clock()
+        self._run = {**source(), "versions": versions()}
+
+    def _this_run(self, groups_done: int) -> dict:
+        if self._run is None:  # saved without load(): this run started here
+            self._start()
+        return {"videos": [self.resumed_at, groups_done], **self._clock.stamp(), **self._run}
+
+    def history(self) -> dict | None:
+        """How the finished result was reached when this run continued an earlier one (None when it
+        did not): ``videos_before`` this run, ``unrecorded_videos`` of those, the ``earlier_runs``
+        recorded (each with ``videos`` [first, end), its commit, versions and wall seconds) and their
+        ``earlier_wall_seconds`` (None when some videos are unrecorded)."""
+        if not self.resumed_at:
+            return None
+        seconds = sum(r.get("wall_seconds") or 0.0 for r in self.earlier)
+        return {"videos_before": self.resumed_at, "unrecorded_videos": self.unrecorded, "earlier_runs": self.earlier,
+                "earlier_wall_seconds": None if self.unrecorded else round(seconds, 1)}
 
     def save(self, groups_done: int, tallies: list["_Tally"], predictions: list[dict[int, dict]], *, force: bool = False) -> None:
         import time
@@ -481,6 +519,7 @@ class EvalState:
             return
         self._last = now
         payload = {"version": self.VERSION, "fingerprint": self.fingerprint, "groups_done": groups_done,
+                   "runs": self.earlier + [self._this_run(groups_done)], "unrecorded_videos": self.unrecorded,
                    "tallies": [t.to_dict() for t in tallies], "predictions": predictions}
         write_json_atomic(self.path, payload)
 

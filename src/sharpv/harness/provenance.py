@@ -134,6 +134,22 @@ def describe(record: dict) -> str:
     text = "Ran " + ", ".join(parts)
     if record.get("wall_seconds") is not None:
         text += f"; started {record.get('started_utc')}, wall time {record['wall_seconds']:.0f} s"
+    for resumed in record.get("resumed") or []:
+        text += "; " + _describe_resumed(resumed)
+    return text
+
+
+def _describe_resumed(resumed: dict) -> str:
+    """One clause on what earlier runs of a resumed result did (``EvalState.history``)."""
+    who = f" ({resumed['model']})" if resumed.get("model") else ""
+    runs = resumed.get("earlier_runs") or []
+    text = f"it continued{who} from {resumed['videos_before']} videos done by earlier runs"
+    if runs:
+        commits = sorted({(r.get("sharpv_commit") or r.get("sharpv_version") or "?")[:10] for r in runs})
+        seconds = sum(r.get("wall_seconds") or 0.0 for r in runs)
+        text += f" ({len(runs)} recorded, {seconds:.0f} s, sharpv {', '.join(commits)})"
+    if resumed.get("unrecorded_videos"):
+        text += f", {resumed['unrecorded_videos']} of them by runs whose state did not record commit or wall time"
     return text
 
 
