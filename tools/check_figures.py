@@ -60,7 +60,8 @@ def load_json(path: str):
 
 @lru_cache(maxsize=None)
 def _rows(run: str) -> tuple[dict, ...]:
-    with gzip.open(ROOT / "eval" / run / "predictions.jsonl.gz", "rt") as f:
+    plain = ROOT / "eval" / run / "predictions.jsonl"  # small runs commit it uncompressed
+    with (open(plain) if plain.is_file() else gzip.open(ROOT / "eval" / run / "predictions.jsonl.gz", "rt")) as f:
         return tuple(json.loads(line) for line in f)
 
 
@@ -1145,6 +1146,40 @@ add(PRE, "alone at K = {}, w = {}: {} against dense {} ({}%) at a kept share of 
 add(PRE, "setting fell to {} (M = {}) and {} (M = {})",
     lambda: [v for q in load_json(C_CP)["points"] if q["phase"] == "stage 2"
              for v in (q["accuracy"], q["kv_threshold"])], C_CP)
+
+FC = "fidelity-smollm2-dinov2/part-calibrated"
+R_FC, P_FC = f"eval/{FC}/results.json", f"eval/{FC}/predictions.jsonl"
+CAL = "sharpv[calibrated]"
+add(PRE, "| dense | 100% | 100% | {}% | |", lambda: [acc(FC, None, "dense")], P_FC)
+add(PRE, "| SharpV adaptive, defaults (both stages) | {}% | {}% | {}% | {} [{}, {}] |",
+    lambda: [100 * record(FC, None, "sharpv", None)["kept_share"], 100 * record(FC, None, "sharpv", None)["equivalent_retention"],
+             acc(FC, None, "sharpv"), *paired(FC, None, "sharpv", "dense", None)],
+    f"{R_FC}, {P_FC} (own bootstrap)", tol=[0, 0, 0, 0, BOOT_TOL, BOOT_TOL])
+add(PRE, "| SharpV calibrated (stage 1 alone, K = {}, w = {}) | {}% | {}% | {}% | {} [{}, {}] |",
+    lambda: [load_json(R_CP)["calibration"]["searched"]["ratio_scale"], load_json(R_CP)["calibration"]["searched"]["spatial_weight"],
+             100 * record(FC, None, CAL, None)["kept_share"], 100 * record(FC, None, CAL, None)["equivalent_retention"],
+             acc(FC, None, CAL), *paired(FC, None, CAL, "dense", None)],
+    f"{R_CP}, {R_FC}, {P_FC} (own bootstrap)", tol=[0, 0, 0, 0, 0, 0, BOOT_TOL, BOOT_TOL])
+add(PRE, "At its defaults SharpV keeps {}% of the visual tokens, as the paper's ~12% on LLaVA-OneVision, but answers {}%",
+    lambda: [100 * record(FC, None, "sharpv", None)["kept_share"], acc(FC, None, "sharpv")], R_FC)
+add(PRE, "below the set's majority rate ({}%): stage 2 withdraws every visual token at layer {} (every question), so each LLM layer computes {}%",
+    lambda: [100 * load_json(f"eval/{FC}/run.json")["majority_by_type"]["overall"], 2,
+             100 * record(FC, None, "sharpv", None)["equivalent_retention"]], R_FC,
+    # every question withdrawn at layer 2 of 30: per-layer share = kept share x 2 / 30, and nothing left after
+    holds=lambda: (record(FC, None, "sharpv", None)["in_llm_pruned_share"] == 1.0
+                   and abs(record(FC, None, "sharpv", None)["equivalent_retention"]
+                           - record(FC, None, "sharpv", None)["kept_share"] * 2 / 30) < 1e-6))
+add(PRE, "Calibrated, it keeps {}% of dense with {}% of the tokens**, as the calibration's {} questions of seed {} said ({}% there too), {} points below dense",
+    lambda: [100 * record(FC, None, CAL, None)["accuracy_vs_dense"], 100 * record(FC, None, CAL, None)["kept_share"],
+             load_json(R_CP)["calibration"]["n"],
+             int(re.search(r"seed (\d+)", load_json(R_CP)["calibration"]["dataset"])[1]),
+             100 * load_json(R_CP)["calibration"]["accuracy_vs_dense"],
+             -paired(FC, None, CAL, "dense", None)[0]], f"{R_FC}, {R_CP}")
+add(PRE, "count {}% / {}% and appearance time {}% / {}%, while colour ({}% / {}%), colour change ({}% / {}%), motion ({}% / {}%) and position ({}% / {}%) stay",
+    lambda: [v for t in ("count", "appearance_time", "colour", "colour_change", "motion", "position")
+             for v in (acc(FC, None, "dense", None, t), acc(FC, None, CAL, None, t))], P_FC)
+add(PRE, "it lets in {}% for count and {}% for appearance time, against {}% for motion",
+    lambda: [100 * record(FC, None, CAL, None)["evidence_recall_by_type"][t] for t in ("count", "appearance_time", "motion")], R_FC)
 
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
