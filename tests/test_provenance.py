@@ -104,6 +104,16 @@ def test_clock_and_provenance_and_the_sentence(monkeypatch):
     assert "(no git checkout)" in prov.describe(prov.provenance())
 
 
+def test_the_sentence_of_a_resumed_result_names_the_earlier_runs():
+    record = {"sharpv_commit": "c" * 40, "versions": {"torch": "2.13.0"}, "wall_seconds": 60.0, "started_utc": "T",
+              "resumed": [{"model": "a", "videos_before": 7, "unrecorded_videos": 3, "earlier_wall_seconds": None,
+                           "earlier_runs": [{"sharpv_commit": "d" * 40, "wall_seconds": 40.0, "videos": [3, 7]},
+                                            {"sharpv_commit": "e" * 40, "wall_seconds": 20.0, "videos": [7, 7]}]}]}
+    text = prov.describe(record)
+    assert "wall time 60 s; it continued (a) from 7 videos done by earlier runs (2 recorded, 60 s, " in text
+    assert "sharpv dddddddddd, eeeeeeeeee)" in text and "3 of them by runs whose state did not record" in text
+
+
 def test_eval_run_json_records_provenance(capsys, tmp_path):
     out = tmp_path / "eval"
     assert main(["eval", "--n", "2", "--methods", "sharpv", "--budgets", "0.2", "--threads", "1", "--out", str(out)]) == 0
