@@ -56,6 +56,16 @@ def test_source_of_a_clean_checkout_is_its_commit(checkout):
     assert got["sharpv_dirty"] is False and got["sharpv_modified_files"] == []
 
 
+def test_a_run_names_the_commit_it_started_on(checkout):
+    started = _git(checkout, "rev-parse", "HEAD").strip()
+    clock = prov.Clock(checkout)
+    (checkout / "src" / "sharpv" / "__init__.py").write_text("x = 2\n")  # committed while the run goes on
+    _git(checkout, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "second")
+    assert _git(checkout, "rev-parse", "HEAD").strip() != started
+    assert clock.source["sharpv_commit"] == started
+    assert prov.provenance(clock)["sharpv_commit"] == clock.source["sharpv_commit"]
+
+
 def test_source_is_dirty_only_for_the_package_s_own_files(checkout):
     (checkout / "docs" / "a.md").write_text("b\n")  # docs and results do not change what ran
     (checkout / "notes.txt").write_text("untracked, outside src\n")

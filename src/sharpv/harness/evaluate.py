@@ -490,10 +490,10 @@ class EvalState:
         return done, tallies, predictions
 
     def _start(self) -> None:
-        from sharpv.harness.provenance import Clock, source, versions
+        from sharpv.harness.provenance import Clock, versions
 
         self._clock = Clock()
-        self._run = {**source(), "versions": versions()}
+        self._run = {**self._clock.source, "versions": versions()}
 
     def _this_run(self, groups_done: int) -> dict:
         if self._run is None:  # saved without load(): this run started here

@@ -107,11 +107,14 @@ def _utc(seconds: float) -> str:
 
 
 class Clock:
-    """The wall time of a run: started when made; :meth:`stamp` reads it."""
+    """The wall time of a run: started when made; :meth:`stamp` reads it. It also takes the
+    :func:`source` when made: a long run's result must name the commit it started on, not the one
+    the checkout has moved to by the time it is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, root: Path | None = None) -> None:
         self.started = time.time()
         self._start = time.perf_counter()
+        self.source = source(root)
 
     def stamp(self) -> dict:
         wall = time.perf_counter() - self._start
@@ -155,9 +158,10 @@ def _describe_resumed(resumed: dict) -> str:
 
 def provenance(clock: Clock | None = None, *, packages: tuple[str, ...] = PACKAGES) -> dict:
     """Everything above in one dict, the ``provenance`` entry of a run's ``run.json`` / ``results.json``:
-    source, versions, machine, the command line and (with ``clock``) the run's UTC start, end and
-    wall seconds."""
-    out = {**source(), "versions": versions(packages), **machine(), "command_line": command_line()}
+    source (with ``clock``: taken when the run started), versions, machine, the command line and
+    (with ``clock``) the run's UTC start, end and wall seconds."""
+    out = {**(clock.source if clock is not None else source()), "versions": versions(packages), **machine(),
+           "command_line": command_line()}
     if clock is not None:
         out.update(clock.stamp())
     return out
