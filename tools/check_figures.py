@@ -1181,6 +1181,17 @@ add(PRE, "count {}% / {}% and appearance time {}% / {}%, while colour ({}% / {}%
 add(PRE, "it lets in {}% for count and {}% for appearance time, against {}% for motion",
     lambda: [100 * record(FC, None, CAL, None)["evidence_recall_by_type"][t] for t in ("count", "appearance_time", "motion")], R_FC)
 
+FP = "fidelity-smollm2-dinov2/part-c"
+for label, m in (("HoliTom", "holitom"), ("FastV", "fastv"), ("PyramidDrop", "pyramiddrop")):
+    add(PRE, f"| {label} | {{}}%, {{}}%, +{{}} [+{{}}, +{{}}] | {{}}%, {{}}%, +{{}} [+{{}}, +{{}}] |",
+        lambda m=m: [v for b in (0.1, 0.3) for v in (acc(FP, None, m, b), 100 * record(FP, None, m, b)["equivalent_retention"],
+                                                      *paired(FP, None, m, "sharpv", b))],
+        f"eval/{FP}/predictions.jsonl, eval/{FP}/results.json (own bootstrap)",
+        tol=[0, 0, 0, BOOT_TOL, BOOT_TOL] * 2)
+add(PRE, "PyramidDrop stays at dense's level ({}%) because its layers still compute {}-{}% of the visual",
+    lambda: [acc(FP, None, "dense"), *(100 * record(FP, None, "pyramiddrop", b)["equivalent_retention"] for b in (0.1, 0.3))],
+    f"eval/{FP}/results.json")
+
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
 
