@@ -116,6 +116,12 @@ def test_plan_and_parsing():
     assert [(s.label, b) for s, b in runs] == [
         ("dense", None), ("sharpv", 0.1), ("sharpv", None), ("sharpv:kv=false", 0.1), ("sharpv:kv=false", None), ("fastv:layer=3", 0.1)
     ]
+    # random has an adaptive mode only at SharpV's per-frame counts (the paper's ablation): asked for
+    # 'adaptive', it runs there and is left out (not failed) where its settings have no such mode
+    runs = plan([MethodSpec.parse("random"), MethodSpec.parse("random:counts=sharpv")], parse_budgets("0.2,adaptive"))
+    assert [(s.label, b) for s, b in runs] == [
+        ("dense", None), ("random", 0.2), ("random:counts=sharpv", 0.2), ("random:counts=sharpv", None)
+    ]
 
 
 def test_shapes_match_their_checkpoints():

@@ -66,6 +66,12 @@ class MethodSpec:
         """A fixed spec's own budget (its keep_ratio; None: adaptive, or dense)."""
         return None if self.name == "dense" else getattr(self.build(None).config, "keep_ratio", None)
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether the method has an adaptive mode under these settings (it runs at the budget
+        'adaptive'): see :meth:`~sharpv.methods.PruningMethod.has_adaptive`."""
+        return METHODS[self.name].has_adaptive(self.settings)
+
     @classmethod
     def parse(cls, text: str) -> "MethodSpec":
         from sharpv.cli_values import parse_settings
@@ -252,7 +258,8 @@ def environment(model, *, dtype: str, device: str, source: str, vision: str, noi
 
 
 def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[MethodSpec, float | None]]:
-    """Every (method, budget) to run; dense once (budget None); 'adaptive' only where a method has it;
+    """Every (method, budget) to run; dense once (budget None); 'adaptive' only where a method has it
+    (:attr:`MethodSpec.adaptive`);
     a fixed spec (a config file's method) once, at its own budget."""
     runs: list[tuple[MethodSpec, float | None]] = [(MethodSpec("dense", "dense"), None)]
     for spec in methods:
@@ -262,7 +269,7 @@ def plan(methods: list[MethodSpec], budgets: list[float | None]) -> list[tuple[M
         if spec.name == "dense":
             continue
         for budget in budgets:
-            if budget is None and not METHODS[spec.name].adaptive:
+            if budget is None and not spec.adaptive:
                 continue
             runs.append((spec, budget))
     return runs

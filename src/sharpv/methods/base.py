@@ -70,7 +70,7 @@ class PruningMethod:
     name: ClassVar[str] = ""
     config_class: ClassVar[type] = MethodConfig
     #: whether ``keep_ratio=None`` means an adaptive mode (the kept share depends on the video):
-    #: ``bench`` and ``eval`` run such methods at the budget "adaptive" too
+    #: ``bench`` and ``eval`` run such methods at the budget "adaptive" too (see :meth:`has_adaptive`)
     adaptive: ClassVar[bool] = False
     #: the vision-encoder layer whose attention the method ranks tokens by (negative: from the last
     #: layer feeding the video features), or None. When set, the runtime recomputes that layer's
@@ -80,6 +80,12 @@ class PruningMethod:
     #: Without it (precomputed video features) ``attention`` is None and the method falls back to
     #: its feature proxy; ``VideoStats.attention_source`` says which was used.
     vision_attention: ClassVar[int | None] = None
+
+    @classmethod
+    def has_adaptive(cls, settings: dict) -> bool:
+        """Whether this method, with these settings (budget aside), has an adaptive mode; by default
+        :attr:`adaptive`. A method whose adaptive mode depends on a setting overrides it."""
+        return cls.adaptive
 
     def __init__(self, config: Any = None, **overrides: Any):
         if config is not None and overrides:

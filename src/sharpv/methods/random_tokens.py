@@ -37,6 +37,11 @@ class RandomTokens(PruningMethod):
     name = "random"
     config_class = RandomConfig
 
+    @classmethod
+    def has_adaptive(cls, settings: dict) -> bool:
+        """Adaptive at SharpV's own per-frame counts only (``counts="sharpv"``)."""
+        return settings.get("counts", RandomConfig.counts) == "sharpv"
+
     def select_visual(self, grid: torch.Tensor, spatial: tuple[int, int]) -> VisualSelection:
         cfg = self.config
         n_frames, f = grid.shape[:2]
