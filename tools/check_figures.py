@@ -1138,7 +1138,7 @@ add(README, "(withdrawing at layer 26 of 30 answers {}% against dense's {}%)",
 
 R_CP = "eval/calibrate-smollm2-dinov2/results.json"
 C_CP = "eval/calibrate-smollm2-dinov2/curve.json"
-add(PRE, "The calibration finished on 2026-12-07 after {} points",
+add(PRE, "It finished after {} points",
     lambda: [load_json(R_CP)["calibration"]["points"]], R_CP)
 add(PRE, "alone at K = {}, w = {}: {} against dense {} ({}%) at a kept share of {}",
     lambda: [(c := load_json(R_CP)["calibration"])["searched"]["ratio_scale"], c["searched"]["spatial_weight"],
@@ -1181,16 +1181,148 @@ add(PRE, "count {}% / {}% and appearance time {}% / {}%, while colour ({}% / {}%
 add(PRE, "it lets in {}% for count and {}% for appearance time, against {}% for motion",
     lambda: [100 * record(FC, None, CAL, None)["evidence_recall_by_type"][t] for t in ("count", "appearance_time", "motion")], R_FC)
 
-FP = "fidelity-smollm2-dinov2/part-c"
-for label, m in (("HoliTom", "holitom"), ("FastV", "fastv"), ("PyramidDrop", "pyramiddrop")):
-    add(PRE, f"| {label} | {{}}%, {{}}%, +{{}} [+{{}}, +{{}}] | {{}}%, {{}}%, +{{}} [+{{}}, +{{}}] |",
-        lambda m=m: [v for b in (0.1, 0.3) for v in (acc(FP, None, m, b), 100 * record(FP, None, m, b)["equivalent_retention"],
-                                                      *paired(FP, None, m, "sharpv", b))],
-        f"eval/{FP}/predictions.jsonl, eval/{FP}/results.json (own bootstrap)",
-        tol=[0, 0, 0, BOOT_TOL, BOOT_TOL] * 2)
-add(PRE, "PyramidDrop stays at dense's level ({}%) because its layers still compute {}-{}% of the visual",
-    lambda: [acc(FP, None, "dense"), *(100 * record(FP, None, "pyramiddrop", b)["equivalent_retention"] for b in (0.1, 0.3))],
-    f"eval/{FP}/results.json")
+FR = "fidelity-smollm2-dinov2"  # the merged report of parts A, B, C and calibrated
+P_FR, R_FR = f"eval/{FR}/predictions.jsonl.gz", f"eval/{FR}/results.json"
+S1 = "sharpv:kv=false"
+FB = (0.1, 0.2, 0.3)
+#: the pre-LLM methods of the run (every layer computes their budget), SharpV's stage 1 included
+PRE_LLM = (S1, "random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip", "fastvid", "flashvid", "holitom")
+
+
+def paired_rows(run: str, a: tuple[str, float | None], b: tuple[str, float | None]) -> tuple[float, float, float]:
+    """``paired`` between two (method, budget) rows that may differ in budget (dense, calibrated)."""
+    ia, x = _pick(run, None, *a)
+    ib, y = _pick(run, None, *b)
+    if not np.array_equal(ia, ib):
+        raise ValueError(f"eval/{run}: {a} and {b} answered different questions")
+    d = x.astype(int) - y.astype(int)
+    counts = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()])
+    draws = np.random.Generator(np.random.PCG64(2811)).multinomial(d.size, counts / d.size, size=20_000)
+    low, high = np.percentile((draws[:, 2] - draws[:, 0]) / d.size, [2.5, 97.5])
+    return float(100 * d.mean()), float(100 * low), float(100 * high)
+
+
+def _rank(method: str, budget: float) -> int:
+    """1 + how many pre-LLM methods answer more than ``method`` at ``budget``."""
+    mine = acc(FR, None, method, budget)
+    return 1 + sum(acc(FR, None, m, budget) > mine for m in PRE_LLM if m != method)
+
+
+def _mean_layer(method: str, budget: float | None) -> float:
+    """The mean layer stage 2 withdrew at, from the per-layer share (30 layers; it fired on every question)."""
+    r = record(FR, None, method, budget)
+    assert r["in_llm_pruned_share"] == 1.0, f"{method} did not withdraw on every question"
+    return 30 * r["equivalent_retention"] / r["kept_share"]
+
+
+def _per_layer(method: str, budget: float | None) -> float:
+    return 100 * record(FR, None, method, budget)["equivalent_retention"]
+
+
+add(PRE, "video), every answer kept. The report is [eval/fidelity-smollm2-dinov2/results.md](../eval/fidelity-smollm2-dinov2/results.md) ({} configurations",
+    lambda: [len(load_json(R_FR))], R_FR)
+add(PRE, "answers at the level of no video, at every budget**: {}% at 0.1, 0.2, 0.3 and adaptive, against dense's {}%",
+    lambda: [acc(FR, None, "sharpv", 0.1), acc(FR, None, "dense")], P_FR,
+    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB + (None,)}) == 1)
+_ABOVE = [(m, b) for m in ({r["method"] for r in load_json(R_FR)} - {"dense", "sharpv", "vtw", CAL}) for b in FB]
+add(PRE, "above it at every budget, by +{} (EVS at 0.1) to +{} (PyramidDrop at 0.3), except VTW",
+    lambda: [paired(FR, None, "evs", "sharpv", 0.1)[0], paired(FR, None, "pyramiddrop", "sharpv", 0.3)[0]], P_FR,
+    holds=lambda: min(_ABOVE, key=lambda k: paired(FR, None, k[0], "sharpv", k[1])[0]) == ("evs", 0.1)
+    and max(_ABOVE, key=lambda k: paired(FR, None, k[0], "sharpv", k[1])[0]) == ("pyramiddrop", 0.3)
+    and all(paired(FR, None, m, "sharpv", b)[1] > 0 for m, b in _ABOVE))
+add(PRE, "withdraws at layer {}, {} or {} and is as blind (+{} [+{}, +{}], +{} [+{}, +{}], +{} [{}, +{}] at 0.1, 0.2, 0.3)",
+    lambda: [round(30 * b) for b in FB] + [v for b in FB for v in paired(FR, None, "vtw", "sharpv", b)], P_FR,
+    tol=[0] * 3 + [0, BOOT_TOL, BOOT_TOL] * 3)
+add(PRE, "(`sharpv:kv=false`, what SharpV lets into the language model) answers {}%, {}% and {}%",
+    lambda: [acc(FR, None, S1, b) for b in FB], P_FR)
+add(PRE, "layer) it ranks {}rd of the {} pre-LLM methods at 0.1, {}th at 0.2 and {}th at 0.3; random tokens pass it from 0.2 on",
+    lambda: [_rank(S1, 0.1), len(PRE_LLM), _rank(S1, 0.2), _rank(S1, 0.3)], P_FR,
+    holds=lambda: acc(FR, None, "random", 0.1) < acc(FR, None, S1, 0.1)
+    and all(acc(FR, None, "random", b) > acc(FR, None, S1, b) for b in (0.2, 0.3)))
+add(PRE, "(`kv_reference_layer=1`) fires late (at layer {} to {} of 30 on average) and costs",
+    lambda: [min(_mean_layer("sharpv:kv_reference_layer=1", b) for b in FB + (None,)),
+             max(_mean_layer("sharpv:kv_reference_layer=1", b) for b in FB + (None,))], R_FR)
+add(PRE, "nothing measurable against stage 1 alone: {} [{}, +{}], {} [{}, +{}] and {} [{}, +{}] at 0.1, 0.2, 0.3, while each layer computes {}%, {}% and {}% of the visual tokens instead of {}%, {}% and {}%",
+    lambda: [v for b in FB for v in paired(FR, None, "sharpv:kv_reference_layer=1", S1, b)]
+    + [_per_layer("sharpv:kv_reference_layer=1", b) for b in FB] + [_per_layer(S1, b) for b in FB], P_FR,
+    tol=[0, BOOT_TOL, BOOT_TOL] * 3 + [0] * 6,
+    holds=lambda: all(paired(FR, None, "sharpv:kv_reference_layer=1", S1, b)[1] < 0 < paired(FR, None, "sharpv:kv_reference_layer=1", S1, b)[2] for b in FB))
+add(PRE, "FastV answers {}% at 0.3 (its layers compute {}% of the visual tokens) and PyramidDrop {}% to {}% ({}% to {}%)",
+    lambda: [acc(FR, None, "fastv", 0.3), _per_layer("fastv", 0.3), acc(FR, None, "pyramiddrop", 0.1), acc(FR, None, "pyramiddrop", 0.3),
+             _per_layer("pyramiddrop", 0.1), _per_layer("pyramiddrop", 0.3)], P_FR)
+_LABELS = {"sharpv": "SharpV, defaults (both stages)", S1: "SharpV, stage 1 alone",
+           "sharpv:kv_reference_layer=1": "SharpV, `kv_reference_layer=1`", "random": "random", "pooling": "pooling",
+           "evs": "EVS", "dycoke": "DyCoke", "vidcom2": "VidCom2", "divprune": "DivPrune", "visionzip": "VisionZip",
+           "fastvid": "FastVID", "flashvid": "FlashVID", "holitom": "HoliTom", "vtw": "VTW", "fastv": "FastV",
+           "pyramiddrop": "PyramidDrop"}
+for m, label in _LABELS.items():
+    inside = m not in PRE_LLM
+    layer = " / ".join(["{}%"] * 3) if inside else "the budget"
+    minus = "-" if m == S1 else " / ".join(["{} [{}, {}]"] * 3)
+    add(PRE, f"| {label} | {{w}} | {{}}% / {{}}% / {{}}% | {layer} | {minus} |",
+        lambda m=m, inside=inside: [acc(FR, None, m, b) for b in FB] + ([_per_layer(m, b) for b in FB] if inside else [])
+        + ([] if m == S1 else [v for b in FB for v in paired(FR, None, m, S1, b)]),
+        f"{P_FR}, {R_FR} (own bootstrap)",
+        tol=[0] * (6 if inside else 3) + ([] if m == S1 else [0, BOOT_TOL, BOOT_TOL] * 3),
+        words=lambda m=m: [{"before"} if m in PRE_LLM else {"both"} if m.startswith("sharpv") else {"inside"}])
+add(PRE, "stage 1 alone is {}rd of the 11 pre-LLM methods at 0.1 (behind DivPrune and FlashVID, both within or at the edge of noise), {}th at 0.2 and {}th at 0.3",
+    lambda: [_rank(S1, b) for b in FB], P_FR,
+    holds=lambda: {m for m in PRE_LLM if acc(FR, None, m, 0.1) > acc(FR, None, S1, 0.1)} == {"divprune", "flashvid"}
+    and all(paired(FR, None, m, S1, 0.1)[1] <= 0.05 for m in ("divprune", "flashvid")))
+_TIES = {"holitom": FB[1:], "visionzip": FB[1:], "pooling": FB[1:], "evs": (0.2,), "fastvid": (0.2,)}
+add(PRE, "(the intervals of HoliTom, VisionZip and pooling include 0 at 0.2 and 0.3, EVS's and FastVID's at 0.2), and HoliTom and VidCom2 are below it at every budget",
+    lambda: [], P_FR,
+    holds=lambda: {(m, b) for m in PRE_LLM if m != S1 for b in FB[1:]
+                   if paired(FR, None, m, S1, b)[1] < 0 < paired(FR, None, m, S1, b)[2]} == {(m, b) for m, bs in _TIES.items() for b in bs}
+    and {m for m in PRE_LLM if all(acc(FR, None, m, b) < acc(FR, None, S1, b) for b in FB)} == {"holitom", "vidcom2"})
+add(PRE, "FastV at 0.1 computes {}% of the visual tokens per layer, between the budgets 0.1 and 0.2, and its {}% lies between them too: above every pre-LLM method at 0.1 (DivPrune {}%) and below the best at 0.2 (FlashVID {}%, computing {}%: FastV is {} [{}, {}] against it). At 0.2 FastV computes {}% and answers {}%, as random tokens at 0.3 ({}%) answer {}% ({} [{}, +{}])",
+    lambda: [_per_layer("fastv", 0.1), acc(FR, None, "fastv", 0.1), acc(FR, None, "divprune", 0.1), acc(FR, None, "flashvid", 0.2),
+             _per_layer("flashvid", 0.2), *paired_rows(FR, ("fastv", 0.1), ("flashvid", 0.2)), _per_layer("fastv", 0.2),
+             acc(FR, None, "fastv", 0.2), _per_layer("random", 0.3), acc(FR, None, "random", 0.3),
+             *paired_rows(FR, ("fastv", 0.2), ("random", 0.3))], f"{P_FR}, {R_FR} (own bootstrap)",
+    tol=[0] * 5 + [0, BOOT_TOL, BOOT_TOL] + [0] * 4 + [0, BOOT_TOL, BOOT_TOL],
+    holds=lambda: max(PRE_LLM, key=lambda m: acc(FR, None, m, 0.1)) == "divprune"
+    and max(PRE_LLM, key=lambda m: acc(FR, None, m, 0.2)) == "flashvid")
+add(PRE, "PyramidDrop stays at dense's level ({}%) at 0.1 to 0.3 because its layers still compute {}% to {}% of the visual tokens",
+    lambda: [acc(FR, None, "dense"), _per_layer("pyramiddrop", 0.1), _per_layer("pyramiddrop", 0.3)], R_FR)
+_TYPE_COLS = (("dense", None), (S1, 0.1), ("random", 0.1), (S1, 0.3), ("random", 0.3), ("fastv", 0.3))
+for t in TYPES:
+    add(PRE, f"| {t.replace('_', ' ')} | " + " | ".join(["{}%"] * 6) + " |",
+        lambda t=t: [acc(FR, None, m, b, t) for m, b in _TYPE_COLS], P_FR)
+add(PRE, "at 0.3 only counting still separates them ({}% against {}%)",
+    lambda: [acc(FR, None, S1, 0.3, "count"), acc(FR, None, "random", 0.3, "count")], P_FR,
+    holds=lambda: all(abs(acc(FR, None, S1, 0.3, t) - acc(FR, None, "random", 0.3, t)) < 10 for t in TYPES if t != "count"))
+add(PRE, "({}% against {}% for count questions at 0.3) but from far fewer of the frames that show them ({}% of them against {}%, all types)",
+    lambda: [100 * record(FR, None, S1, 0.3)["evidence_recall_by_type"]["count"], 100 * record(FR, None, "random", 0.3)["evidence_recall_by_type"]["count"],
+             100 * record(FR, None, S1, 0.3)["evidence_frame_recall"], 100 * record(FR, None, "random", 0.3)["evidence_frame_recall"]], R_FR)
+add(PRE, "Appearance time (which object appeared first or last) is dense's hardest type ({}%), and no method answers more than {}% of it",
+    lambda: [acc(FR, None, "dense", None, "appearance_time"),
+             max(acc(FR, None, r["method"], r["budget"], "appearance_time") for r in load_json(R_FR))], P_FR,
+    holds=lambda: min(TYPES, key=lambda t: acc(FR, None, "dense", None, t)) == "appearance_time")
+add(PRE, "the fixed budget 0.3 ({}% of the tokens) answer {}%, +{} [{}, +{}] against it, and FastV at 0.3 {}% (+{} [+{}, +{}]) computing {}% of the visual tokens per layer; stage 1 alone at 0.3 answers {}% ({} [{}, {}])",
+    lambda: [100 * record(FR, None, "random", 0.3)["kept_share"], acc(FR, None, "random", 0.3), *paired_rows(FR, ("random", 0.3), (CAL, None)),
+             acc(FR, None, "fastv", 0.3), *paired_rows(FR, ("fastv", 0.3), (CAL, None)), _per_layer("fastv", 0.3),
+             acc(FR, None, S1, 0.3), *paired_rows(FR, (S1, 0.3), (CAL, None))], f"{P_FR} (own bootstrap)",
+    tol=[0, 0, 0, BOOT_TOL, BOOT_TOL, 0, 0, BOOT_TOL, BOOT_TOL, 0, 0, 0, BOOT_TOL, BOOT_TOL])
+
+add(PRE, "On 1,200 held-out questions SharpV at its defaults answers {}% at every budget, the level of no video, and its stage 1 alone falls below random tokens from budget 0.2 on",
+    lambda: [acc(FR, None, "sharpv", 0.1)], P_FR,
+    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB + (None,)}) == 1 and len(_pick(FR, None, "dense", None)[0]) == 1200
+    and acc(FR, None, "random", 0.1) < acc(FR, None, S1, 0.1) and all(acc(FR, None, "random", b) > acc(FR, None, S1, b) for b in FB[1:]))
+add(README, "defaults SharpV answers {}% at every budget and adaptive ({}% of the tokens kept) against dense's {}%, the level of no video",
+    lambda: [acc(FR, None, "sharpv", None), 100 * record(FR, None, "sharpv", None)["kept_share"], acc(FR, None, "dense")], P_FR,
+    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB + (None,)}) == 1)
+add(README, "Stage 1 alone answers {}% / {}% / {}% at 0.1 / 0.2 / 0.3, {}rd of the {} pre-LLM methods at 0.1, but random tokens beat it at 0.2 and 0.3 (by {} [{}, {}] and {} [{}, {}] points), as it counts badly ({}% against random's {}% at 0.3)",
+    lambda: [*(acc(FR, None, S1, b) for b in FB), _rank(S1, 0.1), len(PRE_LLM),
+             *paired(FR, None, "random", S1, 0.2), *paired(FR, None, "random", S1, 0.3),
+             acc(FR, None, S1, 0.3, "count"), acc(FR, None, "random", 0.3, "count")], f"{P_FR} (own bootstrap)",
+    tol=[0] * 5 + [0, BOOT_TOL, BOOT_TOL] * 2 + [0, 0])
+add(README, "stage 2 fires late (layer {} of 30 on average) and costs nothing measurable ({} [{}, +{}] at 0.3). FastV and PyramidDrop stay closest to dense ({}% and {}% at 0.3) by computing more visual tokens per layer ({}% and {}%)",
+    lambda: [_mean_layer("sharpv:kv_reference_layer=1", 0.3), *paired(FR, None, "sharpv:kv_reference_layer=1", S1, 0.3),
+             acc(FR, None, "fastv", 0.3), acc(FR, None, "pyramiddrop", 0.3), _per_layer("fastv", 0.3), _per_layer("pyramiddrop", 0.3)],
+    f"{P_FR} (own bootstrap)", tol=[0, 0, BOOT_TOL, BOOT_TOL, 0, 0, 0, 0],
+    holds=lambda: max((m for m in {r["method"] for r in load_json(R_FR)} - {"dense", CAL}), key=lambda m: acc(FR, None, m, 0.3)) == "pyramiddrop"
+    and sorted((acc(FR, None, m, 0.3), m) for m in {r["method"] for r in load_json(R_FR)} - {"dense", CAL})[-2][1] == "fastv")
 
 # --- consistency of the artefacts themselves ---------------------------------------------------------
 
