@@ -1219,7 +1219,7 @@ def _per_layer(method: str, budget: float | None) -> float:
     return 100 * record(FR, None, method, budget)["equivalent_retention"]
 
 
-add(PRE, "video), every answer kept. The report is [eval/fidelity-smollm2-dinov2/results.md](../eval/fidelity-smollm2-dinov2/results.md) ({} configurations",
+add(PRE, "answer kept. The report is [eval/fidelity-smollm2-dinov2/results.md](../eval/fidelity-smollm2-dinov2/results.md) ({} configurations",
     lambda: [len(load_json(R_FR))], R_FR)
 add(PRE, "answers at the level of no video, at every budget**: {}% at 0.1, 0.2, 0.3 and adaptive, against dense's {}%",
     lambda: [acc(FR, None, "sharpv", 0.1), acc(FR, None, "dense")], P_FR,
