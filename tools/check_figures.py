@@ -1181,7 +1181,7 @@ add(PRE, "count {}% / {}% and appearance time {}% / {}%, while colour ({}% / {}%
 add(PRE, "it lets in {}% for count and {}% for appearance time, against {}% for motion",
     lambda: [100 * record(FC, None, CAL, None)["evidence_recall_by_type"][t] for t in ("count", "appearance_time", "motion")], R_FC)
 
-FR = "fidelity-smollm2-dinov2"  # the merged report of parts A, B, C and calibrated
+FR = "fidelity-smollm2-dinov2"  # the merged report of parts A, B, C, calibrated and D
 P_FR, R_FR = f"eval/{FR}/predictions.jsonl.gz", f"eval/{FR}/results.json"
 S1 = "sharpv:kv=false"
 FB = (0.1, 0.2, 0.3)
@@ -1299,6 +1299,28 @@ add(PRE, "Appearance time (which object appeared first or last) is dense's harde
     lambda: [acc(FR, None, "dense", None, "appearance_time"),
              max(acc(FR, None, r["method"], r["budget"], "appearance_time") for r in load_json(R_FR))], P_FR,
     holds=lambda: min(TYPES, key=lambda t: acc(FR, None, "dense", None, t)) == "appearance_time")
+RS = "random:counts=sharpv"  # part D: random tokens at stage 1's per-frame counts (the paper's ablation)
+FB4 = FB + (None,)
+add(PRE, "| stage 1 alone | {}% | {}% | {}% | {}% |", lambda: [acc(FR, None, S1, b) for b in FB4], P_FR)
+add(PRE, "| random tokens at stage 1's per-frame counts | {}% | {}% | {}% | {}% |", lambda: [acc(FR, None, RS, b) for b in FB4], P_FR,
+    holds=lambda: all(record(FR, None, RS, b)["visual_tokens_kept"] == record(FR, None, S1, b)["visual_tokens_kept"] for b in FB4))
+add(PRE, "| stage 1 minus them | {} [{}, {}] | {} [{}, {}] | {} [{}, {}] | {} [{}, {}] |",
+    lambda: [v for b in FB4 for v in paired(FR, None, S1, RS, b)], f"{P_FR} (own bootstrap)", tol=[0, BOOT_TOL, BOOT_TOL] * 4)
+add(PRE, "| random tokens over the whole video | {}% | {}% | {}% | - |", lambda: [acc(FR, None, "random", b) for b in FB], P_FR)
+add(PRE, "| at stage 1's counts minus over the whole video | {} [{}, {}] | {} [{}, {}] | {} [{}, {}] | - |",
+    lambda: [v for b in FB for v in paired(FR, None, RS, "random", b)], f"{P_FR} (own bootstrap)", tol=[0, BOOT_TOL, BOOT_TOL] * 3)
+add(PRE, "Stage 1's choice inside the frames is worth what the paper says at 0.1, 0.2 and adaptive, and is within noise of random at 0.3. Its split across frames costs more than that from 0.2 on: the same random tokens at its per-frame counts are {} to {} points below",
+    lambda: [-max(paired(FR, None, RS, "random", b)[0] for b in FB), -min(paired(FR, None, RS, "random", b)[0] for b in FB)], P_FR,
+    holds=lambda: all(paired(FR, None, S1, RS, b)[1] > 0 for b in (0.1, 0.2, None)) and paired(FR, None, S1, RS, 0.3)[1] < 0
+    and all(-paired(FR, None, RS, "random", b)[0] > paired(FR, None, S1, RS, b)[0] for b in (0.2, 0.3)))
+add(PRE, "(motion at 0.1: {}% against {}%) and loses where it is about what stays (count at 0.3: {}% against {}%)",
+    lambda: [acc(FR, None, S1, 0.1, "motion"), acc(FR, None, RS, 0.1, "motion"), acc(FR, None, S1, 0.3, "count"), acc(FR, None, RS, 0.3, "count")], P_FR)
+add(PRE, "That is not its split across frames: random tokens drawn at stage 1's own per-frame counts count {}% at 0.3",
+    lambda: [acc(FR, None, RS, 0.3, "count")], P_FR)
+add(PRE, "its choice of tokens beats random tokens drawn at its own per-frame counts by +{} [+{}, +{}] at 0.1 and +{} [+{}, +{}] adaptive, but its split of the budget across frames is {} to {} points worse",
+    lambda: [*paired(FR, None, S1, RS, 0.1), *paired(FR, None, S1, RS, None),
+             -max(paired(FR, None, RS, "random", b)[0] for b in FB), -min(paired(FR, None, RS, "random", b)[0] for b in FB)],
+    f"{P_FR} (own bootstrap)", tol=[0, BOOT_TOL, BOOT_TOL] * 2 + [0, 0])
 add(PRE, "the fixed budget 0.3 ({}% of the tokens) answer {}%, +{} [{}, +{}] against it, and FastV at 0.3 {}% (+{} [+{}, +{}]) computing {}% of the visual tokens per layer; stage 1 alone at 0.3 answers {}% ({} [{}, {}])",
     lambda: [100 * record(FR, None, "random", 0.3)["kept_share"], acc(FR, None, "random", 0.3), *paired_rows(FR, ("random", 0.3), (CAL, None)),
              acc(FR, None, "fastv", 0.3), *paired_rows(FR, ("fastv", 0.3), (CAL, None)), _per_layer("fastv", 0.3),
@@ -1317,6 +1339,9 @@ add(README, "Stage 1 alone answers {}% / {}% / {}% at 0.1 / 0.2 / 0.3, {}rd of t
              *paired(FR, None, "random", S1, 0.2), *paired(FR, None, "random", S1, 0.3),
              acc(FR, None, S1, 0.3, "count"), acc(FR, None, "random", 0.3, "count")], f"{P_FR} (own bootstrap)",
     tol=[0] * 5 + [0, BOOT_TOL, BOOT_TOL] * 2 + [0, 0])
+add(README, "the paper's ablation holds (its token choice beats random tokens at its own per-frame counts by {} [{}, {}] points at 0.1), but its split of the budget across frames is what random tokens spread over the video beat",
+    lambda: [*paired(FR, None, S1, RS, 0.1)], f"{P_FR} (own bootstrap)", tol=[0, BOOT_TOL, BOOT_TOL],
+    holds=lambda: all(paired(FR, None, RS, "random", b)[2] < 0 for b in FB))
 add(README, "stage 2 fires late (layer {} of 30 on average) and costs nothing measurable ({} [{}, +{}] at 0.3). FastV and PyramidDrop stay closest to dense ({}% and {}% at 0.3) by computing more visual tokens per layer ({}% and {}%)",
     lambda: [_mean_layer("sharpv:kv_reference_layer=1", 0.3), *paired(FR, None, "sharpv:kv_reference_layer=1", S1, 0.3),
              acc(FR, None, "fastv", 0.3), acc(FR, None, "pyramiddrop", 0.3), _per_layer("fastv", 0.3), _per_layer("pyramiddrop", 0.3)],
