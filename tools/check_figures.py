@@ -109,11 +109,12 @@ def count_correct(run: str, model: str | None, method: str, budget: float | None
 
 @lru_cache(maxsize=None)
 def paired(run: str, model: str | None, method: str, reference: str, budget: float | None,
-           block: tuple[int, int] | None = None) -> tuple[float, float, float]:
+           block: tuple[int, int] | None = None, reference_budget: float | None | str = "same") -> tuple[float, float, float]:
     """``method`` minus ``reference`` in points over the same questions, and this script's own
-    paired bootstrap 95% interval (multinomial draws of the -1/0/+1 counts)."""
+    paired bootstrap 95% interval (multinomial draws of the -1/0/+1 counts); the reference at
+    ``budget`` too unless ``reference_budget`` says otherwise (dense, adaptive rows)."""
     ia, a = _pick(run, model, method, budget)
-    ib, b = _pick(run, model, reference, budget)
+    ib, b = _pick(run, model, reference, budget if reference_budget == "same" else reference_budget)
     if not np.array_equal(ia, ib):
         raise ValueError(f"eval/{run}: {method} and {reference} answered different questions")
     if block is not None:
@@ -1185,21 +1186,9 @@ FR = "fidelity-smollm2-dinov2"  # the merged report of parts A, B, C, calibrated
 P_FR, R_FR = f"eval/{FR}/predictions.jsonl.gz", f"eval/{FR}/results.json"
 S1 = "sharpv:kv=false"
 FB = (0.1, 0.2, 0.3)
+FB4 = FB + (None,)  # and adaptive
 #: the pre-LLM methods of the run (every layer computes their budget), SharpV's stage 1 included
 PRE_LLM = (S1, "random", "pooling", "evs", "dycoke", "vidcom2", "divprune", "visionzip", "fastvid", "flashvid", "holitom")
-
-
-def paired_rows(run: str, a: tuple[str, float | None], b: tuple[str, float | None]) -> tuple[float, float, float]:
-    """``paired`` between two (method, budget) rows that may differ in budget (dense, calibrated)."""
-    ia, x = _pick(run, None, *a)
-    ib, y = _pick(run, None, *b)
-    if not np.array_equal(ia, ib):
-        raise ValueError(f"eval/{run}: {a} and {b} answered different questions")
-    d = x.astype(int) - y.astype(int)
-    counts = np.array([(d == -1).sum(), (d == 0).sum(), (d == 1).sum()])
-    draws = np.random.Generator(np.random.PCG64(2811)).multinomial(d.size, counts / d.size, size=20_000)
-    low, high = np.percentile((draws[:, 2] - draws[:, 0]) / d.size, [2.5, 97.5])
-    return float(100 * d.mean()), float(100 * low), float(100 * high)
 
 
 def _rank(method: str, budget: float) -> int:
@@ -1223,7 +1212,7 @@ add(PRE, "answer kept. The report is [eval/fidelity-smollm2-dinov2/results.md](.
     lambda: [len(load_json(R_FR))], R_FR)
 add(PRE, "answers at the level of no video, at every budget**: {}% at 0.1, 0.2, 0.3 and adaptive, against dense's {}%",
     lambda: [acc(FR, None, "sharpv", 0.1), acc(FR, None, "dense")], P_FR,
-    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB + (None,)}) == 1)
+    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB4}) == 1)
 _ABOVE = [(m, b) for m in ({r["method"] for r in load_json(R_FR)} - {"dense", "sharpv", "vtw", CAL}) for b in FB]
 add(PRE, "above it at every budget, by +{} (EVS at 0.1) to +{} (PyramidDrop at 0.3), except VTW",
     lambda: [paired(FR, None, "evs", "sharpv", 0.1)[0], paired(FR, None, "pyramiddrop", "sharpv", 0.3)[0]], P_FR,
@@ -1240,8 +1229,8 @@ add(PRE, "layer) it ranks {}rd of the {} pre-LLM methods at 0.1, {}th at 0.2 and
     holds=lambda: acc(FR, None, "random", 0.1) < acc(FR, None, S1, 0.1)
     and all(acc(FR, None, "random", b) > acc(FR, None, S1, b) for b in (0.2, 0.3)))
 add(PRE, "(`kv_reference_layer=1`) fires late (at layer {} to {} of 30 on average) and costs",
-    lambda: [min(_mean_layer("sharpv:kv_reference_layer=1", b) for b in FB + (None,)),
-             max(_mean_layer("sharpv:kv_reference_layer=1", b) for b in FB + (None,))], R_FR)
+    lambda: [min(_mean_layer("sharpv:kv_reference_layer=1", b) for b in FB4),
+             max(_mean_layer("sharpv:kv_reference_layer=1", b) for b in FB4)], R_FR)
 add(PRE, "nothing measurable against stage 1 alone: {} [{}, +{}], {} [{}, +{}] and {} [{}, +{}] at 0.1, 0.2, 0.3, while each layer computes {}%, {}% and {}% of the visual tokens instead of {}%, {}% and {}%",
     lambda: [v for b in FB for v in paired(FR, None, "sharpv:kv_reference_layer=1", S1, b)]
     + [_per_layer("sharpv:kv_reference_layer=1", b) for b in FB] + [_per_layer(S1, b) for b in FB], P_FR,
@@ -1277,9 +1266,9 @@ add(PRE, "(the intervals of HoliTom, VisionZip and pooling include 0 at 0.2 and 
     and {m for m in PRE_LLM if all(acc(FR, None, m, b) < acc(FR, None, S1, b) for b in FB)} == {"holitom", "vidcom2"})
 add(PRE, "FastV at 0.1 computes {}% of the visual tokens per layer, between the budgets 0.1 and 0.2, and its {}% lies between them too: above every pre-LLM method at 0.1 (DivPrune {}%) and below the best at 0.2 (FlashVID {}%, computing {}%: FastV is {} [{}, {}] against it). At 0.2 FastV computes {}% and answers {}%, as random tokens at 0.3 ({}%) answer {}% ({} [{}, +{}])",
     lambda: [_per_layer("fastv", 0.1), acc(FR, None, "fastv", 0.1), acc(FR, None, "divprune", 0.1), acc(FR, None, "flashvid", 0.2),
-             _per_layer("flashvid", 0.2), *paired_rows(FR, ("fastv", 0.1), ("flashvid", 0.2)), _per_layer("fastv", 0.2),
+             _per_layer("flashvid", 0.2), *paired(FR, None, "fastv", "flashvid", 0.1, reference_budget=0.2), _per_layer("fastv", 0.2),
              acc(FR, None, "fastv", 0.2), _per_layer("random", 0.3), acc(FR, None, "random", 0.3),
-             *paired_rows(FR, ("fastv", 0.2), ("random", 0.3))], f"{P_FR}, {R_FR} (own bootstrap)",
+             *paired(FR, None, "fastv", "random", 0.2, reference_budget=0.3)], f"{P_FR}, {R_FR} (own bootstrap)",
     tol=[0] * 5 + [0, BOOT_TOL, BOOT_TOL] + [0] * 4 + [0, BOOT_TOL, BOOT_TOL],
     holds=lambda: max(PRE_LLM, key=lambda m: acc(FR, None, m, 0.1)) == "divprune"
     and max(PRE_LLM, key=lambda m: acc(FR, None, m, 0.2)) == "flashvid")
@@ -1300,7 +1289,6 @@ add(PRE, "Appearance time (which object appeared first or last) is dense's harde
              max(acc(FR, None, r["method"], r["budget"], "appearance_time") for r in load_json(R_FR))], P_FR,
     holds=lambda: min(TYPES, key=lambda t: acc(FR, None, "dense", None, t)) == "appearance_time")
 RS = "random:counts=sharpv"  # part D: random tokens at stage 1's per-frame counts (the paper's ablation)
-FB4 = FB + (None,)
 add(PRE, "| stage 1 alone | {}% | {}% | {}% | {}% |", lambda: [acc(FR, None, S1, b) for b in FB4], P_FR)
 add(PRE, "| random tokens at stage 1's per-frame counts | {}% | {}% | {}% | {}% |", lambda: [acc(FR, None, RS, b) for b in FB4], P_FR,
     holds=lambda: all(record(FR, None, RS, b)["visual_tokens_kept"] == record(FR, None, S1, b)["visual_tokens_kept"] for b in FB4))
@@ -1322,18 +1310,18 @@ add(PRE, "its choice of tokens beats random tokens drawn at its own per-frame co
              -max(paired(FR, None, RS, "random", b)[0] for b in FB), -min(paired(FR, None, RS, "random", b)[0] for b in FB)],
     f"{P_FR} (own bootstrap)", tol=[0, BOOT_TOL, BOOT_TOL] * 2 + [0, 0])
 add(PRE, "the fixed budget 0.3 ({}% of the tokens) answer {}%, +{} [{}, +{}] against it, and FastV at 0.3 {}% (+{} [+{}, +{}]) computing {}% of the visual tokens per layer; stage 1 alone at 0.3 answers {}% ({} [{}, {}])",
-    lambda: [100 * record(FR, None, "random", 0.3)["kept_share"], acc(FR, None, "random", 0.3), *paired_rows(FR, ("random", 0.3), (CAL, None)),
-             acc(FR, None, "fastv", 0.3), *paired_rows(FR, ("fastv", 0.3), (CAL, None)), _per_layer("fastv", 0.3),
-             acc(FR, None, S1, 0.3), *paired_rows(FR, (S1, 0.3), (CAL, None))], f"{P_FR} (own bootstrap)",
+    lambda: [100 * record(FR, None, "random", 0.3)["kept_share"], acc(FR, None, "random", 0.3), *paired(FR, None, "random", CAL, 0.3, reference_budget=None),
+             acc(FR, None, "fastv", 0.3), *paired(FR, None, "fastv", CAL, 0.3, reference_budget=None), _per_layer("fastv", 0.3),
+             acc(FR, None, S1, 0.3), *paired(FR, None, S1, CAL, 0.3, reference_budget=None)], f"{P_FR} (own bootstrap)",
     tol=[0, 0, 0, BOOT_TOL, BOOT_TOL, 0, 0, BOOT_TOL, BOOT_TOL, 0, 0, 0, BOOT_TOL, BOOT_TOL])
 
 add(PRE, "On 1,200 held-out questions SharpV at its defaults answers {}% at every budget, the level of no video, and its stage 1 alone falls below random tokens from budget 0.2 on",
     lambda: [acc(FR, None, "sharpv", 0.1)], P_FR,
-    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB + (None,)}) == 1 and len(_pick(FR, None, "dense", None)[0]) == 1200
+    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB4}) == 1 and len(_pick(FR, None, "dense", None)[0]) == 1200
     and acc(FR, None, "random", 0.1) < acc(FR, None, S1, 0.1) and all(acc(FR, None, "random", b) > acc(FR, None, S1, b) for b in FB[1:]))
 add(README, "defaults SharpV answers {}% at every budget and adaptive ({}% of the tokens kept) against dense's {}%, the level of no video",
     lambda: [acc(FR, None, "sharpv", None), 100 * record(FR, None, "sharpv", None)["kept_share"], acc(FR, None, "dense")], P_FR,
-    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB + (None,)}) == 1)
+    holds=lambda: len({acc(FR, None, "sharpv", b) for b in FB4}) == 1)
 add(README, "Stage 1 alone answers {}% / {}% / {}% at 0.1 / 0.2 / 0.3, {}rd of the {} pre-LLM methods at 0.1, but random tokens beat it at 0.2 and 0.3 (by {} [{}, {}] and {} [{}, {}] points), as it counts badly ({}% against random's {}% at 0.3)",
     lambda: [*(acc(FR, None, S1, b) for b in FB), _rank(S1, 0.1), len(PRE_LLM),
              *paired(FR, None, "random", S1, 0.2), *paired(FR, None, "random", S1, 0.3),
